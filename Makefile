@@ -1,0 +1,55 @@
+# Two commands: `make demo` and `make test`. Each installs what it needs on a fresh
+# Debian machine (run as root, or with sudo available).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := espeak-ng flite libsndfile1 wordnet-base
+SHARED ?= ../shared
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint deps system-deps corpus train eval bench-rtf clean
+
+demo: deps
+	$(BIN)/splitasr demo
+
+test: deps
+	$(BIN)/ruff check splitasr tests
+	$(BIN)/pytest
+
+lint: deps
+	$(BIN)/ruff check splitasr tests
+	$(BIN)/ruff format --check splitasr tests
+
+deps: system-deps $(VENV)/.stamp-deps
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.stamp-deps: pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The recipe behind the shipped model (not needed for demo or test).
+corpus: deps
+	$(BIN)/splitasr data build --out data/corpus --arctic $(SHARED)/data/text/cmuarctic.data --fsdd $(SHARED)/data/fsdd/recordings
+
+train: corpus
+	$(BIN)/splitasr train --config configs/ds2-default.toml
+
+eval: deps
+	for m in test_sentences_seen_voices test_sentences_heldout_voices test_digits_heldout_speaker; do \
+		$(BIN)/splitasr eval --manifest data/corpus/$$m.jsonl; done
+
+bench-rtf: deps
+	$(BIN)/splitasr bench rtf --manifest data/corpus/test_sentences_seen_voices.jsonl --out results/rtf
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache results

@@ -1,0 +1,184 @@
+"""Audio front end: read, resample, and turn waveforms into features.
+
+Everything a model sees starts here, so everything here is deterministic: the same file
+gives the same features bit for bit on every run.
+
+Two feature types are offered:
+
+* log-mel features (80 bins, 25 ms window, 10 ms hop) for the recogniser;
+* QM-features (paper 003): 32-bin log-mel quantised to unsigned 8-bit fixed point, a cheap
+  and compact representation for the device to send.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splitasr.errors import AudioError
+
+SAMPLE_RATE = 16000
+N_FFT = 400  # 25 ms window at 16 kHz
+HOP_LENGTH = 160  # 10 ms hop at 16 kHz
+N_MELS = 80
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
+LOG_FLOOR = 1e-6  # added before log so silence gives a finite value
+
+QM_N_MELS = 32
+QM_MIN_LOG = math.log(LOG_FLOOR)  # log-mel value mapped to code 0: digital silence
+QM_MAX_LOG = 6.0  # log-mel value mapped to code 255
+QM_LEVELS = 256  # 8-bit fixed point
+
+DEFAULT_MAX_SECONDS = 120.0
+SUPPORTED_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """How waveforms become features; saved with every model checkpoint."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = N_FFT
+    hop_length: int = HOP_LENGTH
+    n_mels: int = N_MELS
+
+
+def load_audio(path: str | Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """Read an audio file as mono float32 at 16 kHz.
+
+    Stereo or multi-channel input is down-mixed by averaging channels. Any rate in
+    ``SUPPORTED_RATES`` is resampled with soxr.
+
+    Returns:
+        waveform of shape ``(S,)``, float32 in [-1, 1].
+
+    Raises:
+        AudioError: with a one-line message naming the file and the problem.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises its own LibsndfileError and RuntimeError
+        raise AudioError(f"{path}: not a readable audio file ({_first_line(exc)})") from None
+    if info.frames == 0:
+        raise AudioError(f"{path}: audio has zero length")
+    if info.samplerate not in SUPPORTED_RATES:
+        raise AudioError(
+            f"{path}: unsupported sample rate {info.samplerate} Hz "
+            f"(supported: {', '.join(str(r) for r in SUPPORTED_RATES)})"
+        )
+    if info.channels > 8:
+        raise AudioError(f"{path}: unsupported channel count {info.channels} (at most 8)")
+    seconds = info.frames / info.samplerate
+    if seconds > max_seconds:
+        raise AudioError(f"{path}: {seconds:.1f} s is longer than the limit of {max_seconds:g} s")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"{path}: could not decode audio ({_first_line(exc)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: audio has zero length")
+    mono = data.mean(axis=1, dtype=np.float32)
+    return resample(mono, rate, SAMPLE_RATE)
+
+
+def resample(wave: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample a mono waveform ``(S,)`` to ``target_rate`` with soxr (high quality)."""
+    if rate == target_rate:
+        return np.ascontiguousarray(wave, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(wave.astype(np.float32), rate, target_rate, quality="HQ").astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Slaney-style mel filter bank from librosa, shape ``(n_mels, n_fft // 2 + 1)``."""
+    from librosa.filters import mel
+
+    return torch.from_numpy(mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
+
+
+@functools.lru_cache(maxsize=2)
+def _window(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft)
+
+
+def num_frames(num_samples: int | torch.Tensor, hop_length: int = HOP_LENGTH):
+    """Number of feature frames a waveform of ``num_samples`` samples gives (centred STFT)."""
+    return num_samples // hop_length + 1
+
+
+def power_mel(
+    wave: torch.Tensor, n_mels: int = N_MELS, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH
+) -> torch.Tensor:
+    """Mel power spectrogram.
+
+    Args:
+        wave: ``(N, S)`` or ``(S,)`` float waveform at 16 kHz.
+
+    Returns:
+        ``(N, T, n_mels)`` (or ``(T, n_mels)``) with ``T = S // hop_length + 1``.
+    """
+    squeeze = wave.dim() == 1
+    if squeeze:
+        wave = wave.unsqueeze(0)
+    spec = torch.stft(
+        wave.float(),
+        n_fft=n_fft,
+        hop_length=hop_length,
+        window=_window(n_fft),
+        center=True,
+        pad_mode="constant",  # zeros: a padded batch item gives the same frames as alone
+        return_complex=True,
+    )
+    power = spec.real.square() + spec.imag.square()  # (N, F, T)
+    mel = torch.matmul(mel_filters(n_mels, n_fft), power).transpose(1, 2)  # (N, T, M)
+    return mel.squeeze(0) if squeeze else mel
+
+
+def log_mel(wave: torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
+    """Natural-log mel features ``(N, T, n_mels)`` from a waveform ``(N, S)``."""
+    return torch.log(power_mel(wave, n_mels=n_mels) + LOG_FLOOR)
+
+
+def qm_features(wave: torch.Tensor) -> torch.Tensor:
+    """QM-features of paper 003: 32-bin log-mel in unsigned 8-bit fixed point.
+
+    The log-mel range ``[QM_MIN_LOG, QM_MAX_LOG]`` is mapped linearly onto codes
+    0..255 and clipped, so each frame costs 32 bytes (25.6 kbit/s at 100 frames/s).
+
+    Args:
+        wave: ``(N, S)`` or ``(S,)`` waveform at 16 kHz.
+
+    Returns:
+        uint8 tensor ``(N, T, 32)`` (or ``(T, 32)``).
+    """
+    logs = log_mel(wave, n_mels=QM_N_MELS)
+    scale = (QM_LEVELS - 1) / (QM_MAX_LOG - QM_MIN_LOG)
+    codes = torch.round((logs - QM_MIN_LOG) * scale).clamp_(0, QM_LEVELS - 1)
+    return codes.to(torch.uint8)
+
+
+def qm_dequantize(codes: torch.Tensor) -> torch.Tensor:
+    """Map QM codes ``(..., 32)`` uint8 back to approximate log-mel values (float32)."""
+    step = (QM_MAX_LOG - QM_MIN_LOG) / (QM_LEVELS - 1)
+    return codes.float() * step + QM_MIN_LOG
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,1 @@
+"""Benchmarks: each writes results.json, a markdown table and a PNG plot to a folder."""

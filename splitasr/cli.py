@@ -1,0 +1,220 @@
+"""Command line: a thin layer over the Python API.
+
+Every user-facing failure is a :class:`~splitasr.errors.SplitASRError`: the CLI prints its
+one-line message to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from splitasr.errors import SplitASRError
+
+EXIT_USER_ERROR = 2
+
+
+def _decoder(args):
+    from splitasr.decoding import BeamSearchDecoder, GreedyDecoder
+
+    if args.beam and args.beam > 1:
+        from splitasr.lm import DEFAULT_LM
+
+        lm = args.lm if args.lm else (DEFAULT_LM if DEFAULT_LM.is_file() and not args.no_lm else None)
+        return BeamSearchDecoder(beam_width=args.beam, arpa=lm)
+    return GreedyDecoder()
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--beam", type=int, default=0, help="beam width (0 or 1: greedy decoding)")
+    p.add_argument("--lm", help="ARPA word language model for beam search (default: the shipped one)")
+    p.add_argument("--no-lm", action="store_true", help="beam search without a language model")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+
+
+def _setup_threads(args) -> None:
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def cmd_transcribe(args) -> int:
+    from splitasr.model.checkpoint import load_model
+    from splitasr.transcribe import transcribe
+
+    _setup_threads(args)
+    model = load_model(args.model)
+    results = transcribe(model, args.files, _decoder(args), max_seconds=args.max_seconds)
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            print(f"splitasr: error: {r.error}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(r.to_dict()), flush=True)
+        else:
+            print(f"{r.file}\t{r.text}" if len(args.files) > 1 else r.text, flush=True)
+    return EXIT_USER_ERROR if failed else 0
+
+
+def cmd_eval(args) -> int:
+    from splitasr.evaluate import evaluate_manifest
+    from splitasr.model.checkpoint import load_model
+
+    _setup_threads(args)
+    model = load_model(args.model)
+    report = evaluate_manifest(model, args.manifest, _decoder(args), limit=args.limit, progress=not args.json)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(report.summary())
+    return 0
+
+
+def cmd_data_build(args) -> int:
+    from splitasr.corpus.build import CorpusConfig, build_corpus
+
+    cfg = CorpusConfig(seed=args.seed, workers=args.workers, extra_text=[Path(t) for t in args.text])
+    if args.arctic:
+        cfg.arctic = Path(args.arctic)
+    if args.fsdd:
+        cfg.fsdd = Path(args.fsdd)
+    if args.quick:
+        cfg.max_prompts = args.quick
+    if not cfg.fsdd.is_dir():
+        raise SplitASRError(f"{cfg.fsdd}: FSDD recordings folder not found (set --fsdd)")
+    manifests = build_corpus(cfg, args.out)
+    for split, path in manifests.items():
+        print(f"{split}\t{path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from splitasr.train import TrainConfig, train
+
+    cfg = TrainConfig.from_toml(args.config)
+    if args.out:
+        cfg.out = args.out
+    if args.epochs:
+        cfg.epochs = args.epochs
+    best = train(cfg, resume=not args.no_resume)
+    print(f"best model: {best}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from splitasr.model.checkpoint import load_model
+
+    model = load_model(args.model)
+    print(f"{'split point':<12} {'values/frame':>12} {'frames/s':>9} {'raw kbit/s':>11} {'head params':>12}")
+    for p in model.point_info():
+        print(f"{p.name:<12} {p.dim:>12} {p.frames_per_second:>9g} {p.raw_kbps:>11.1f} {p.params_head:>12,}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from splitasr.demo import run_demo
+
+    run_demo(model_path=args.model)
+    return 0
+
+
+def cmd_bench_rtf(args) -> int:
+    from splitasr.bench.rtf import run_rtf_bench
+
+    _setup_threads(args)
+    run_rtf_bench(
+        args.manifest, args.out, model_path=args.model, limit=args.limit, threads=args.threads or None
+    )
+    return 0
+
+
+def cmd_lm_build(args) -> int:
+    from splitasr.lm import build_arpa
+
+    n = build_arpa(args.out, [Path(m) for m in args.manifest], top_words=args.top_words)
+    print(f"wrote {args.out}: {n} words")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitasr", description="Split edge-cloud speech recognition.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files with the whole model, locally")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer files")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("eval", help="WER and CER on a manifest")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, help="first N utterances only")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="corpus tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("build", help="render the synthetic + FSDD corpus")
+    p.add_argument("--out", required=True)
+    p.add_argument("--arctic", help="CMU ARCTIC prompts (default ../shared/data/text/cmuarctic.data)")
+    p.add_argument("--fsdd", help="FSDD recordings folder (default ../shared/data/fsdd/recordings)")
+    p.add_argument("--text", action="append", default=[], help="extra text file, one sentence a line")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quick", type=int, metavar="N", help="only N prompts per split (smoke test)")
+    p.set_defaults(func=cmd_data_build)
+
+    p = sub.add_parser("train", help="train a model from a TOML recipe")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", help="override the recipe's output folder")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--no-resume", action="store_true", help="start again even if a run exists")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("info", help="the model's split points and what crosses each")
+    p.add_argument("--model")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="synthesise a few utterances and transcribe them")
+    p.add_argument("--model")
+    p.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("rtf", help="real-time factor of the full model on this CPU")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", default="results/rtf")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--model")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_bench_rtf)
+
+    lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
+    p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")
+    p.add_argument("--out", required=True)
+    p.add_argument("--manifest", action="append", default=[], help="training text to count words in")
+    p.add_argument("--top-words", type=int, default=40000, help="wordfreq's most common English words")
+    p.set_defaults(func=cmd_lm_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SplitASRError as exc:
+        print(f"splitasr: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("splitasr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

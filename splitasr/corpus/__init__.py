@@ -1,0 +1,1 @@
+"""Corpus builder: synthetic read speech, augmentation, connected digits, manifests."""

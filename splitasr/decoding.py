@@ -1,0 +1,103 @@
+"""CTC decoders behind one small interface: ``decoder.decode(logits, length) -> text``.
+
+* :class:`GreedyDecoder`: best class per frame, repeats collapsed, blanks dropped.
+* :class:`BeamSearchDecoder`: pyctcdecode's beam search, optionally with a word n-gram
+  language model (an ARPA file that kenlm loads) and a unigram list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splitasr.errors import MissingDependencyError
+from splitasr.text import CharTokenizer
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C-level writes to stderr (file descriptor 2) for a moment."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class Decoder:
+    """Turns per-frame scores ``(T, V)`` into text."""
+
+    def __init__(self, tokenizer: CharTokenizer = CharTokenizer()):
+        self.tokenizer = tokenizer
+
+    def decode(self, logits: torch.Tensor, length: int | None = None) -> str:
+        raise NotImplementedError
+
+    def decode_batch(self, logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """``logits (N, T, V)``, ``lengths (N,)`` -> N strings."""
+        return [self.decode(logits[i], int(lengths[i])) for i in range(logits.shape[0])]
+
+
+class GreedyDecoder(Decoder):
+    """Best path: argmax per frame, collapse repeats, drop blanks."""
+
+    def decode(self, logits: torch.Tensor, length: int | None = None) -> str:
+        ids = logits[:length].argmax(dim=-1).tolist()
+        out, prev = [], None
+        for i in ids:
+            if i != prev and i != self.tokenizer.blank:
+                out.append(i)
+            prev = i
+        return " ".join(self.tokenizer.decode(out).split())
+
+
+class BeamSearchDecoder(Decoder):
+    """pyctcdecode beam search; with ``arpa`` (a word n-gram LM) it rescoring words.
+
+    Args:
+        beam_width: hypotheses kept per frame.
+        arpa: optional ARPA language model path (loaded by kenlm).
+        unigrams: optional word list for the LM's vocabulary.
+        alpha, beta: LM weight and word insertion bonus.
+    """
+
+    def __init__(
+        self,
+        tokenizer: CharTokenizer = CharTokenizer(),
+        beam_width: int = 32,
+        arpa: str | Path | None = None,
+        unigrams: list[str] | None = None,
+        alpha: float = 0.5,
+        beta: float = 1.0,
+    ):
+        super().__init__(tokenizer)
+        try:
+            from pyctcdecode import build_ctcdecoder
+        except ImportError:  # pragma: no cover - a pinned dependency
+            raise MissingDependencyError("beam search needs pyctcdecode: pip install pyctcdecode") from None
+        labels = ["", " ", "'"] + list("abcdefghijklmnopqrstuvwxyz")
+        assert len(labels) == len(tokenizer)
+        self.beam_width = beam_width
+        with _quiet_stderr():  # kenlm prints loading progress bars on file descriptor 2
+            self._decoder = build_ctcdecoder(
+                labels,
+                kenlm_model_path=str(arpa) if arpa else None,
+                unigrams=unigrams,
+                alpha=alpha,
+                beta=beta,
+            )
+
+    def decode(self, logits: torch.Tensor, length: int | None = None) -> str:
+        log_probs = torch.log_softmax(logits[:length].float(), dim=-1).numpy().astype(np.float32)
+        text = self._decoder.decode(log_probs, beam_width=self.beam_width)
+        return " ".join(text.split())

@@ -1,0 +1,1 @@
+"""Recognisers as ordered, named stages with a split point at every boundary."""

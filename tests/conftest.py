@@ -1,0 +1,40 @@
+"""Shared fixtures: short utterances synthesised on the spot, and the shipped model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from splitasr.audio import SAMPLE_RATE
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def speech_dir(tmp_path_factory) -> Path:
+    """A few utterances by a training-style espeak-ng voice, as 16 kHz WAV files."""
+    from splitasr.corpus.tts import Speaker, render
+
+    d = tmp_path_factory.mktemp("speech")
+    speaker = Speaker("espeak-ng", "en-us", "m3", rate=160, pitch=50)
+    for name, text in (("hello", "the sun is bright today"), ("digits", "four one one seven")):
+        sf.write(d / f"{name}.wav", render(text, speaker), SAMPLE_RATE, subtype="PCM_16")
+    return d
+
+
+@pytest.fixture(scope="session")
+def model():
+    from splitasr.model.checkpoint import load_model
+
+    return load_model()
+
+
+@pytest.fixture()
+def sine(tmp_path) -> Path:
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    path = tmp_path / "sine.wav"
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), SAMPLE_RATE)
+    return path

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from splitasr.errors import CheckpointError
+from splitasr.model.checkpoint import load_model, read_metadata, save_model
+from splitasr.model.ds2 import DS2Config, DS2Model
+
+
+def test_save_then_load_gives_the_same_outputs(tmp_path):
+    torch.manual_seed(1)
+    m = DS2Model(DS2Config(conv_channels=2, proj_dim=8, gru_hidden=4, gru_layers=1)).eval()
+    save_model(m, tmp_path / "m.safetensors", {"note": {"a": 1}})
+    back = load_model(tmp_path / "m.safetensors")
+    x = torch.randn(1, 4000)
+    with torch.no_grad():
+        assert torch.equal(m(x)[0], back(x)[0])
+    assert read_metadata(tmp_path / "m.safetensors")["note"] == {"a": 1}
+
+
+def test_missing_and_garbage_checkpoints_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "none.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def test_shipped_checkpoint_is_small_and_loads(model):
+    from splitasr.model.checkpoint import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT.stat().st_size < 25 * 2**20
+    assert not model.training
