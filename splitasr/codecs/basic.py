@@ -1,0 +1,90 @@
+"""Parts that need no calibration: ``f32`` (lossless float bits), ``pack`` and ``zstd``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from splitasr.codecs.base import CodecError, Coder, Symbols, Transform, register_coder, register_transform
+
+
+@register_transform("f32")
+class Float32Bits(Transform):
+    """Lossless: each float32 becomes its 4 bytes, as symbols in ``[0, 256)``.
+
+    Symbols have shape ``(4, N*T*C)``: byte plane first (least significant byte in plane 0),
+    so coders can model each plane separately: the exponent byte is far more predictable
+    than the low mantissa bytes.
+    """
+
+    lossless = True
+
+    def forward(self, x: np.ndarray) -> Symbols:
+        planes = np.ascontiguousarray(x, dtype="<f4").view(np.uint8).reshape(-1, 4).T
+        return Symbols(np.ascontiguousarray(planes), 256)
+
+    def inverse(self, symbols, params, shape):
+        return np.ascontiguousarray(symbols.astype(np.uint8).T).view("<f4").reshape(shape)
+
+    def symbol_layout(self, params, shape):
+        return (4, int(np.prod(shape, dtype=np.int64))), 256
+
+
+def _width(alphabet: int) -> np.dtype:
+    if alphabet <= 256:
+        return np.dtype(np.uint8)
+    if alphabet <= 65536:
+        return np.dtype("<u2")
+    return np.dtype("<u4")
+
+
+@register_coder("pack")
+class Pack(Coder):
+    """Symbols stored at a fixed width: 1, 2 or 4 bytes, or packed bits below 8 bits."""
+
+    def encode(self, symbols, alphabet):
+        bits = int(np.ceil(np.log2(max(alphabet, 2))))
+        if bits < 8:
+            flat = symbols.astype(np.uint8).ravel()
+            unpacked = np.unpackbits(flat[:, None], axis=1)[:, 8 - bits :]
+            return np.packbits(unpacked.ravel()).tobytes()
+        return np.ascontiguousarray(symbols, dtype=_width(alphabet)).tobytes()
+
+    def decode(self, body, shape, alphabet):
+        n = int(np.prod(shape, dtype=np.int64))
+        bits = int(np.ceil(np.log2(max(alphabet, 2))))
+        if bits < 8:
+            if len(body) != (n * bits + 7) // 8:
+                raise CodecError("packed body has the wrong length")
+            raw = np.unpackbits(np.frombuffer(body, np.uint8))[: n * bits].reshape(n, bits)
+            full = np.concatenate([np.zeros((n, 8 - bits), np.uint8), raw], axis=1)
+            return np.packbits(full, axis=1).reshape(shape)
+        dt = _width(alphabet)
+        if len(body) != n * dt.itemsize:
+            raise CodecError("body has the wrong length for its shape")
+        return np.frombuffer(body, dt).reshape(shape)
+
+
+@register_coder("zstd")
+class Zstd(Coder):
+    """zstandard (level 19) over fixed-width symbols; byte planes keep it effective on floats."""
+
+    level = 19
+
+    def encode(self, symbols, alphabet):
+        import zstandard
+
+        raw = np.ascontiguousarray(symbols, dtype=_width(alphabet)).tobytes()
+        return zstandard.ZstdCompressor(level=self.level).compress(raw)
+
+    def decode(self, body, shape, alphabet):
+        import zstandard
+
+        dt = _width(alphabet)
+        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=n)
+        except zstandard.ZstdError as exc:
+            raise CodecError(f"zstd: {exc}") from None
+        if len(raw) != n:
+            raise CodecError("zstd body decodes to the wrong length")
+        return np.frombuffer(raw, dt).reshape(shape)

@@ -1,0 +1,42 @@
+"""Calibrated or learned codec state (scales, probability tables, network weights).
+
+One ``<name>.safetensors`` file per codec part in a state folder, usually
+``splitasr/assets/codecs/<model>/<split point>/``: arrays as tensors, everything else as
+JSON in the metadata. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def state_path(state_dir: str | Path, key: str) -> Path:
+    return Path(state_dir) / f"{key}.safetensors"
+
+
+def save_state(state_dir: str | Path, key: str, state: dict) -> Path:
+    """Write ``state`` (numpy arrays and JSON-able values) for codec part ``key``."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+    meta = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    path = state_path(state_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(arrays, str(path), metadata={"json": json.dumps(meta)})
+    return path
+
+
+def load_state(state_dir: str | Path, key: str) -> dict | None:
+    """The saved state for ``key``, or None when the folder has none."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    path = state_path(state_dir, key)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="np") as f:
+        meta = json.loads((f.metadata() or {}).get("json", "{}"))
+    return {**meta, **load_file(str(path))}
