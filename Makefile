@@ -45,8 +45,7 @@ train: corpus
 	$(BIN)/splitasr train --config configs/ds2-default.toml
 
 eval: deps
-	for m in test_sentences_seen_voices test_sentences_heldout_voices test_digits_heldout_speaker; do \
-		$(BIN)/splitasr eval --manifest data/corpus/$$m.jsonl; done
+	$(BIN)/splitasr bench asr --out results/asr $(foreach m,test_sentences_seen_voices test_sentences_heldout_voices test_digits_heldout_speaker,--manifest data/corpus/$(m).jsonl)
 
 bench-rtf: deps
 	$(BIN)/splitasr bench rtf --manifest data/corpus/test_sentences_seen_voices.jsonl --out results/rtf

@@ -134,11 +134,72 @@ def cmd_bench_rtf(args) -> int:
     return 0
 
 
+def cmd_bench_asr(args) -> int:
+    from splitasr.bench.asr import run_asr_bench
+
+    _setup_threads(args)
+    run_asr_bench(args.manifest, args.out, model_path=args.model, beam=args.beam, limit=args.limit)
+    return 0
+
+
+def cmd_bench_tradeoff(args) -> int:
+    from splitasr.bench.tradeoff import run_tradeoff_bench
+
+    _setup_threads(args)
+    split = lambda v: [x for x in v.split(",") if x] if v else None
+    run_tradeoff_bench(
+        args.manifest,
+        args.out,
+        model_path=args.model,
+        points=split(args.points),
+        codecs=split(args.codecs),
+        audio_codecs=split(args.audio_codecs) if args.audio_codecs is not None else None,
+        limit=args.limit,
+        calib_manifest=args.calib_manifest,
+        calib_limit=args.calib_limit,
+        quick=args.quick,
+    )
+    return 0
+
+
 def cmd_lm_build(args) -> int:
     from splitasr.lm import build_arpa
 
     n = build_arpa(args.out, [Path(m) for m in args.manifest], top_words=args.top_words)
     print(f"wrote {args.out}: {n} words")
+    return 0
+
+
+def cmd_codec_calibrate(args) -> int:
+    from splitasr.codecs.base import split_name
+    from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir, entropy_report
+    from splitasr.model.checkpoint import load_model
+
+    for name in args.codec:  # refuse a misspelt name before the slow part
+        split_name(name)
+    model = load_model(args.model)
+    acts = collect_activations(model, args.manifest, args.point, limit=args.limit)
+    out = Path(args.out) if args.out else default_state_dir(args.point)
+    for name in args.codec:
+        for path in calibrate(name, acts, out):
+            print(f"wrote {path}")
+        r = entropy_report(name, acts, out)
+        entropy = r["entropy_bits_per_symbol"]
+        print(
+            f"{r['codec']}: {r['coded_bits_per_symbol']:.3f} bits/symbol coded, {entropy:.3f} entropy, "
+            f"{r['payload_bits_per_value']:.3f} bits/value with headers ({r['messages']} utterances)"
+        )
+    return 0
+
+
+def cmd_codec_list(args) -> int:
+    from splitasr.codecs import base
+
+    for name in base.available_codecs():
+        t_name, _ = base.split_name(name)
+        print(f"{name}\t{'lossless' if base.TRANSFORMS[t_name].lossless else 'lossy'}")
+    for alias, target in sorted(base.ALIASES.items()):
+        print(f"{alias}\t= {target}")
     return 0
 
 
@@ -195,12 +256,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_rtf)
 
+    p = bench.add_parser("asr", help="WER/CER of the whole model on test sets, greedy and beam")
+    p.add_argument("--manifest", action="append", required=True, help="repeat for several test sets")
+    p.add_argument("--out", default="results/asr")
+    p.add_argument("--beam", type=int, default=32, help="beam width for the beam+LM rows (0: greedy only)")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--model")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_bench_asr)
+
+    p = bench.add_parser("tradeoff", help="every split point x codec: kbit/s against WER")
+    p.add_argument("--manifest", required=True, help="test manifest")
+    p.add_argument("--out", default="results/tradeoff")
+    p.add_argument("--points", help="comma-separated split points (default: all but audio and the last)")
+    p.add_argument("--codecs", help="comma-separated activation codecs (default: a standard set)")
+    p.add_argument("--audio-codecs", help="comma-separated codecs at the audio point ('' for none)")
+    p.add_argument("--calib-manifest", help="training manifest to calibrate codecs that lack shipped state")
+    p.add_argument("--calib-limit", type=int, default=200)
+    p.add_argument("--limit", type=int, help="first N test utterances")
+    p.add_argument("--quick", action="store_true", help="30 utterances, 3 points, a few codecs")
+    p.add_argument("--model")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_bench_tradeoff)
+
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
     p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")
     p.add_argument("--out", required=True)
     p.add_argument("--manifest", action="append", default=[], help="training text to count words in")
     p.add_argument("--top-words", type=int, default=40000, help="wordfreq's most common English words")
     p.set_defaults(func=cmd_lm_build)
+
+    codec = sub.add_parser("codec", help="activation codecs")
+    codec = codec.add_subparsers(dest="codec_command", required=True)
+    p = codec.add_parser("calibrate", help="fit codec state (clip bounds, probability tables) on a manifest")
+    p.add_argument("--manifest", required=True, help="training utterances to calibrate on")
+    p.add_argument("--point", required=True, help="split point whose activation is coded")
+    p.add_argument("--codec", action="append", required=True, help="codec name, e.g. q8+ans (repeatable)")
+    p.add_argument("--model", help="checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/ds2/<point>/)")
+    p.add_argument("--limit", type=int, default=200, help="first N utterances only")
+    p.set_defaults(func=cmd_codec_calibrate)
+    p = codec.add_parser("list", help="every registered codec name")
+    p.set_defaults(func=cmd_codec_list)
     return parser
 
 

@@ -14,7 +14,7 @@ are refused with the list of known ones.
 
 Every payload starts with a header (see :func:`pack_payload`): magic, format version,
 codec name, decoding parameters, shape, dtype, valid lengths, body length and a CRC32 of
-the body. :func:`unpack_payload` checks all of it, and refuses a declared shape over
+the header and body. :func:`unpack_payload` checks all of it, and refuses a declared shape over
 :data:`MAX_ELEMENTS` before allocating anything, so random, truncated or bit-flipped
 bytes raise :class:`CodecError` instead of returning garbage or exhausting memory.
 """
@@ -62,14 +62,15 @@ class Header:
 
 def pack_payload(header: Header, body: bytes) -> bytes:
     """Header + body as bytes: ``MAGIC | version | len(json) | len(body) | ndim | shape... |
-    json | crc32(body) | body`` (little-endian)."""
+    json | crc32(shape + json + body) | body`` (little-endian). The CRC covers the header's
+    variable part too, so a flipped bit in the shape, lengths or parameters is caught."""
     meta = json.dumps(
         {"codec": header.codec, "params": header.params, "dtype": header.dtype, "lens": list(header.lens)},
         separators=(",", ":"),
     ).encode()
     fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, len(meta), len(body), len(header.shape))
     shape = struct.pack(f"<{len(header.shape)}I", *header.shape)
-    crc = struct.pack("<I", zlib.crc32(body))
+    crc = struct.pack("<I", zlib.crc32(body, zlib.crc32(meta, zlib.crc32(shape))))
     return fixed + shape + meta + crc + body
 
 
@@ -92,28 +93,29 @@ def unpack_payload(payload: bytes, max_elements: int = MAX_ELEMENTS) -> tuple[He
     if len(payload) != need:
         raise CodecError(f"payload truncated or padded: {len(payload)} bytes, header says {need}")
     shape = struct.unpack_from(f"<{ndim}I", payload, pos)
+    shape_bytes = payload[pos : pos + 4 * ndim]
     pos += 4 * ndim
     numel = int(np.prod(shape, dtype=np.int64))
     if numel > max_elements:
         raise CodecError(f"declared shape {tuple(shape)} exceeds the limit of {max_elements} values")
+    meta_bytes = payload[pos : pos + meta_len]
+    (crc,) = struct.unpack_from("<I", payload, pos + meta_len)
+    body = payload[pos + meta_len + 4 :]
+    if zlib.crc32(body, zlib.crc32(meta_bytes, zlib.crc32(shape_bytes))) != crc:
+        raise CodecError("payload is corrupted (CRC32 mismatch)")
     try:
-        meta = json.loads(payload[pos : pos + meta_len])
+        meta = json.loads(meta_bytes)
         codec, params, dtype, lens = meta["codec"], meta["params"], meta["dtype"], tuple(meta["lens"])
     except (ValueError, KeyError, TypeError):
         raise CodecError("corrupt payload header (metadata)") from None
-    pos += meta_len
-    (crc,) = struct.unpack_from("<I", payload, pos)
-    body = payload[pos + 4 :]
-    if zlib.crc32(body) != crc:
-        raise CodecError("payload body is corrupted (CRC32 mismatch)")
     if (
         not isinstance(params, dict)
         or not isinstance(codec, str)
         or not all(isinstance(v, int) for v in lens)
     ):
         raise CodecError("corrupt payload header (types)")
-    if len(shape) >= 1 and len(lens) != shape[0]:
-        raise CodecError("corrupt payload header (lengths do not match the batch size)")
+    if len(lens) != shape[0] or (ndim > 1 and any(not 0 <= v <= shape[1] for v in lens)):
+        raise CodecError("corrupt payload header (lengths do not match the shape)")
     return Header(codec, tuple(shape), lens, params, dtype), body
 
 

@@ -82,6 +82,9 @@ class Zstd(Coder):
         dt = _width(alphabet)
         n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
         try:
+            # python-zstandard trusts a frame's declared size over max_output_size: check it first
+            if zstandard.frame_content_size(body) != n:
+                raise CodecError("zstd frame declares the wrong size")
             raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=n)
         except zstandard.ZstdError as exc:
             raise CodecError(f"zstd: {exc}") from None

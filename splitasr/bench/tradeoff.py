@@ -1,0 +1,260 @@
+"""Bandwidth against accuracy for every split point x codec (``splitasr bench tradeoff``).
+
+For each utterance the head runs once per split point; each codec then compresses the
+activation, the payload is decompressed, the tail finishes, and the greedy transcript is
+scored. Cloud-only audio codecs (PCM, FLAC, Opus) run at the ``audio`` point. Outputs:
+results.json, table.md and a Pareto plot (kbit/s per second of audio, log scale, vs WER).
+
+Codecs that need calibration (quantiser ranges, learned probability tables) use the
+shipped state under ``splitasr/assets/codecs/<model>/<point>/`` when it is there, and are
+otherwise calibrated on ``--calib-manifest`` into ``<out>/state/<point>/``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splitasr.audio import load_audio
+from splitasr.bench.report import machine_description, markdown_table, write_results
+from splitasr.codecs import get_codec
+from splitasr.codecs.base import CODERS, TRANSFORMS, split_name
+from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir
+from splitasr.codecs.state import state_path
+from splitasr.corpus.manifest import read_manifest
+from splitasr.decoding import GreedyDecoder
+from splitasr.model.checkpoint import load_model
+from splitasr.wer import error_rates
+
+AUDIO_CODECS = ("pcm16", "flac", "opus24", "opus12", "opus6")
+ACTIVATION_CODECS = (
+    "raw",
+    "f32+zstd",
+    "f32+huffman",
+    "f32+ans",
+    "f16+zstd",
+    "q8+huffman",
+    "q8+ans",
+    "q6+ans",
+    "q4+ans",
+    "q2+ans",
+    "intp4",
+    "dct50+huffman",
+    "cs8",
+)
+QUICK_CODECS = ("raw", "f32+ans", "f32+huffman", "q8+ans", "q4+ans", "dct50+huffman")
+CS_MAX_CHANNELS = 512  # ISTA costs O(iterations x C x M) per frame: skip it on wide conv maps
+
+
+@dataclass
+class Utt:
+    wave: torch.Tensor  # (S,)
+    text: str
+    seconds: float
+
+
+def _needs_state(name: str) -> bool:
+    t, c = split_name(name)
+    return hasattr(TRANSFORMS[t], "fit_state") or hasattr(CODERS[c], "fit_state")
+
+
+def _state_dir_for(
+    model, name: str, point: str, out: Path, calib_manifest: str | None, calib_limit: int, cache: dict
+) -> Path | None:
+    """Shipped state if complete for ``name``, else calibrate into ``out/state/point``."""
+    if not _needs_state(name):
+        return None
+    t, c = split_name(name)
+    shipped = default_state_dir(point, getattr(model, "name", "ds2"))
+    keys = [k for k, cls in ((t, TRANSFORMS[t]), (f"{t}+{c}", CODERS[c])) if hasattr(cls, "fit_state")]
+    if all(state_path(shipped, k).is_file() for k in keys):
+        return shipped
+    if calib_manifest is None:
+        return None  # the codec falls back to per-message statistics
+    local = out / "state" / point
+    if not all(state_path(local, k).is_file() for k in keys):
+        if point not in cache:
+            cache[point] = collect_activations(model, calib_manifest, point, calib_limit)
+        calibrate(name, cache[point], local)
+    return local
+
+
+def run_tradeoff_bench(
+    manifest: str,
+    out: str,
+    model_path: str | None = None,
+    points: list[str] | None = None,
+    codecs: list[str] | None = None,
+    audio_codecs: list[str] | None = None,
+    limit: int | None = None,
+    calib_manifest: str | None = None,
+    calib_limit: int = 200,
+    quick: bool = False,
+) -> dict:
+    from tqdm import tqdm
+
+    model = load_model(model_path)
+    outp = Path(out)
+    if quick:
+        limit = limit or 30
+        codecs = codecs or list(QUICK_CODECS)
+        audio_codecs = audio_codecs if audio_codecs is not None else ["flac", "opus12"]
+        points = points or ["features", "proj", "gru1"]
+    codecs = codecs or list(ACTIVATION_CODECS)
+    audio_codecs = list(AUDIO_CODECS) if audio_codecs is None else audio_codecs
+    points = points or [p for p in model.split_points if p not in ("audio", model.split_points[-1])]
+    root = Path(manifest).parent
+    utts = [
+        Utt(w := torch.from_numpy(load_audio(u.resolve(root))), u.text, len(w) / model.sample_rate)
+        for u in read_manifest(manifest)[:limit]
+    ]
+    decoder = GreedyDecoder()
+    info = {p.name: p for p in model.point_info()}
+
+    # Reference: the unsplit model.
+    with torch.inference_mode():
+        ref_hyps = [decoder.decode(*(lambda o: (o[0][0], int(o[1][0])))(model(u.wave[None]))) for u in utts]
+    refs = [u.text for u in utts]
+    base = error_rates(refs, ref_hyps)
+    audio_s = sum(u.seconds for u in utts)
+
+    jobs = [("audio", c) for c in audio_codecs] + [(p, c) for p in points for c in codecs]
+    jobs = [(p, c) for p, c in jobs if not (c.startswith("cs") and info[p].dim > CS_MAX_CHANNELS)]
+    rows = []
+    calib_cache: dict = {}
+    heads: dict[str, list] = {}
+    for point, name in tqdm(jobs, desc="split point x codec", unit="combo"):
+        state_dir = _state_dir_for(model, name, point, outp, calib_manifest, calib_limit, calib_cache)
+        codec = get_codec(name, state_dir)
+        if point not in heads:
+            heads.clear()
+            heads[point] = []
+            for u in utts:
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    h, h_lens = model.head(u.wave[None], None, point)
+                heads[point].append((h, h_lens, time.perf_counter() - t0))
+        nbytes = enc_s = dec_s = tail_s = head_s = 0.0
+        hyps, identical = [], True
+        for (h, h_lens, h_s), ref_h in zip(heads[point], ref_hyps, strict=True):
+            x = h.unsqueeze(-1) if h.dim() == 2 else h
+            t0 = time.perf_counter()
+            payload = codec.compress(x, h_lens)
+            t1 = time.perf_counter()
+            y, y_lens = codec.decompress(payload)
+            t2 = time.perf_counter()
+            y = y.squeeze(-1) if h.dim() == 2 else y
+            with torch.inference_mode():
+                logits, lens = model.tail(y, y_lens, point)
+            t3 = time.perf_counter()
+            hyp = decoder.decode(logits[0], int(lens[0]))
+            identical &= hyp == ref_h
+            hyps.append(hyp)
+            nbytes += len(payload)
+            enc_s, dec_s, tail_s, head_s = enc_s + t1 - t0, dec_s + t2 - t1, tail_s + t3 - t2, head_s + h_s
+        rates = error_rates(refs, hyps)
+        raw_bytes = sum(h.numel() * (2 if point == "audio" else 4) for h, _, _ in heads[point])
+        n = len(utts)
+        rows.append(
+            {
+                "point": point,
+                "codec": codec.name if point != "audio" else name,
+                "lossless": codec.lossless,
+                "bytes_per_utt": nbytes / n,
+                "kbps": nbytes * 8 / 1000 / audio_s,
+                "pct_of_raw": 100 * nbytes / raw_bytes,
+                "wer": rates["wer"],
+                "cer": rates["cer"],
+                "wer_delta": rates["wer"] - base["wer"],
+                "identical_transcripts": bool(identical),
+                "head_ms": 1000 * head_s / n,
+                "encode_ms": 1000 * enc_s / n,
+                "decode_ms": 1000 * dec_s / n,
+                "tail_ms": 1000 * tail_s / n,
+            }
+        )
+    payload = {
+        "benchmark": "tradeoff",
+        "manifest": manifest,
+        "utterances": len(utts),
+        "audio_seconds": audio_s,
+        "unsplit": {"wer": base["wer"], "cer": base["cer"]},
+        "machine": machine_description(),
+        "rows": rows,
+        "note": "raw % is against float32 activations (16-bit PCM at the audio point)",
+    }
+    table = markdown_table(
+        [
+            {**r, "wer_pct": 100 * r["wer"], "cer_pct": 100 * r["cer"], "dwer": 100 * r["wer_delta"]}
+            for r in rows
+        ],
+        [
+            ("point", "split point", "s"),
+            ("codec", "codec", "s"),
+            ("bytes_per_utt", "bytes/utt", ".0f"),
+            ("kbps", "kbit/s", ".2f"),
+            ("pct_of_raw", "% raw", ".2f"),
+            ("wer_pct", "WER %", ".2f"),
+            ("cer_pct", "CER %", ".2f"),
+            ("dwer", "dWER", "+.2f"),
+            ("head_ms", "head ms", ".1f"),
+            ("encode_ms", "enc ms", ".2f"),
+            ("decode_ms", "dec ms", ".2f"),
+            ("tail_ms", "tail ms", ".1f"),
+        ],
+    )
+    header = (
+        f"Unsplit model: WER {100 * base['wer']:.2f} %, CER {100 * base['cer']:.2f} % on "
+        f"{len(utts)} utterances ({audio_s:.0f} s) of `{manifest}`.\n\n"
+    )
+    write_results(outp, payload, header + table, "splitasr " + " ".join(sys.argv[1:]))
+    _plot(rows, base["wer"], outp / "tradeoff.png")
+    print(header + table)
+    return payload
+
+
+def _plot(rows: list[dict], base_wer: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    points = list(dict.fromkeys(r["point"] for r in rows))
+    cmap = plt.get_cmap("tab10")
+    for i, p in enumerate(points):
+        sel = [r for r in rows if r["point"] == p]
+        ax.scatter([r["kbps"] for r in sel], [100 * r["wer"] for r in sel], color=cmap(i % 10), label=p, s=22)
+        for r in sel:
+            ax.annotate(r["codec"], (r["kbps"], 100 * r["wer"]), fontsize=5, alpha=0.7)
+    front = sorted(rows, key=lambda r: r["kbps"])
+    best, pareto = float("inf"), []
+    for r in front:
+        if r["wer"] < best:
+            best = r["wer"]
+            pareto.append(r)
+    ax.step(
+        [r["kbps"] for r in pareto],
+        [100 * r["wer"] for r in pareto],
+        where="post",
+        color="k",
+        lw=1,
+        label="Pareto front",
+    )
+    ax.axhline(100 * base_wer, color="grey", ls="--", lw=1, label="unsplit model")
+    ax.set_xscale("log")
+    ax.set_xlabel("kbit/s per second of audio (log)")
+    ax.set_ylabel("WER (%)")
+    ax.set_title("Split point x codec: bandwidth vs word error rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+__all__ = ["run_tradeoff_bench", "np"]
