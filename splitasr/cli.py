@@ -142,18 +142,21 @@ def cmd_bench_asr(args) -> int:
     return 0
 
 
+def _csv(value: str | None) -> list[str] | None:
+    return [x for x in value.split(",") if x] if value else None
+
+
 def cmd_bench_tradeoff(args) -> int:
     from splitasr.bench.tradeoff import run_tradeoff_bench
 
     _setup_threads(args)
-    split = lambda v: [x for x in v.split(",") if x] if v else None
     run_tradeoff_bench(
         args.manifest,
         args.out,
         model_path=args.model,
-        points=split(args.points),
-        codecs=split(args.codecs),
-        audio_codecs=split(args.audio_codecs) if args.audio_codecs is not None else None,
+        points=_csv(args.points),
+        codecs=_csv(args.codecs),
+        audio_codecs=_csv(args.audio_codecs) or [] if args.audio_codecs is not None else None,
         limit=args.limit,
         calib_manifest=args.calib_manifest,
         calib_limit=args.calib_limit,
