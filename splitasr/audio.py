@@ -3,9 +3,10 @@
 Everything a model sees starts here, so everything here is deterministic: the same file
 gives the same features bit for bit on every run.
 
-Two feature types are offered:
+Three feature types are offered, sharing one STFT and one mel filter bank:
 
-* log-mel features (80 bins, 25 ms window, 10 ms hop) for the recogniser;
+* log-mel features (80 bins, 25 ms window, 10 ms hop) for the DS2 recogniser;
+* Whisper's own log-mel (same STFT and filters, reflect padding, log10, clamp, scaling);
 * QM-features (paper 003): 32-bin log-mel quantised to unsigned 8-bit fixed point, a cheap
   and compact representation for the device to send.
 """
@@ -122,6 +123,32 @@ def num_frames(num_samples: int | torch.Tensor, hop_length: int = HOP_LENGTH):
     return num_samples // hop_length + 1
 
 
+def power_spectrum(
+    wave: torch.Tensor, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH, pad_mode: str = "constant"
+) -> torch.Tensor:
+    """Power spectrogram of a centred STFT with a periodic Hann window.
+
+    Args:
+        wave: ``(N, S)`` float waveform.
+        pad_mode: how the ``n_fft // 2`` samples at each end are filled: ``"constant"``
+            (zeros, so a padded batch item gives the same frames as alone) or
+            ``"reflect"`` (what Whisper was trained with).
+
+    Returns:
+        ``(N, n_fft // 2 + 1, T)`` with ``T = S // hop_length + 1``.
+    """
+    spec = torch.stft(
+        wave.float(),
+        n_fft=n_fft,
+        hop_length=hop_length,
+        window=_window(n_fft),
+        center=True,
+        pad_mode=pad_mode,
+        return_complex=True,
+    )
+    return spec.real.square() + spec.imag.square()
+
+
 def power_mel(
     wave: torch.Tensor, n_mels: int = N_MELS, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH
 ) -> torch.Tensor:
@@ -136,16 +163,7 @@ def power_mel(
     squeeze = wave.dim() == 1
     if squeeze:
         wave = wave.unsqueeze(0)
-    spec = torch.stft(
-        wave.float(),
-        n_fft=n_fft,
-        hop_length=hop_length,
-        window=_window(n_fft),
-        center=True,
-        pad_mode="constant",  # zeros: a padded batch item gives the same frames as alone
-        return_complex=True,
-    )
-    power = spec.real.square() + spec.imag.square()  # (N, F, T)
+    power = power_spectrum(wave, n_fft, hop_length)  # (N, F, T)
     mel = torch.matmul(mel_filters(n_mels, n_fft), power).transpose(1, 2)  # (N, T, M)
     return mel.squeeze(0) if squeeze else mel
 
@@ -153,6 +171,39 @@ def power_mel(
 def log_mel(wave: torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
     """Natural-log mel features ``(N, T, n_mels)`` from a waveform ``(N, S)``."""
     return torch.log(power_mel(wave, n_mels=n_mels) + LOG_FLOOR)
+
+
+WHISPER_N_MELS = 80
+WHISPER_LOG_FLOOR = 1e-10  # Whisper clamps mel power here before log10
+WHISPER_DYNAMIC_RANGE = 8.0  # log10 units kept below the utterance's loudest bin
+
+
+def whisper_log_mel(wave: torch.Tensor, n_mels: int = WHISPER_N_MELS) -> torch.Tensor:
+    """Whisper's log-mel front end for one waveform.
+
+    As Whisper (and faster-whisper, which this matches frame for frame) computes it: 160
+    zeros appended, a reflect-padded centred STFT (25 ms Hann window, 10 ms hop), the last
+    frame dropped, Slaney mel filters, ``log10`` of the power clamped at 1e-10, then every
+    value raised to at least ``max - 8`` (the max over the whole input, so one scalar ties
+    all frames of an utterance together) and scaled as ``(x + 4) / 4``.
+
+    Only the ``S // 160`` frames that hold audio are returned; Whisper pads them with
+    zeros (in this normalised domain) up to 3000 frames per 30-s window, which the caller
+    does, so the padding is the same for every input.
+
+    Args:
+        wave: ``(S,)`` float waveform at 16 kHz.
+
+    Returns:
+        ``(S // 160, n_mels)`` float32.
+    """
+    padded = torch.nn.functional.pad(wave.float().reshape(1, -1), (0, HOP_LENGTH))
+    power = power_spectrum(padded, N_FFT, HOP_LENGTH, pad_mode="reflect")[..., :-1]  # (1, F, S//160 + 1)
+    mel = torch.matmul(mel_filters(n_mels, N_FFT), power)[0]  # (M, T)
+    logs = torch.clamp(mel, min=WHISPER_LOG_FLOOR).log10()
+    logs = torch.maximum(logs, logs.max() - WHISPER_DYNAMIC_RANGE)
+    feats = (logs + 4.0) / 4.0
+    return feats[:, : wave.shape[-1] // HOP_LENGTH].T.contiguous()
 
 
 def qm_features(wave: torch.Tensor) -> torch.Tensor:

@@ -16,19 +16,13 @@ from splitasr.errors import SplitASRError
 EXIT_USER_ERROR = 2
 
 
-def _decoder(args):
-    from splitasr.decoding import BeamSearchDecoder, GreedyDecoder
-
-    if args.beam and args.beam > 1:
-        from splitasr.lm import DEFAULT_LM
-
-        lm = args.lm if args.lm else (DEFAULT_LM if DEFAULT_LM.is_file() and not args.no_lm else None)
-        return BeamSearchDecoder(beam_width=args.beam, arpa=lm)
-    return GreedyDecoder()
+def _decoder(args, model):
+    lm = args.lm if args.lm else not args.no_lm
+    return model.make_decoder(beam=args.beam or 0, lm=lm)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--model", help="model name (ds2, whisper-tiny.en) or checkpoint path; default: ds2")
     p.add_argument("--beam", type=int, default=0, help="beam width (0 or 1: greedy decoding)")
     p.add_argument("--lm", help="ARPA word language model for beam search (default: the shipped one)")
     p.add_argument("--no-lm", action="store_true", help="beam search without a language model")
@@ -48,7 +42,7 @@ def cmd_transcribe(args) -> int:
 
     _setup_threads(args)
     model = load_model(args.model)
-    results = transcribe(model, args.files, _decoder(args), max_seconds=args.max_seconds)
+    results = transcribe(model, args.files, _decoder(args, model), max_seconds=args.max_seconds)
     failed = 0
     for r in results:
         if r.error:
@@ -68,7 +62,9 @@ def cmd_eval(args) -> int:
 
     _setup_threads(args)
     model = load_model(args.model)
-    report = evaluate_manifest(model, args.manifest, _decoder(args), limit=args.limit, progress=not args.json)
+    report = evaluate_manifest(
+        model, args.manifest, _decoder(args, model), limit=args.limit, progress=not args.json
+    )
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -295,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="training utterances to calibrate on")
     p.add_argument("--point", required=True, help="split point whose activation is coded")
     p.add_argument("--codec", action="append", required=True, help="codec name, e.g. q8+ans (repeatable)")
-    p.add_argument("--model", help="checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--model", help="model name (ds2, whisper-tiny.en) or checkpoint path; default: ds2")
     p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/ds2/<point>/)")
     p.add_argument("--limit", type=int, default=200, help="first N utterances only")
     p.set_defaults(func=cmd_codec_calibrate)

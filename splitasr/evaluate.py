@@ -10,7 +10,7 @@ import torch
 
 from splitasr.audio import load_audio
 from splitasr.corpus.manifest import read_manifest
-from splitasr.decoding import Decoder, GreedyDecoder
+from splitasr.decoding import Decoder
 from splitasr.errors import ManifestError, SplitASRError
 from splitasr.model.stages import SplitModel
 from splitasr.transcribe import transcribe_wave
@@ -61,7 +61,7 @@ def evaluate_manifest(
     """Transcribe every utterance of ``manifest`` and score it against its text."""
     from tqdm import tqdm
 
-    decoder = decoder or GreedyDecoder()
+    decoder = decoder or model.make_decoder()
     root = Path(manifest).parent
     utts = read_manifest(manifest)[:limit]
     if not utts:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from splitasr.audio import DEFAULT_MAX_SECONDS, load_audio
-from splitasr.decoding import Decoder, GreedyDecoder
+from splitasr.decoding import Decoder
 from splitasr.errors import SplitASRError
 from splitasr.model.stages import SplitModel
 
@@ -33,7 +33,7 @@ class Transcript:
 
 def transcribe_wave(model: SplitModel, wave: torch.Tensor, decoder: Decoder | None = None) -> str:
     """Text for one mono waveform ``(S,)`` at the model's sample rate."""
-    decoder = decoder or GreedyDecoder()
+    decoder = decoder or model.make_decoder()
     with torch.inference_mode():
         logits, lens = model(wave.unsqueeze(0))
     return decoder.decode(logits[0], int(lens[0]))
@@ -49,7 +49,7 @@ def transcribe(
 
     ``compute_ms`` covers feature extraction, the network and decoding (not file I/O).
     """
-    decoder = decoder or GreedyDecoder()
+    decoder = decoder or model.make_decoder()
     out = []
     for f in files:
         try:

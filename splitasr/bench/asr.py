@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 from splitasr.bench.report import machine_description, markdown_table, write_results
-from splitasr.decoding import BeamSearchDecoder, Decoder, GreedyDecoder
+from splitasr.decoding import Decoder
 from splitasr.evaluate import evaluate_manifest
-from splitasr.lm import DEFAULT_LM
 from splitasr.model.checkpoint import load_model
 
 
@@ -26,9 +25,9 @@ def run_asr_bench(
     import matplotlib.pyplot as plt
 
     model = load_model(model_path)
-    decoders: list[tuple[str, Decoder]] = [("greedy", GreedyDecoder())]
+    decoders: list[tuple[str, Decoder]] = [("greedy", model.make_decoder())]
     if beam > 1:
-        decoders.append((f"beam{beam}+lm", BeamSearchDecoder(beam_width=beam, arpa=DEFAULT_LM)))
+        decoders.append((f"beam{beam}", model.make_decoder(beam=beam)))
     rows = []
     for manifest in manifests:
         for label, decoder in decoders:

@@ -17,14 +17,13 @@ import torch
 from splitasr.audio import load_audio
 from splitasr.bench.report import machine_description, markdown_table, write_results
 from splitasr.corpus.manifest import read_manifest
-from splitasr.decoding import GreedyDecoder
 from splitasr.model.checkpoint import load_model
 from splitasr.transcribe import transcribe_wave
 
 
 def _time_all(model, waves, threads: int, repeats: int = 3) -> list[float]:
     torch.set_num_threads(threads)
-    decoder = GreedyDecoder()
+    decoder = model.make_decoder()
     transcribe_wave(model, waves[0], decoder)  # warm-up
     out = []
     for w in waves:

@@ -27,7 +27,6 @@ from splitasr.codecs.base import CODERS, TRANSFORMS, split_name
 from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir
 from splitasr.codecs.state import state_path
 from splitasr.corpus.manifest import read_manifest
-from splitasr.decoding import GreedyDecoder
 from splitasr.model.checkpoint import load_model
 from splitasr.wer import error_rates
 
@@ -113,7 +112,7 @@ def run_tradeoff_bench(
         Utt(w := torch.from_numpy(load_audio(u.resolve(root))), u.text, len(w) / model.sample_rate)
         for u in read_manifest(manifest)[:limit]
     ]
-    decoder = GreedyDecoder()
+    decoder = model.make_decoder()
     info = {p.name: p for p in model.point_info()}
 
     # Reference: the unsplit model.

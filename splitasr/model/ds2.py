@@ -21,6 +21,7 @@ carries a ``(N, T, D)`` tensor and a codec never needs to know the architecture.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -181,6 +182,18 @@ class DS2Model(SplitModel):
             dim = 2 * config.gru_hidden
         stages.append(("classifier", ClassifierStage(dim, config.vocab_size)))
         super().__init__(stages, sample_rate=audio.SAMPLE_RATE)
+
+    def make_decoder(self, beam: int = 0, lm: str | Path | bool = True):
+        """Greedy CTC, or pyctcdecode beam search with the shipped word LM (see lm.py)."""
+        from splitasr.decoding import BeamSearchDecoder, GreedyDecoder
+
+        if beam <= 1:
+            return GreedyDecoder()
+        if lm is True:
+            from splitasr.lm import DEFAULT_LM
+
+            lm = DEFAULT_LM if DEFAULT_LM.is_file() else False
+        return BeamSearchDecoder(beam_width=beam, arpa=lm or None)
 
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Set the global per-bin normalisation ``(n_mels,)`` from training features."""

@@ -15,6 +15,7 @@ Nothing here knows which architecture it holds: planners, codecs and transport u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -59,7 +60,13 @@ class SplitPointInfo:
 
 
 class SplitModel(nn.Module):
-    """An ordered pipeline of named :class:`Stage` modules, the first being the front end."""
+    """An ordered pipeline of named :class:`Stage` modules, the first being the front end.
+
+    Subclasses also say how their output becomes text (:meth:`make_decoder`), so callers
+    never need to know which architecture they hold.
+    """
+
+    name: str = "model"
 
     def __init__(self, stages: list[tuple[str, Stage]], sample_rate: int):
         super().__init__()
@@ -119,6 +126,16 @@ class SplitModel(nn.Module):
             ``(logits, logit_lens)``: ``(N, T, V)`` unnormalised scores and ``(N,)`` lengths.
         """
         return self._run(h, h_lens, self._index(point), len(self.stages))
+
+    def make_decoder(self, beam: int = 0, lm: str | Path | bool = True):
+        """A :class:`splitasr.decoding.Decoder` for this model's output.
+
+        Args:
+            beam: beam width; 0 or 1 means greedy.
+            lm: for models that use one, True for the shipped language model, False for
+                none, or a path to another.
+        """
+        raise NotImplementedError
 
     def forward(
         self, x: torch.Tensor, x_lens: torch.Tensor | None = None
