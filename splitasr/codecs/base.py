@@ -177,26 +177,25 @@ DEFAULT_CODER = "pack"
 ALIASES = {"raw": "f32+pack"}  # paper 000's uncompressed float32 activations
 
 
-def register_transform(name: str) -> Callable[[type[Transform]], type[Transform]]:
-    def wrap(cls: type[Transform]) -> type[Transform]:
+def _register(table: dict, name: str) -> Callable:
+    """Decorator adding a class to ``table`` under ``name``; names are unique across parts."""
+
+    def wrap(cls):
         if name in TRANSFORMS or name in CODERS:
             raise ValueError(f"codec part {name!r} registered twice")
         cls.name = name
-        TRANSFORMS[name] = cls
+        table[name] = cls
         return cls
 
     return wrap
+
+
+def register_transform(name: str) -> Callable[[type[Transform]], type[Transform]]:
+    return _register(TRANSFORMS, name)
 
 
 def register_coder(name: str) -> Callable[[type[Coder]], type[Coder]]:
-    def wrap(cls: type[Coder]) -> type[Coder]:
-        if name in TRANSFORMS or name in CODERS:
-            raise ValueError(f"codec part {name!r} registered twice")
-        cls.name = name
-        CODERS[name] = cls
-        return cls
-
-    return wrap
+    return _register(CODERS, name)
 
 
 class Codec:
