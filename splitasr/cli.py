@@ -157,6 +157,7 @@ def cmd_bench_tradeoff(args) -> int:
         calib_manifest=args.calib_manifest,
         calib_limit=args.calib_limit,
         quick=args.quick,
+        learned_codecs=_csv(args.learned_codecs) or [] if args.learned_codecs is not None else None,
     )
     return 0
 
@@ -188,6 +189,20 @@ def cmd_codec_calibrate(args) -> int:
             f"{r['codec']}: {r['coded_bits_per_symbol']:.3f} bits/symbol coded, {entropy:.3f} entropy, "
             f"{r['payload_bits_per_value']:.3f} bits/value with headers ({r['messages']} utterances)"
         )
+    return 0
+
+
+def cmd_train_codec(args) -> int:
+    import json
+
+    from splitasr.codecs.training import CodecTrainConfig, train_codec
+
+    cfg = CodecTrainConfig.from_toml(args.config)
+    for key in ("steps", "out", "max_minutes", "model", "limit_per_manifest"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    report = train_codec(cfg)
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -270,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", help="comma-separated split points (default: all but audio and the last)")
     p.add_argument("--codecs", help="comma-separated activation codecs (default: a standard set)")
     p.add_argument("--audio-codecs", help="comma-separated codecs at the audio point ('' for none)")
+    p.add_argument(
+        "--learned-codecs", help="learned codecs where trained state is shipped ('' for none; default: all)"
+    )
     p.add_argument("--calib-manifest", help="training manifest to calibrate codecs that lack shipped state")
     p.add_argument("--calib-limit", type=int, default=200)
     p.add_argument("--limit", type=int, help="first N test utterances")
@@ -295,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/ds2/<point>/)")
     p.add_argument("--limit", type=int, default=200, help="first N utterances only")
     p.set_defaults(func=cmd_codec_calibrate)
+    p = sub.add_parser("train-codec", help="train a learned codec (ae, deepcod, bnf) on a frozen model")
+    p.add_argument("--config", required=True, help="TOML recipe, e.g. configs/codec-deepcod.toml")
+    p.add_argument("--steps", type=int, help="override the recipe's training steps")
+    p.add_argument("--limit-per-manifest", type=int, help="override: first N utterances of each manifest")
+    p.add_argument("--max-minutes", type=float, help="stop training after this long")
+    p.add_argument("--model", help="model name or checkpoint path (default: the recipe's)")
+    p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/<model>/<point>/)")
+    p.set_defaults(func=cmd_train_codec)
     p = codec.add_parser("list", help="every registered codec name")
     p.set_defaults(func=cmd_codec_list)
     return parser

@@ -30,7 +30,7 @@ from splitasr.corpus.manifest import read_manifest
 from splitasr.model.checkpoint import load_model
 from splitasr.wer import error_rates
 
-AUDIO_CODECS = ("pcm16", "flac", "opus24", "opus12", "opus6")
+AUDIO_CODECS = ("pcm16", "flac", "opus24", "opus16", "opus12", "opus10", "opus8", "opus6")
 ACTIVATION_CODECS = (
     "raw",
     "f32+zstd",
@@ -46,6 +46,8 @@ ACTIVATION_CODECS = (
     "dct50+huffman",
     "cs8",
 )
+# Learned codecs run wherever `splitasr train-codec` has shipped state for a point.
+LEARNED_CODECS = ("ae+ans", "deepcod+ans", "bnf+ans")
 QUICK_CODECS = ("raw", "f32+ans", "f32+huffman", "q8+ans", "q4+ans", "dct50+huffman")
 CS_MAX_CHANNELS = 512  # ISTA costs O(iterations x C x M) per frame: skip it on wide conv maps
 
@@ -94,6 +96,7 @@ def run_tradeoff_bench(
     calib_manifest: str | None = None,
     calib_limit: int = 200,
     quick: bool = False,
+    learned_codecs: list[str] | None = None,
 ) -> dict:
     from tqdm import tqdm
 
@@ -105,6 +108,7 @@ def run_tradeoff_bench(
         audio_codecs = audio_codecs if audio_codecs is not None else ["flac", "opus12"]
         points = points or ["features", "proj", "gru1"]
     codecs = codecs or list(ACTIVATION_CODECS)
+    learned_codecs = list(LEARNED_CODECS) if learned_codecs is None else learned_codecs
     audio_codecs = list(AUDIO_CODECS) if audio_codecs is None else audio_codecs
     points = points or [p for p in model.split_points if p not in ("audio", model.split_points[-1])]
     root = Path(manifest).parent
@@ -123,6 +127,14 @@ def run_tradeoff_bench(
     audio_s = sum(u.seconds for u in utts)
 
     jobs = [("audio", c) for c in audio_codecs] + [(p, c) for p in points for c in codecs]
+    shipped = {p: default_state_dir(p, getattr(model, "name", "ds2")) for p in model.split_points}
+    jobs += [
+        (p, c)
+        for p in ["audio", *points]
+        for c in learned_codecs
+        if (p, c) not in jobs and state_path(shipped[p], split_name(c)[0]).is_file()
+    ]
+    jobs.sort(key=lambda job: model.split_points.index(job[0]))
     jobs = [(p, c) for p, c in jobs if not (c.startswith("cs") and info[p].dim > CS_MAX_CHANNELS)]
     rows = []
     calib_cache: dict = {}
@@ -147,9 +159,10 @@ def run_tradeoff_bench(
             t1 = time.perf_counter()
             y, y_lens = codec.decompress(payload)
             t2 = time.perf_counter()
-            y = y.squeeze(-1) if h.dim() == 2 else y
+            resume = codec.decodes_to(point)
+            y = y.squeeze(-1) if resume == "audio" else y
             with torch.inference_mode():
-                logits, lens = model.tail(y, y_lens, point)
+                logits, lens = model.tail(y, y_lens, resume)
             t3 = time.perf_counter()
             hyp = decoder.decode(logits[0], int(lens[0]))
             identical &= hyp == ref_h
@@ -161,8 +174,8 @@ def run_tradeoff_bench(
         n = len(utts)
         rows.append(
             {
-                "point": point,
-                "codec": codec.name if point != "audio" else name,
+                "point": point if codec.decodes_to(point) == point else f"{point}>{codec.decodes_to(point)}",
+                "codec": codec.name if point != "audio" or "+" in name else name,
                 "lossless": codec.lossless,
                 "bytes_per_utt": nbytes / n,
                 "kbps": nbytes * 8 / 1000 / audio_s,
@@ -177,6 +190,8 @@ def run_tradeoff_bench(
                 "tail_ms": 1000 * tail_s / n,
             }
         )
+    for r in rows:
+        r["opus_kbps_same_wer"], r["vs_opus"] = opus_equivalent(rows, r)
     payload = {
         "benchmark": "tradeoff",
         "manifest": manifest,
@@ -205,6 +220,7 @@ def run_tradeoff_bench(
             ("encode_ms", "enc ms", ".2f"),
             ("decode_ms", "dec ms", ".2f"),
             ("tail_ms", "tail ms", ".1f"),
+            ("vs_opus", "x fewer bytes than Opus at its WER", "s"),
         ],
     )
     header = (
@@ -215,6 +231,30 @@ def run_tradeoff_bench(
     _plot(rows, base["wer"], outp / "tradeoff.png")
     print(header + table)
     return payload
+
+
+def opus_equivalent(rows: list[dict], row: dict) -> tuple[float | None, str]:
+    """What Opus needs to match ``row``'s WER: ``(kbit/s, "N.Nx")`` against ``row``'s kbit/s.
+
+    The Opus rows' (kbit/s, WER) points, made monotone (more bits never hurt: the WER at a
+    rate is the best at that rate or below), are interpolated linearly in log kbit/s. When
+    ``row`` is more accurate than every Opus rate the ratio is a lower bound (``>=``); when
+    less accurate than the lowest rate, an upper bound (``<=``).
+    """
+    opus = sorted((r["kbps"], r["wer"]) for r in rows if r["codec"].startswith("opus"))
+    if not opus or row["codec"].startswith("opus") or row["kbps"] <= 0:
+        return None, ""
+    rates, wers = [k for k, _ in opus], list(np.minimum.accumulate([w for _, w in opus]))
+    target = row["wer"]
+    if target < wers[-1]:
+        return rates[-1], f">={rates[-1] / row['kbps']:.1f}x"
+    if target >= wers[0]:
+        return rates[0], f"<={rates[0] / row['kbps']:.1f}x"
+    i = next(j for j, w in enumerate(wers) if w <= target)  # first rate good enough; i >= 1
+    (k0, w0), (k1, w1) = (rates[i - 1], wers[i - 1]), (rates[i], wers[i])
+    frac = 1.0 if w0 == w1 else (w0 - target) / (w0 - w1)
+    kbps = float(np.exp(np.log(k0) + frac * (np.log(k1) - np.log(k0))))
+    return kbps, f"{kbps / row['kbps']:.1f}x"
 
 
 def _plot(rows: list[dict], base_wer: float, path: Path) -> None:

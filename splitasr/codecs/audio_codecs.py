@@ -4,9 +4,10 @@ The activation is the 16 kHz waveform as ``(N, S, 1)`` float32 in ``[-1, 1]``:
 
 * ``pcm16``: 16-bit PCM, symbols ``(N, S, 1)`` uint16 (offset binary), alphabet 65536;
 * ``flac``: FLAC (libsndfile via soundfile, compression level 8, the highest) of the 16-bit PCM;
-* ``opus6``, ``opus12``, ``opus24``: Opus (libopus through PyAV) at 6, 12 and 24 kbit/s,
-  VBR, 20 ms frames, 16 kHz input; decoded with FFmpeg's Opus decoder at 48 kHz, the
-  encoder's pre-skip dropped, resampled to 16 kHz with soxr and cut to exactly ``S``.
+* ``opus6``, ``opus8``, ``opus10``, ``opus12``, ``opus16``, ``opus24``: Opus (libopus
+  through PyAV) at 6 to 24 kbit/s, VBR, 20 ms frames, 16 kHz input; decoded with FFmpeg's
+  Opus decoder at 48 kHz, the encoder's pre-skip dropped, resampled to 16 kHz with soxr
+  and cut to exactly ``S``.
 
 ``flac`` and ``opus*`` carry the codec's bytes as symbols ``(sum(nbytes),)`` uint8 with
 ``params = {"nbytes": [bytes of item 0, ...]}``; the default ``pack`` coder stores them
@@ -291,9 +292,24 @@ class Opus6(_Opus):
     bitrate = 6000
 
 
+@register_transform("opus8")
+class Opus8(_Opus):
+    bitrate = 8000
+
+
+@register_transform("opus10")
+class Opus10(_Opus):
+    bitrate = 10000
+
+
 @register_transform("opus12")
 class Opus12(_Opus):
     bitrate = 12000
+
+
+@register_transform("opus16")
+class Opus16(_Opus):
+    bitrate = 16000
 
 
 @register_transform("opus24")

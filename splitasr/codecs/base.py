@@ -138,9 +138,18 @@ class Transform(ABC):
 
     name: str = ""
     lossless: bool = False
+    decodes_to: str | None = None  # a later split point the inverse returns; None: the same
 
     def __init__(self, state: dict | None = None):
         self.state = state or {}
+
+    def output_layout(
+        self, shape: tuple[int, ...], lens: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Decoded ``(shape, lens)`` for an input of ``shape`` ``(N, T, C)`` with valid
+        ``lens``: the same for most transforms; learned ones may change the frame rate,
+        the width or (``decodes_to``) the split point."""
+        return shape, lens
 
     @abstractmethod
     def forward(self, x: np.ndarray) -> Symbols:
@@ -212,6 +221,11 @@ class Codec:
     def lossless(self) -> bool:
         return self.transform.lossless
 
+    def decodes_to(self, point: str) -> str:
+        """The split point whose activation :meth:`decompress` returns for a payload made
+        at ``point``: the tail resumes there."""
+        return self.transform.decodes_to or point
+
     def compress(self, x: torch.Tensor, lens: torch.Tensor | None = None) -> bytes:
         """Encode ``x`` ``(N, T, C)`` (any float dtype) and its valid lengths ``(N,)``."""
         if x.dim() != 3:
@@ -221,11 +235,12 @@ class Codec:
         arr = x.detach().cpu().to(torch.float32).contiguous().numpy()
         sym = self.transform.forward(arr)
         body = self.coder.encode(sym.data, sym.alphabet)
-        header = Header(self.name, tuple(arr.shape), tuple(int(v) for v in lens), sym.params)
-        return pack_payload(header, body)
+        shape, out_lens = self.transform.output_layout(tuple(arr.shape), tuple(int(v) for v in lens))
+        return pack_payload(Header(self.name, shape, out_lens, sym.params), body)
 
     def decompress(self, payload: bytes) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode a payload made by this codec: ``(x (N, T, C) float32, lens (N,) int64)``."""
+        """Decode a payload made by this codec: ``(x (N, T, C) float32, lens (N,) int64)``,
+        the activation at :meth:`decodes_to` of the point it was made at."""
         header, body = unpack_payload(payload, self.max_elements)
         if header.codec != self.name:
             raise CodecError(f"payload was made by codec {header.codec!r}, not {self.name!r}")

@@ -486,49 +486,75 @@ def _next_positions(buf: bytes, total: int, width: int, len_tab: np.ndarray) -> 
     return nxt
 
 
-def huffman_decode_stream(buf: bytes, n: int, chunk_bits: np.ndarray, code: HuffmanCode) -> np.ndarray:
-    """Decode ``n`` symbols from one stream's bytes.
+def huffman_decode_streams(
+    bufs: list[bytes], n: int, chunk_bits: list[np.ndarray], codes: list[HuffmanCode]
+) -> np.ndarray:
+    """Decode ``n`` symbols from each stream's bytes: ``(len(bufs), n)`` int64.
 
-    Where a code starting at each bit position ends is computed for all positions at
-    once; then all chunks hop through that table together, :data:`CHUNK` steps in all,
-    and the symbols are looked up at the visited positions at the end.
+    Where a code starting at each bit position ends is computed for all positions of all
+    streams at once (one table, each stream at its own offset); then every chunk of every
+    stream hops through that table together, :data:`CHUNK` numpy steps in all however
+    many streams there are, and the symbols are looked up at the visited positions.
     """
-    total = int(chunk_bits.sum())
-    if len(buf) != (total + 7) // 8:
-        raise CodecError("Huffman stream has the wrong length")
+    out = np.empty((len(bufs), n), np.int64)
     if n == 0:
-        return np.zeros(0, np.int64)
-    if code.symbols.size == 1:
-        if total:
-            raise CodecError("single-symbol Huffman stream carries bits")
-        return np.full(n, code.symbols[0], np.int64)
-    width = code.max_len
-    if chunk_bits.max() > CHUNK * width:
-        raise CodecError("Huffman chunk is longer than its symbols allow")
-    sym_tab, len_tab = code.decoder_tables
-    nxt = _next_positions(buf, total, width, len_tab)
-    bounds = np.cumsum(chunk_bits)
-    pos = bounds - chunk_bits
+        return out
+    tables, offsets, starts, ends, lasts, walk = [], [], [], [], [], []
+    base = 0
+    for s, (buf, bits, code) in enumerate(zip(bufs, chunk_bits, codes, strict=True)):
+        total = int(bits.sum())
+        if len(buf) != (total + 7) // 8:
+            raise CodecError("Huffman stream has the wrong length")
+        if code.symbols.size == 1:
+            if total:
+                raise CodecError("single-symbol Huffman stream carries bits")
+            out[s] = code.symbols[0]
+            continue
+        if bits.max() > CHUNK * code.max_len:
+            raise CodecError("Huffman chunk is longer than its symbols allow")
+        bounds = np.cumsum(bits)
+        nxt_s = _next_positions(buf, total, code.max_len, code.decoder_tables[1])
+        tables.append(
+            nxt_s + nxt_s.dtype.type(base) if base + total + 2 < 2**31 else nxt_s.astype(np.int64) + base
+        )
+        starts.append(base + bounds - bits)
+        ends.append(base + bounds)
+        lasts.append(base + total)
+        offsets.append(base)
+        walk.append(s)
+        base += total + 2
+    if not walk:
+        return out
+    nxt = np.concatenate(tables)  # int32 unless the streams hold 2**31 bits
+    pos = np.concatenate(starts).astype(nxt.dtype)
     steps = min(n, CHUNK)
-    last_steps = n - (len(chunk_bits) - 1) * CHUNK
-    pos = pos.astype(nxt.dtype)
-    visited = np.empty((len(chunk_bits), steps), nxt.dtype)
-    last_end = -1
+    n_chunks = len(chunk_bits[0])
+    last_steps = n - (n_chunks - 1) * CHUNK
+    last_idx = np.arange(1, len(walk) + 1) * n_chunks - 1
+    visited = np.empty((pos.size, steps), nxt.dtype)
+    last_end = None
     for i in range(steps):
         visited[:, i] = pos
         pos = nxt[pos]
         if i == last_steps - 1:
-            last_end = int(pos[-1])
-    if last_end != total or np.any(pos[:-1] != bounds[:-1]):
+            last_end = pos[last_idx]
+    inner = np.delete(np.arange(pos.size), last_idx)
+    if not np.array_equal(last_end, np.asarray(lasts)) or np.any(
+        pos[inner] != np.concatenate([e[:-1] for e in ends])
+    ):
         raise CodecError("Huffman chunk boundaries do not match the decoded codes")
-    starts = visited.reshape(-1)[:n]
-    b = np.frombuffer(buf + bytes(4), np.uint8).astype(np.int64)
-    byte = starts >> 3
-    window = (b[byte] << 24) | (b[byte + 1] << 16) | (b[byte + 2] << 8) | b[byte + 3]
-    out = sym_tab[(window >> (32 - width - (starts & 7))) & ((1 << width) - 1)]
-    if out.min() < 0:
-        raise CodecError("invalid Huffman code in the body")
-    return out.astype(np.int64)
+    visited = visited.reshape(len(walk), -1)
+    for row, (s, base) in enumerate(zip(walk, offsets, strict=True)):
+        code, width = codes[s], codes[s].max_len
+        at = visited[row, :n].astype(np.int64) - base
+        b = np.frombuffer(bufs[s] + bytes(4), np.uint8).astype(np.int64)
+        byte = at >> 3
+        window = (b[byte] << 24) | (b[byte + 1] << 16) | (b[byte + 2] << 8) | b[byte + 3]
+        sym = code.decoder_tables[0][(window >> (32 - width - (at & 7))) & ((1 << width) - 1)]
+        if sym.min() < 0:
+            raise CodecError("invalid Huffman code in the body")
+        out[s] = sym
+    return out
 
 
 @register_coder("huffman")
@@ -570,17 +596,18 @@ class Huffman(_TableCoder):
         chunk_bits, pos = decode_varints(body, pos, n_streams * n_chunks)
         if chunk_bits.size and chunk_bits.max() > CHUNK * MAX_CODE_BITS:
             raise CodecError("Huffman chunk is longer than any code allows")
-        out = np.empty((n_streams, n), np.int64)
-        for s, code in enumerate(codes):
+        bufs, bits_per_stream = [], []
+        for s in range(n_streams):
             bits = chunk_bits[s * n_chunks : (s + 1) * n_chunks]
             size = (int(bits.sum()) + 7) // 8
             if pos + size > len(body):
                 raise CodecError("Huffman body truncated")
-            out[s] = huffman_decode_stream(body[pos : pos + size], n, bits, code)
+            bufs.append(body[pos : pos + size])
+            bits_per_stream.append(bits)
             pos += size
         if pos != len(body):
             raise CodecError("Huffman body has trailing bytes")
-        return out.reshape(shape)
+        return huffman_decode_streams(bufs, n, bits_per_stream, codes).reshape(shape)
 
 
 # ------------------------------------------------------------------------------- ANS

@@ -1,0 +1,375 @@
+"""Train a learned codec: ``splitasr train-codec --config configs/codec-deepcod.toml``.
+
+The recogniser stays frozen (one cloud model serves every codec); only the codec's
+encoder and decoder learn. Per utterance the frozen model gives, once, before training:
+
+* the encoder's input: the activation at ``point`` (for ``bnf``, QM-features of the audio);
+* the target: the activation at ``decodes_to``;
+* the teacher: the model's CTC log-posteriors ``(T, V)`` from that target.
+
+The loss mixes reconstruction MSE (per channel, in units of the target's standard
+deviation), distillation (KL from the teacher's posteriors to those the frozen tail
+computes from the decoded activation; gradients flow through the tail into the decoder)
+and, optionally, CTC on the transcript. ``ae`` uses MSE alone, as in paper 000. After
+training the ``ans`` table for the latent is learned (:func:`~splitasr.codecs.calibrate.calibrate`)
+and greedy WER through the codec is measured on the dev manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from splitasr.codecs.learned import LearnedCodecConfig, LearnedCodecNet, net_to_state, qm_input
+from splitasr.errors import ConfigError
+
+CALIB_UTTS = 200  # utterances per manifest for the coder's probability table
+
+
+@dataclass
+class CodecTrainConfig:
+    """A learned codec's recipe (TOML: top-level keys, and ``[codec]`` for the network)."""
+
+    codec: LearnedCodecConfig = field(default_factory=LearnedCodecConfig)
+    model: str = "ds2"  # model name or checkpoint path; frozen
+    train: list[str] = field(default_factory=list)  # manifests
+    dev: str = ""  # manifest for the WER check after training
+    limit_per_manifest: int = 3000
+    dev_limit: int = 200
+    out: str = ""  # state folder; default: the shipped one for (model, point)
+    steps: int = 1500
+    max_minutes: float = 0.0  # stop early after this long (0: no limit)
+    batch_seconds: float = 60.0
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    mse_weight: float = 1.0
+    kd_weight: float = 1.0
+    ctc_weight: float = 0.0
+    kd_temperature: float = 1.0
+    seed: int = 0
+    threads: int = 0
+    coder: str = "ans"  # entropy coder whose table is learned after training
+    cache_dir: str = "data/cache/codec-train"  # prepared activations ("" : no cache)
+    init: str = ""  # state folder of a trained codec of the same config to start from
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> CodecTrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        unknown |= {
+            f"codec.{k}" for k in set(raw.get("codec", {})) - {f.name for f in fields(LearnedCodecConfig)}
+        }
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+        return cls(codec=LearnedCodecConfig(**raw.pop("codec", {})), **raw)
+
+
+@dataclass
+class _Item:
+    x: torch.Tensor  # (T_in, in_dim) float16: encoder input
+    target: torch.Tensor  # (T_out, out_dim) float16: activation at decodes_to
+    teacher: torch.Tensor  # (T_out, V) float16: log-posteriors of the frozen model
+    labels: torch.Tensor  # (L,) int
+    text: str
+
+
+def model_fingerprint(model) -> str:
+    """SHA-256 (16 hex digits) of the model's weights: which model a codec was trained for."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def prepare(
+    model,
+    cfg: LearnedCodecConfig,
+    manifests: list[str],
+    limit: int,
+    desc: str,
+    cache_dir: str | Path | None = None,
+) -> list[_Item]:
+    """Run the frozen model once over the manifests; see the module docstring.
+
+    With ``cache_dir`` the result is kept as one ``.npz`` (no pickle) per model, points and
+    manifests, so codecs that read the same point share the work.
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from splitasr.audio import load_audio, qm_features
+    from splitasr.corpus.manifest import read_manifest
+    from splitasr.text import CharTokenizer
+
+    key = json.dumps([model_fingerprint(model), cfg.point, cfg.decodes_to, manifests, limit])
+    path = Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        return _load_items(path)
+    tok = CharTokenizer()
+    items = []
+    for m in manifests:
+        root = Path(m).parent
+        utts = read_manifest(m)[:limit]
+        for utt in tqdm(utts, desc=f"{desc} {Path(m).stem}", unit="utt", leave=False, mininterval=5):
+            wave = torch.from_numpy(load_audio(utt.resolve(root)))[None]
+            with torch.inference_mode():
+                target, t_lens = model.head(wave, None, cfg.decodes_to)
+                logits, _ = model.tail(target, t_lens, cfg.decodes_to)
+                if cfg.point == "audio":
+                    x = qm_input(qm_features(wave))
+                else:
+                    x, _ = model.head(wave, None, cfg.point)
+            items.append(
+                _Item(
+                    x[0].to(torch.float16),
+                    target[0].to(torch.float16),
+                    logits[0].log_softmax(-1).to(torch.float16),
+                    torch.tensor(tok.encode(utt.text)),
+                    utt.text,
+                )
+            )
+    if path is not None:
+        _save_items(path, items)
+    return items
+
+
+_FIELDS = ("x", "target", "teacher", "labels")
+
+
+def _save_items(path: Path, items: list[_Item]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for f in _FIELDS:
+        parts = [getattr(it, f).numpy() for it in items]
+        arrays[f] = np.concatenate(parts)
+        arrays[f"{f}_lens"] = np.array([len(p) for p in parts], np.int64)
+    arrays["text"] = np.array([it.text for it in items])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load_items(path: Path) -> list[_Item]:
+    with np.load(path, allow_pickle=False) as z:
+        cols = {}
+        for f in _FIELDS:
+            cuts = np.cumsum(z[f"{f}_lens"])[:-1]
+            cols[f] = [torch.from_numpy(a) for a in np.split(z[f], cuts)]
+        texts = [str(t) for t in z["text"]]
+    return [_Item(*(cols[f][i] for f in _FIELDS), texts[i]) for i in range(len(texts))]
+
+
+def _batches(items: list[_Item], frames: int, rng: random.Random) -> list[list[int]]:
+    order = sorted(range(len(items)), key=lambda i: items[i].x.shape[0] + rng.random())
+    out, cur, longest = [], [], 0
+    for i in order:
+        t = items[i].x.shape[0]
+        if cur and max(longest, t) * (len(cur) + 1) > frames:
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, t)
+    if cur:
+        out.append(cur)
+    rng.shuffle(out)
+    return out
+
+
+def _pad(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 ``(N, T, C)`` and lengths ``(N,)``."""
+    lens = torch.tensor([t.shape[0] for t in tensors])
+    return nn.utils.rnn.pad_sequence([t.float() for t in tensors], batch_first=True), lens
+
+
+def _mask(lens: torch.Tensor, t: int) -> torch.Tensor:
+    return (torch.arange(t)[None, :] < lens[:, None]).float()
+
+
+def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
+    """Train, save the state (and the coder's table) and report; returns the report."""
+    from tqdm import tqdm
+
+    from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir
+    from splitasr.codecs.state import save_state
+    from splitasr.model.checkpoint import load_model
+
+    if not cfg.train:
+        raise ConfigError("the codec recipe names no training manifests (train = [...])")
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = load_model(cfg.model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ccfg = cfg.codec
+    for point in (ccfg.point, ccfg.decodes_to):
+        if point not in model.split_points:
+            raise ConfigError(f"unknown split point {point!r}; choose from {', '.join(model.split_points)}")
+    info = {p.name: p for p in model.point_info()}
+    if ccfg.point != "audio" and info[ccfg.point].dim != ccfg.in_dim:
+        raise ConfigError(
+            f"{ccfg.point} has {info[ccfg.point].dim} values per frame, config says {ccfg.in_dim}"
+        )
+    if info[ccfg.decodes_to].dim != ccfg.out_dim:
+        raise ConfigError(
+            f"{ccfg.decodes_to} has {info[ccfg.decodes_to].dim} values per frame, not {ccfg.out_dim}"
+        )
+    out = Path(cfg.out) if cfg.out else default_state_dir(ccfg.point, model.name)
+
+    start = _init_from(cfg.init, ccfg) if cfg.init else None  # refuse a mismatch before the slow part
+    items = prepare(model, ccfg, cfg.train, cfg.limit_per_manifest, "prepare", cfg.cache_dir or None)
+    net = LearnedCodecNet(ccfg)
+    xs = torch.cat([it.x.float() for it in items[:: max(len(items) // 1000, 1)]])
+    net.in_mean.copy_(xs.mean(0))
+    net.in_std.copy_(xs.std(0).clamp_min(1e-3))
+    if start is not None:
+        net = start
+    ts = torch.cat([it.target.float() for it in items[:: max(len(items) // 1000, 1)]])
+    target_std = ts.std(0).clamp_min(1e-2)
+
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min((i + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(i / cfg.steps, 1.0))))
+    )
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    rng = random.Random(cfg.seed)
+    frames = int(
+        cfg.batch_seconds
+        * (100 if ccfg.point in ("audio", "features") else info[ccfg.point].frames_per_second)
+    )
+    need_tail = cfg.kd_weight > 0 or cfg.ctc_weight > 0
+    bar = tqdm(
+        total=cfg.steps, desc=f"train-codec {ccfg.kind}", unit="step", disable=not progress, mininterval=5
+    )
+    step, t0, history, batches = 0, time.time(), [], []
+    net.train()
+    while step < cfg.steps:
+        if not batches:
+            batches = _batches(items, frames, rng)
+        idx = batches.pop()
+        x, _ = _pad([items[i].x for i in idx])
+        target, t_lens = _pad([items[i].target for i in idx])
+        y, _ = net(x)
+        mask = _mask(t_lens, y.shape[1]).unsqueeze(-1)
+        mse = (((y - target) / target_std) ** 2 * mask).sum() / (mask.sum() * ccfg.out_dim)
+        loss, kd_v, ctc_v = cfg.mse_weight * mse, 0.0, 0.0
+        if need_tail:
+            logits, lens = model.tail(y * mask, t_lens, ccfg.decodes_to)
+            logp = logits.log_softmax(-1)
+            if cfg.kd_weight > 0:
+                teacher, _ = _pad([items[i].teacher for i in idx])
+                tt = cfg.kd_temperature
+                tp = (teacher / tt).log_softmax(-1)
+                sp = (logits / tt).log_softmax(-1)
+                kl = (tp.exp() * (tp - sp)).sum(-1)
+                kd = (kl * mask[..., 0]).sum() / mask.sum()
+                loss = loss + cfg.kd_weight * kd * tt * tt
+                kd_v = float(kd.detach())
+            if cfg.ctc_weight > 0:
+                labels, l_lens = _pad([items[i].labels[:, None] for i in idx])
+                c = ctc(logp.transpose(0, 1), labels[..., 0].long(), lens, l_lens)
+                loss = loss + cfg.ctc_weight * c
+                ctc_v = float(c.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        step += 1
+        history.append((float(mse.detach()), kd_v, ctc_v))
+        recent = np.mean(history[-50:], axis=0)
+        bar.set_postfix(mse=f"{recent[0]:.3f}", kd=f"{recent[1]:.3f}", ctc=f"{recent[2]:.2f}")
+        bar.update()
+        if cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes:
+            break
+    bar.close()
+    net.eval()
+    minutes = (time.time() - t0) / 60
+    recipe = {
+        "steps": step,
+        "minutes": round(minutes, 1),
+        "train": cfg.train,
+        "utterances": len(items),
+        "loss_last50": [round(float(v), 4) for v in np.mean(history[-50:], axis=0)],
+        "recipe": {k: v for k, v in asdict(cfg).items() if k != "codec"},
+    }
+    extra = {"trained": recipe, "model": str(cfg.model), "model_sha": model_fingerprint(model)}
+    written = [save_state(out, ccfg.kind, net_to_state(net, extra))]
+    # The coder's probability table, learned from the trained encoder's latents.
+    calib = [a for m in cfg.train for a in collect_activations(model, m, ccfg.point, CALIB_UTTS)]
+    written += calibrate(f"{ccfg.kind}+{cfg.coder}", calib, out)
+    report = {"codec": f"{ccfg.kind}+{cfg.coder}", "state": [str(p) for p in written], "training": recipe}
+    if cfg.dev:
+        report["dev"] = evaluate_codec(
+            model, f"{ccfg.kind}+{cfg.coder}", out, ccfg.point, cfg.dev, cfg.dev_limit
+        )
+    return report
+
+
+def _init_from(state_dir: str, ccfg: LearnedCodecConfig) -> LearnedCodecNet:
+    """A trained codec's network to continue from; its config must equal ``ccfg``."""
+    from splitasr.codecs.learned import net_from_state
+    from splitasr.codecs.state import load_state
+
+    state = load_state(state_dir, ccfg.kind)
+    if state is None:
+        raise ConfigError(f"init: no trained {ccfg.kind} codec in {state_dir}")
+    net = net_from_state(state, ccfg.kind)
+    if net.cfg != ccfg:
+        raise ConfigError(f"init: the codec in {state_dir} has another config ({net.cfg})")
+    return net.train()
+
+
+def evaluate_codec(model, name: str, state_dir: str | Path, point: str, manifest: str, limit: int) -> dict:
+    """Greedy WER/CER of the unsplit model and through codec ``name`` at ``point``, and the
+    payload rate in kbit/s of audio, on the first ``limit`` utterances of ``manifest``."""
+    from splitasr.audio import load_audio
+    from splitasr.codecs.base import get_codec
+    from splitasr.corpus.manifest import read_manifest
+    from splitasr.wer import error_rates
+
+    codec = get_codec(name, state_dir)
+    decoder = model.make_decoder()
+    root = Path(manifest).parent
+    refs, base, hyps, nbytes, seconds = [], [], [], 0, 0.0
+    for utt in read_manifest(manifest)[:limit]:
+        wave = torch.from_numpy(load_audio(utt.resolve(root)))[None]
+        seconds += wave.shape[1] / model.sample_rate
+        with torch.inference_mode():
+            logits, lens = model(wave)
+            base.append(decoder.decode(logits[0], int(lens[0])))
+            h, h_lens = model.head(wave, None, point)
+            x = h.unsqueeze(-1) if h.dim() == 2 else h
+            payload = codec.compress(x, h_lens)
+            y, y_lens = codec.decompress(payload)
+            logits, lens = model.tail(y, y_lens, codec.decodes_to(point))
+            hyps.append(decoder.decode(logits[0], int(lens[0])))
+        refs.append(utt.text)
+        nbytes += len(payload)
+    b, c = error_rates(refs, base), error_rates(refs, hyps)
+    return {
+        "utterances": len(refs),
+        "unsplit_wer": b["wer"],
+        "codec_wer": c["wer"],
+        "codec_cer": c["cer"],
+        "wer_delta": c["wer"] - b["wer"],
+        "kbps": nbytes * 8 / 1000 / max(seconds, 1e-9),
+    }
