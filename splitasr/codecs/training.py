@@ -5,11 +5,13 @@ encoder and decoder learn. Per utterance the frozen model gives, once, before tr
 
 * the encoder's input: the activation at ``point`` (for ``bnf``, QM-features of the audio);
 * the target: the activation at ``decodes_to``;
-* the teacher: the model's CTC log-posteriors ``(T, V)`` from that target.
+* the teacher: the model's CTC log-posteriors ``(T, V)`` from that target (for a model
+  whose tail ends in encoder features, such as Whisper, those features).
 
 The loss mixes reconstruction MSE (per channel, in units of the target's standard
 deviation), distillation (KL from the teacher's posteriors to those the frozen tail
-computes from the decoded activation; gradients flow through the tail into the decoder)
+computes from the decoded activation, or MSE between tail outputs for an encoder-output
+model; gradients flow through the tail into the decoder)
 and, optionally, CTC on the transcript. ``ae`` uses MSE alone, as in paper 000. After
 training the ``ans`` table for the latent is learned (:func:`~splitasr.codecs.calibrate.calibrate`)
 and greedy WER through the codec is measured on the dev manifest.
@@ -83,9 +85,16 @@ class CodecTrainConfig:
 class _Item:
     x: torch.Tensor  # (T_in, in_dim) float16: encoder input
     target: torch.Tensor  # (T_out, out_dim) float16: activation at decodes_to
-    teacher: torch.Tensor  # (T_out, V) float16: log-posteriors of the frozen model
+    teacher: torch.Tensor  # (T_out, V) float16: the frozen model's output, see teacher_targets
     labels: torch.Tensor  # (L,) int
     text: str
+
+
+def teacher_targets(model, out: torch.Tensor) -> torch.Tensor:
+    """What the student's tail output is distilled towards: CTC log-posteriors ``(N, T, V)``
+    for models whose tail ends in class scores, else the tail output itself ``(N, T, D)``
+    (Whisper's encoder output, which its text decoder attends to)."""
+    return out.log_softmax(-1) if model.output_kind == "logits" else out
 
 
 def model_fingerprint(model) -> str:
@@ -131,7 +140,7 @@ def prepare(
             wave = torch.from_numpy(load_audio(utt.resolve(root)))[None]
             with torch.inference_mode():
                 target, t_lens = model.head(wave, None, cfg.decodes_to)
-                logits, _ = model.tail(target, t_lens, cfg.decodes_to)
+                out, _ = model.tail(target, t_lens, cfg.decodes_to)
                 if cfg.point == "audio":
                     x = qm_input(qm_features(wave))
                 else:
@@ -140,7 +149,7 @@ def prepare(
                 _Item(
                     x[0].to(torch.float16),
                     target[0].to(torch.float16),
-                    logits[0].log_softmax(-1).to(torch.float16),
+                    teacher_targets(model, out)[0].to(torch.float16),
                     torch.tensor(tok.encode(utt.text)),
                     utt.text,
                 )
@@ -218,6 +227,8 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
     model = load_model(cfg.model)
     for p in model.parameters():
         p.requires_grad_(False)
+    if cfg.ctc_weight > 0 and model.output_kind != "logits":
+        raise ConfigError(f"ctc_weight needs a model whose tail emits CTC logits; {model.name} does not")
     ccfg = cfg.codec
     for point in (ccfg.point, ccfg.decodes_to):
         if point not in model.split_points:
@@ -243,6 +254,9 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
         net = start
     ts = torch.cat([it.target.float() for it in items[:: max(len(items) // 1000, 1)]])
     target_std = ts.std(0).clamp_min(1e-2)
+    teacher_std = (
+        torch.cat([it.teacher.float() for it in items[:: max(len(items) // 1000, 1)]]).std(0).clamp_min(1e-2)
+    )
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 20)
@@ -276,12 +290,16 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
             logp = logits.log_softmax(-1)
             if cfg.kd_weight > 0:
                 teacher, _ = _pad([items[i].teacher for i in idx])
-                tt = cfg.kd_temperature
-                tp = (teacher / tt).log_softmax(-1)
-                sp = (logits / tt).log_softmax(-1)
-                kl = (tp.exp() * (tp - sp)).sum(-1)
-                kd = (kl * mask[..., 0]).sum() / mask.sum()
-                loss = loss + cfg.kd_weight * kd * tt * tt
+                if model.output_kind == "logits":  # KL from the teacher's posteriors
+                    tt = cfg.kd_temperature
+                    tp = (teacher / tt).log_softmax(-1)
+                    sp = (logits / tt).log_softmax(-1)
+                    kl = (tp.exp() * (tp - sp)).sum(-1)
+                    kd = (kl * mask[..., 0]).sum() / mask.sum() * tt * tt
+                else:  # MSE to the teacher's output, in units of its spread
+                    err = ((logits - teacher) / teacher_std) ** 2
+                    kd = (err * mask).sum() / (mask.sum() * err.shape[-1])
+                loss = loss + cfg.kd_weight * kd
                 kd_v = float(kd.detach())
             if cfg.ctc_weight > 0:
                 labels, l_lens = _pad([items[i].labels[:, None] for i in idx])

@@ -67,6 +67,9 @@ class SplitModel(nn.Module):
     """
 
     name: str = "model"
+    # What the last stage emits: "logits" (per-frame class scores, CTC-decodable) or
+    # "encoder" (features a separate decoder attends to). Learned codecs distil on it.
+    output_kind: str = "logits"
 
     def __init__(self, stages: list[tuple[str, Stage]], sample_rate: int):
         super().__init__()

