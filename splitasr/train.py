@@ -58,12 +58,7 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        raw = read_toml(path)
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -74,6 +69,16 @@ class TrainConfig:
         cfg.train = {str(_rel(base, k)): float(v) for k, v in cfg.train.items()}
         cfg.dev = [str(_rel(base, p)) for p in cfg.dev]
         return cfg
+
+
+def read_toml(path: Path) -> dict:
+    """A recipe file's contents; ConfigError (one line) when missing or not TOML."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
 
 
 def _rel(base: Path, p: str) -> Path:
@@ -128,18 +133,25 @@ def make_batches(
     examples: list[Example], order: list[int], batch_frames: int, rng: random.Random
 ) -> list[list[int]]:
     """Group example indices of similar length into batches of at most ``batch_frames``."""
-    order = sorted(order, key=lambda i: examples[i].feats.shape[0])
+    lengths = [e.feats.shape[0] for e in examples]
+    batches = pack_by_length(sorted(order, key=lambda i: lengths[i]), lengths, batch_frames)
+    rng.shuffle(batches)
+    return batches
+
+
+def pack_by_length(order: list[int], lengths: list[int], max_frames: int) -> list[list[int]]:
+    """Cut ``order`` (indices, sorted by length) into consecutive batches whose padded size,
+    longest length x batch size, stays within ``max_frames`` (a longer item goes alone)."""
     batches, cur, longest = [], [], 0
     for i in order:
-        t = examples[i].feats.shape[0]
-        if cur and max(longest, t) * (len(cur) + 1) > batch_frames:
+        t = lengths[i]
+        if cur and max(longest, t) * (len(cur) + 1) > max_frames:
             batches.append(cur)
             cur, longest = [], 0
         cur.append(i)
         longest = max(longest, t)
     if cur:
         batches.append(cur)
-    rng.shuffle(batches)
     return batches
 
 

@@ -23,7 +23,6 @@ import hashlib
 import math
 import random
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -65,13 +64,10 @@ class CodecTrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> CodecTrainConfig:
+        from splitasr.train import read_toml
+
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        raw = read_toml(path)
         unknown = set(raw) - {f.name for f in fields(cls)}
         unknown |= {
             f"codec.{k}" for k in set(raw.get("codec", {})) - {f.name for f in fields(LearnedCodecConfig)}
@@ -143,6 +139,8 @@ def prepare(
                 out, _ = model.tail(target, t_lens, cfg.decodes_to)
                 if cfg.point == "audio":
                     x = qm_input(qm_features(wave))
+                elif cfg.point == cfg.decodes_to:
+                    x = target
                 else:
                     x, _ = model.head(wave, None, cfg.point)
             items.append(
@@ -186,17 +184,11 @@ def _load_items(path: Path) -> list[_Item]:
 
 
 def _batches(items: list[_Item], frames: int, rng: random.Random) -> list[list[int]]:
-    order = sorted(range(len(items)), key=lambda i: items[i].x.shape[0] + rng.random())
-    out, cur, longest = [], [], 0
-    for i in order:
-        t = items[i].x.shape[0]
-        if cur and max(longest, t) * (len(cur) + 1) > frames:
-            out.append(cur)
-            cur, longest = [], 0
-        cur.append(i)
-        longest = max(longest, t)
-    if cur:
-        out.append(cur)
+    from splitasr.train import pack_by_length
+
+    lengths = [it.x.shape[0] for it in items]
+    order = sorted(range(len(items)), key=lambda i: lengths[i] + rng.random())  # random ties
+    out = pack_by_length(order, lengths, frames)
     rng.shuffle(out)
     return out
 
