@@ -62,6 +62,7 @@ def compare(files: list[Path], texts: list[str | None], threads: int) -> dict:
     torch.set_num_threads(threads)
     ours = load_whisper(trim=False)
     decoder = ours.make_decoder()
+    decoder.max_repeats = 0  # standard Whisper: no loop guard, as faster-whisper at temperature 0
     fw = faster_whisper_model(threads)
     same, max_diff, rows = 0, 0.0, []
     for path, ref in zip(files, texts, strict=True):

@@ -14,6 +14,10 @@ from pathlib import Path
 from splitasr.errors import SplitASRError
 
 EXIT_USER_ERROR = 2
+# What `transcribe` and `eval` run unless told otherwise: the model with the lower WER on
+# real human speech that neither model trained on (FSDD speaker lucas; docs/whisper.md).
+# Benchmarks, training and codec tools default to ds2, the papers' model.
+TRANSCRIBE_MODEL = "whisper-tiny.en"
 
 
 def _decoder(args, model):
@@ -22,7 +26,11 @@ def _decoder(args, model):
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model name (ds2, whisper-tiny.en) or checkpoint path; default: ds2")
+    p.add_argument(
+        "--model",
+        default=TRANSCRIBE_MODEL,
+        help=f"model name (whisper-tiny.en, ds2) or DS2 checkpoint path; default: {TRANSCRIBE_MODEL}",
+    )
     p.add_argument("--beam", type=int, default=0, help="beam width (0 or 1: greedy decoding)")
     p.add_argument("--lm", help="ARPA word language model for beam search (default: the shipped one)")
     p.add_argument("--no-lm", action="store_true", help="beam search without a language model")
@@ -107,6 +115,7 @@ def cmd_info(args) -> int:
     from splitasr.model.checkpoint import load_model
 
     model = load_model(args.model)
+    print(f"{model.name}: {sum(p.numel() for p in model.parameters()):,} parameters")
     print(f"{'split point':<12} {'values/frame':>12} {'frames/s':>9} {'raw kbit/s':>11} {'head params':>12}")
     for p in model.point_info():
         print(f"{p.name:<12} {p.dim:>12} {p.frames_per_second:>9g} {p.raw_kbps:>11.1f} {p.params_head:>12,}")
@@ -124,9 +133,20 @@ def cmd_bench_rtf(args) -> int:
     from splitasr.bench.rtf import run_rtf_bench
 
     _setup_threads(args)
-    run_rtf_bench(
-        args.manifest, args.out, model_path=args.model, limit=args.limit, threads=args.threads or None
-    )
+    try:
+        run_rtf_bench(
+            args.manifest,
+            args.out,
+            model_path=args.model,
+            limit=args.limit,
+            threads=args.threads or None,
+            min_seconds=args.min_seconds,
+            max_seconds=args.max_seconds,
+            repeats=args.repeats,
+        )
+    except ValueError as exc:
+        print(f"splitasr: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0
 
 
@@ -254,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="the model's split points and what crosses each")
-    p.add_argument("--model")
+    p.add_argument("--model", default=TRANSCRIBE_MODEL, help=f"default: {TRANSCRIBE_MODEL}")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="synthesise a few utterances and transcribe them")
@@ -266,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", default="results/rtf")
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--min-seconds", type=float, default=0.0, help="skip shorter utterances")
+    p.add_argument("--max-seconds", type=float, default=float("inf"), help="skip longer utterances")
+    p.add_argument("--repeats", type=int, default=3, help="best of N timings per utterance")
     p.add_argument("--model")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_rtf)

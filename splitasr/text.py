@@ -83,14 +83,27 @@ def ordinal_to_words(n: int) -> str:
     return " ".join(words[:-1] + [last])
 
 
+def _numeral_words(digits: str) -> str:
+    """Words for a run of digits: as a number ("1908", "42"), or digit by digit when
+    nobody would say it as one: five digits or more, or a leading zero ("0139", "6880197"),
+    the way phone numbers, codes and connected digits are read."""
+    if len(digits) >= 5 or (len(digits) > 1 and digits[0] == "0"):
+        return " ".join(_ONES[int(d)] for d in digits)
+    return number_to_words(int(digits))
+
+
 def spoken_form(text: str) -> str:
     """Rewrite digits and common abbreviations as the words a speaker says.
 
     Punctuation is kept, so the result is still good input for a TTS engine; the CTC
     label is ``normalize(spoken_form(text))`` so audio and label agree.
     """
+    grouped = r"\b\d{1,3}(?:,\d{3})+\b"  # 12,000
+    text = re.sub(grouped, lambda m: number_to_words(int(m.group(0).replace(",", ""))), text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: ordinal_to_words(int(m.group(1))), text)
-    text = re.sub(r"\d+", lambda m: " " + number_to_words(int(m.group(0))) + " ", text)
+    text = re.sub(r"(\d+)\.(\d+)", lambda m: f"{m.group(1)} point {' '.join(m.group(2))}", text)
+    text = re.sub(r"%", " percent ", text)
+    text = re.sub(r"\d+", lambda m: " " + _numeral_words(m.group(0)) + " ", text)
     words = []
     for word in text.split():
         key = word.lower()

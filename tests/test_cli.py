@@ -30,7 +30,7 @@ def test_transcribe_json_has_the_documented_fields(speech_dir):
 
 
 def test_beam_search_with_lm_runs(speech_dir):
-    r = run("transcribe", "--beam", "8", str(speech_dir / "digits.wav"))
+    r = run("transcribe", "--model", "ds2", "--beam", "8", str(speech_dir / "digits.wav"))
     assert r.returncode == 0, r.stderr
 
 
@@ -117,10 +117,17 @@ def test_eval_on_a_missing_or_broken_manifest_is_a_clean_error(tmp_path):
 
 
 def test_info_lists_split_points():
-    r = run("info")
+    r = run("info", "--model", "ds2")
     assert r.returncode == 0
     for point in ("audio", "features", "conv", "proj", "classifier"):
         assert point in r.stdout
+
+
+def test_transcribe_eval_and_info_default_to_whisper():
+    """The default is the model with the lower WER on real speech neither trained on."""
+    r = run("info")
+    assert r.returncode == 0 and r.stdout.startswith("whisper-tiny.en:")
+    assert all(p in r.stdout for p in ("stem", "block4"))
 
 
 def test_missing_checkpoint_is_a_clean_error(speech_dir, tmp_path):

@@ -11,6 +11,17 @@ def test_normalize_lowercases_spells_numbers_and_drops_punctuation():
     assert normalize("'quoted' words") == "quoted words"
 
 
+def test_numerals_read_as_a_speaker_reads_them():
+    # Whisper writes connected digits as numerals; the reference spells them.
+    assert normalize("6880197") == "six eight eight zero one nine seven"
+    assert normalize("0139") == "zero one three nine"
+    assert normalize("7, 5, 5, 4") == "seven five five four"
+    assert normalize("4-1-1-7") == "four one one seven"
+    assert normalize("12,000 people") == "twelve thousand people"
+    assert normalize("3.14") == "three point one four"
+    assert normalize("50%") == "fifty percent"
+
+
 def test_numbers():
     assert number_to_words(0) == "zero"
     assert number_to_words(42) == "forty two"

@@ -22,6 +22,7 @@ from splitasr.transcribe import transcribe_wave
 
 
 def _time_all(model, waves, threads: int, repeats: int = 3) -> list[float]:
+    """Best-of-``repeats`` seconds to transcribe each wave (features to text)."""
     torch.set_num_threads(threads)
     decoder = model.make_decoder()
     transcribe_wave(model, waves[0], decoder)  # warm-up
@@ -36,9 +37,38 @@ def _time_all(model, waves, threads: int, repeats: int = 3) -> list[float]:
     return out
 
 
+def _time_heads(model, waves, repeats: int = 3) -> dict[str, float]:
+    """Total best-of-``repeats`` seconds of ``model.head`` at each split point, 1 thread."""
+    torch.set_num_threads(1)
+    totals = {}
+    with torch.inference_mode():
+        for point in model.split_points[1:]:
+            model.head(waves[0][None], None, point)  # warm-up
+            total = 0.0
+            for w in waves:
+                best = float("inf")
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    model.head(w[None], None, point)
+                    best = min(best, time.perf_counter() - t0)
+                total += best
+            totals[point] = total
+    return totals
+
+
 def run_rtf_bench(
-    manifest: str, out: str, model_path: str | None = None, limit: int = 100, threads: int | None = None
+    manifest: str,
+    out: str,
+    model_path: str | None = None,
+    limit: int = 100,
+    threads: int | None = None,
+    min_seconds: float = 0.0,
+    max_seconds: float = float("inf"),
+    repeats: int = 3,
 ) -> dict:
+    """RTF of the whole model (all threads and 1 thread) and of the head at each split point
+    on the emulated edge (1 thread), over the first ``limit`` utterances of ``manifest``
+    between ``min_seconds`` and ``max_seconds`` long."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,13 +76,15 @@ def run_rtf_bench(
 
     model = load_model(model_path)
     root = Path(manifest).parent
-    utts = read_manifest(manifest)[:limit]
+    utts = [u for u in read_manifest(manifest) if min_seconds <= u.duration <= max_seconds][:limit]
+    if not utts:
+        raise ValueError(f"{manifest}: no utterance between {min_seconds} and {max_seconds} s")
     waves = [torch.from_numpy(load_audio(u.resolve(root))) for u in utts]
     secs = np.array([len(w) / model.sample_rate for w in waves])
     all_threads = threads or torch.get_num_threads()
     rows, series = [], {}
     for label, n in (("cloud (all threads)", all_threads), ("edge (1 thread)", 1)):
-        t = np.array(_time_all(model, waves, n))
+        t = np.array(_time_all(model, waves, n, repeats))
         series[label] = t / secs
         rows.append(
             {
@@ -65,8 +97,21 @@ def run_rtf_bench(
                 "rtf_p90": float(np.percentile(t / secs, 90)),
             }
         )
+    edge_total = rows[-1]["compute_s"]
+    heads = [
+        {"point": p, "head_s": t, "rtf": t / secs.sum(), "ratio_to_full": t / edge_total}
+        for p, t in _time_heads(model, waves, repeats).items()
+    ]
     torch.set_num_threads(all_threads)
-    payload = {"benchmark": "rtf", "manifest": manifest, "machine": machine_description(), "rows": rows}
+    payload = {
+        "benchmark": "rtf",
+        "model": model.name,
+        "manifest": manifest,
+        "seconds_range": [min_seconds, max_seconds if np.isfinite(max_seconds) else None],
+        "machine": machine_description(),
+        "rows": rows,
+        "heads_edge_1_thread": heads,
+    }
     table = markdown_table(
         rows,
         [
@@ -79,6 +124,16 @@ def run_rtf_bench(
             ("rtf_p90", "RTF p90", ".4f"),
         ],
     )
+    table += "\n\nHead alone at each split point on the emulated edge (1 thread of this CPU):\n\n"
+    table += markdown_table(
+        heads,
+        [
+            ("point", "split point", "s"),
+            ("head_s", "head s", ".2f"),
+            ("rtf", "head RTF", ".4f"),
+            ("ratio_to_full", "x full model", ".3f"),
+        ],
+    )
     outp = Path(out)
     write_results(outp, payload, table, "splitasr " + " ".join(sys.argv[1:]))
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -87,7 +142,7 @@ def run_rtf_bench(
     ax.axhline(0.05, color="k", ls="--", lw=1, label="target 0.05")
     ax.set_xlabel("utterance length (s)")
     ax.set_ylabel("real-time factor")
-    ax.set_title("Full DS2 model, greedy decoding")
+    ax.set_title(f"Full {model.name} model, greedy decoding")
     ax.legend()
     fig.tight_layout()
     fig.savefig(outp / "rtf.png", dpi=120)

@@ -151,7 +151,7 @@ def run_tradeoff_bench(
                     h, h_lens = model.head(u.wave[None], None, point)
                 heads[point].append((h, h_lens, time.perf_counter() - t0))
         nbytes = enc_s = dec_s = tail_s = head_s = 0.0
-        hyps, identical = [], True
+        hyps, changed = [], 0
         for (h, h_lens, h_s), ref_h in zip(heads[point], ref_hyps, strict=True):
             x = h.unsqueeze(-1) if h.dim() == 2 else h
             t0 = time.perf_counter()
@@ -165,7 +165,7 @@ def run_tradeoff_bench(
                 logits, lens = model.tail(y, y_lens, resume)
             t3 = time.perf_counter()
             hyp = decoder.decode(logits[0], int(lens[0]))
-            identical &= hyp == ref_h
+            changed += hyp != ref_h
             hyps.append(hyp)
             nbytes += len(payload)
             enc_s, dec_s, tail_s, head_s = enc_s + t1 - t0, dec_s + t2 - t1, tail_s + t3 - t2, head_s + h_s
@@ -180,10 +180,12 @@ def run_tradeoff_bench(
                 "bytes_per_utt": nbytes / n,
                 "kbps": nbytes * 8 / 1000 / audio_s,
                 "pct_of_raw": 100 * nbytes / raw_bytes,
+                "raw_kbps": raw_bytes * 8 / 1000 / audio_s,
                 "wer": rates["wer"],
                 "cer": rates["cer"],
                 "wer_delta": rates["wer"] - base["wer"],
-                "identical_transcripts": bool(identical),
+                "identical_transcripts": changed == 0,
+                "changed_transcripts": changed,
                 "head_ms": 1000 * head_s / n,
                 "encode_ms": 1000 * enc_s / n,
                 "decode_ms": 1000 * dec_s / n,
@@ -212,10 +214,12 @@ def run_tradeoff_bench(
             ("codec", "codec", "s"),
             ("bytes_per_utt", "bytes/utt", ".0f"),
             ("kbps", "kbit/s", ".2f"),
+            ("raw_kbps", "raw kbit/s", ".0f"),
             ("pct_of_raw", "% raw", ".2f"),
             ("wer_pct", "WER %", ".2f"),
             ("cer_pct", "CER %", ".2f"),
             ("dwer", "dWER", "+.2f"),
+            ("changed_transcripts", "utts changed", "d"),
             ("head_ms", "head ms", ".1f"),
             ("encode_ms", "enc ms", ".2f"),
             ("decode_ms", "dec ms", ".2f"),

@@ -6,7 +6,7 @@ All are lossy, need no calibration and no state, and work for any ``T >= 0``, ``
   per-message per-channel min/max, linear interpolation back to ``T`` frames.
 * ``cs4``, ``cs8`` (Offload-CS): per frame, ``M = C // r`` random Gaussian measurements of
   the channel vector, 8-bit codes, ISTA (FISTA) reconstruction in a DCT-II basis.
-* ``dct25``, ``dct50``, ``dct75`` (Offload-Lossy): JPEG on each item's ``(T, C)`` "image":
+* ``dct10``, ``dct25``, ``dct50``, ``dct75`` (Offload-Lossy): JPEG on each item's ``(T, C)`` "image":
   8x8 block DCT, the JPEG luminance table scaled by quality, zig-zag order cut at the last
   non-zero coefficient; meant to be followed by an entropy coder (``dct50+huffman``).
 
@@ -440,6 +440,11 @@ class _JpegDct(Transform):
         lo, hi = _scalar(params, "lo"), _scalar(params, "hi")
         span = hi - lo
         return lo, span if span > 0 else 1.0
+
+
+@register_transform("dct10")
+class JpegDct10(_JpegDct):
+    quality = 10
 
 
 @register_transform("dct25")

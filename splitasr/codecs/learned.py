@@ -173,9 +173,14 @@ class LearnedCodecNet(nn.Module):
 # ------------------------------------------------------------------ state files
 
 
-def net_to_state(net: LearnedCodecNet, extra: dict | None = None) -> dict:
-    """Arrays + JSON-able config, for :func:`splitasr.codecs.state.save_state`."""
-    arrays = {f"w.{k}": v.detach().cpu().float().numpy() for k, v in net.state_dict().items()}
+def net_to_state(net: LearnedCodecNet, extra: dict | None = None, dtype: str = "float32") -> dict:
+    """Arrays + JSON-able config, for :func:`splitasr.codecs.state.save_state`.
+
+    ``dtype="float16"`` halves the file (the network still runs in float32, from the
+    rounded weights; :func:`weights_id` is taken over those)."""
+    if dtype not in ("float32", "float16"):
+        raise CodecError(f"learned codec weights are stored as float32 or float16, not {dtype!r}")
+    arrays = {f"w.{k}": v.detach().cpu().float().numpy().astype(dtype) for k, v in net.state_dict().items()}
     arrays = {k: v for k, v in arrays.items() if not k.endswith("num_batches_tracked")}
     return {**arrays, "config": asdict(net.cfg), **(extra or {})}
 

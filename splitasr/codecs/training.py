@@ -61,6 +61,7 @@ class CodecTrainConfig:
     coder: str = "ans"  # entropy coder whose table is learned after training
     cache_dir: str = "data/cache/codec-train"  # prepared activations ("" : no cache)
     init: str = ""  # state folder of a trained codec of the same config to start from
+    weights_dtype: str = "float32"  # or "float16": half the shipped file
 
     @classmethod
     def from_toml(cls, path: str | Path) -> CodecTrainConfig:
@@ -123,7 +124,8 @@ def prepare(
     from splitasr.corpus.manifest import read_manifest
     from splitasr.text import CharTokenizer
 
-    key = json.dumps([model_fingerprint(model), cfg.point, cfg.decodes_to, manifests, limit])
+    config = repr(getattr(model, "config", None))  # e.g. Whisper trimmed or padded
+    key = json.dumps([model_fingerprint(model), config, cfg.point, cfg.decodes_to, manifests, limit])
     path = Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz" if cache_dir else None
     if path is not None and path.is_file():
         return _load_items(path)
@@ -205,7 +207,6 @@ def _mask(lens: torch.Tensor, t: int) -> torch.Tensor:
 
 def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
     """Train, save the state (and the coder's table) and report; returns the report."""
-    from tqdm import tqdm
 
     from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir
     from splitasr.codecs.state import save_state
@@ -237,6 +238,27 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
     out = Path(cfg.out) if cfg.out else default_state_dir(ccfg.point, model.name)
 
     start = _init_from(cfg.init, ccfg) if cfg.init else None  # refuse a mismatch before the slow part
+    with model.distilling():
+        net, recipe = _fit(model, cfg, info, start, progress)
+    extra = {"trained": recipe, "model": str(cfg.model), "model_sha": model_fingerprint(model)}
+    written = [save_state(out, ccfg.kind, net_to_state(net, extra, cfg.weights_dtype))]
+    # The coder's probability table, learned from the trained encoder's latents.
+    calib = [a for m in cfg.train for a in collect_activations(model, m, ccfg.point, CALIB_UTTS)]
+    written += calibrate(f"{ccfg.kind}+{cfg.coder}", calib, out)
+    report = {"codec": f"{ccfg.kind}+{cfg.coder}", "state": [str(p) for p in written], "training": recipe}
+    if cfg.dev:
+        report["dev"] = evaluate_codec(
+            model, f"{ccfg.kind}+{cfg.coder}", out, ccfg.point, cfg.dev, cfg.dev_limit
+        )
+    return report
+
+
+def _fit(model, cfg: CodecTrainConfig, info: dict, start, progress: bool) -> tuple[LearnedCodecNet, dict]:
+    """Prepare the data and train the network through the frozen ``model``; returns the
+    trained network (eval mode) and what the recipe did."""
+    from tqdm import tqdm
+
+    ccfg = cfg.codec
     items = prepare(model, ccfg, cfg.train, cfg.limit_per_manifest, "prepare", cfg.cache_dir or None)
     net = LearnedCodecNet(ccfg)
     xs = torch.cat([it.x.float() for it in items[:: max(len(items) // 1000, 1)]])
@@ -245,10 +267,8 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
     if start is not None:
         net = start
     ts = torch.cat([it.target.float() for it in items[:: max(len(items) // 1000, 1)]])
-    target_std = ts.std(0).clamp_min(1e-2)
-    teacher_std = (
-        torch.cat([it.teacher.float() for it in items[:: max(len(items) // 1000, 1)]]).std(0).clamp_min(1e-2)
-    )
+    target_std = _spread(ts)
+    teacher_std = _spread(torch.cat([it.teacher.float() for it in items[:: max(len(items) // 1000, 1)]]))
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 20)
@@ -321,17 +341,16 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
         "loss_last50": [round(float(v), 4) for v in np.mean(history[-50:], axis=0)],
         "recipe": {k: v for k, v in asdict(cfg).items() if k != "codec"},
     }
-    extra = {"trained": recipe, "model": str(cfg.model), "model_sha": model_fingerprint(model)}
-    written = [save_state(out, ccfg.kind, net_to_state(net, extra))]
-    # The coder's probability table, learned from the trained encoder's latents.
-    calib = [a for m in cfg.train for a in collect_activations(model, m, ccfg.point, CALIB_UTTS)]
-    written += calibrate(f"{ccfg.kind}+{cfg.coder}", calib, out)
-    report = {"codec": f"{ccfg.kind}+{cfg.coder}", "state": [str(p) for p in written], "training": recipe}
-    if cfg.dev:
-        report["dev"] = evaluate_codec(
-            model, f"{ccfg.kind}+{cfg.coder}", out, ccfg.point, cfg.dev, cfg.dev_limit
-        )
-    return report
+    return net, recipe
+
+
+def _spread(x: torch.Tensor) -> torch.Tensor:
+    """Per-value scale ``(C,)`` of the errors in the MSE losses: each value's standard
+    deviation over ``x (T, C)``, floored at a tenth of the median one. Without the floor,
+    values that hardly vary (dead GELU channels at Whisper's stem: 10 % have std < 0.008)
+    dominate the loss with errors nobody downstream notices."""
+    std = x.std(0)
+    return std.clamp_min(max(1e-2, 0.1 * float(std.median())))
 
 
 def _init_from(state_dir: str, ccfg: LearnedCodecConfig) -> LearnedCodecNet:

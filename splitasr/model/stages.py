@@ -14,6 +14,8 @@ Nothing here knows which architecture it holds: planners, codecs and transport u
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +131,16 @@ class SplitModel(nn.Module):
             ``(logits, logit_lens)``: ``(N, T, V)`` unnormalised scores and ``(N,)`` lengths.
         """
         return self._run(h, h_lens, self._index(point), len(self.stages))
+
+    @contextmanager
+    def distilling(self) -> Iterator[SplitModel]:
+        """This model as a learned codec trains through it (``splitasr train-codec``).
+
+        The student's gradient flows through the tail at every step, so a model may run a
+        cheaper equivalent here: Whisper computes only the frames that hold audio. Most
+        models are used as they are.
+        """
+        yield self
 
     def make_decoder(self, beam: int = 0, lm: str | Path | bool = True):
         """A :class:`splitasr.decoding.Decoder` for this model's output.

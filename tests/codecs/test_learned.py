@@ -176,3 +176,20 @@ def test_ctc_loss_is_refused_for_a_model_without_ctc_logits(tmp_path, capsys):
     )
     assert main(["train-codec", "--config", str(recipe)]) == 2
     assert "CTC logits" in capsys.readouterr().err
+
+
+def test_float16_weights_halve_the_file_and_decode_like_the_rounded_network(tmp_path):
+    torch.manual_seed(0)
+    net = LearnedCodecNet(SMALL["deepcod"])
+    full, half = tmp_path / "f32", tmp_path / "f16"
+    save_state(full, "deepcod", net_to_state(net))
+    save_state(half, "deepcod", net_to_state(net, dtype="float16"))
+    size = lambda d: (d / "deepcod.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    x = _input("deepcod")
+    lens = torch.tensor([37, 30])
+    y_full, _ = get_codec("deepcod+pack", full).decompress(get_codec("deepcod+pack", full).compress(x, lens))
+    y_half, _ = get_codec("deepcod+pack", half).decompress(get_codec("deepcod+pack", half).compress(x, lens))
+    assert y_half.shape == y_full.shape and (y_half - y_full).abs().max() < 0.05 * y_full.abs().max() + 1e-3
+    with pytest.raises(CodecError, match="float32 or float16"):
+        net_to_state(net, dtype="int8")

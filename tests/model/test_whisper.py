@@ -85,6 +85,17 @@ def test_head_then_tail_is_bit_exact_padded(padded, point):
     assert full.shape == (1, 1500, 384) and torch.equal(out, full)
 
 
+@pytest.mark.parametrize(("point", "frames"), [("features", 100), ("stem", 51)])
+def test_padded_model_sends_only_audio_frames_at_features_and_stem(padded, point, frames):
+    """The uplink carries the 1-s input's frames, and the server still gets standard Whisper."""
+    x = _speechlike(1.0)[None]
+    with torch.inference_mode():
+        h, h_lens = padded.head(x, None, point)
+        out, _ = padded.tail(h, h_lens, point)
+        full, _ = padded(x)
+    assert h.shape[1] == int(h_lens[0]) == frames and torch.equal(out, full)
+
+
 @pytest.mark.parametrize("point", ["features", "stem"])
 def test_restored_padding_equals_the_padded_run_exactly(whisper, point):
     """A trimmed head plus restore_padding gives the padded head's activation bit for bit, so
@@ -95,10 +106,12 @@ def test_restored_padding_equals_the_padded_run_exactly(whisper, point):
         trimmed, t_lens = whisper.head(x, lens, point)
         restored, r_lens = whisper.restore_padding(trimmed, t_lens, point)
         whisper.set_trim(False)
+        whisper.trim_uplink = False
         try:
             reference, ref_lens = whisper.head(x, lens, point)
         finally:
             whisper.set_trim(True)
+            whisper.trim_uplink = True
     assert trimmed.shape[1] < reference.shape[1] == restored.shape[1]
     assert torch.equal(r_lens, ref_lens) and torch.equal(restored, reference)
 
@@ -141,6 +154,7 @@ def test_parity_with_faster_whisper(padded, speech_dir):
 
     fw = faster_whisper_model(threads=2)
     decoder = padded.make_decoder()
+    decoder.max_repeats = 0  # standard Whisper, as faster-whisper at temperature 0
     for name in ("hello", "digits"):
         wave = load_audio(speech_dir / f"{name}.wav")
         with torch.inference_mode():
@@ -167,3 +181,84 @@ def test_cli_missing_file_is_one_line_and_exit_2(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"splitasr: error: {tmp_path / 'no.wav'}: no such file"]
+
+
+def test_distilling_runs_trimmed_and_gives_the_padded_model_back(padded):
+    with padded.distilling() as model:
+        assert model.trim
+    assert not padded.trim
+
+
+def test_train_codec_learns_a_stem_codec_through_the_trimmed_encoder(speech_dir, tmp_path, capsys):
+    """A few steps at `stem` on two utterances: distilled on the encoder output (MSE), then
+    used with the padded model, whose tail restores the padding after the codec."""
+    import json
+
+    import soundfile as sf
+
+    from splitasr.cli import main
+
+    manifest = tmp_path / "m.jsonl"
+    rows = [(speech_dir / "hello.wav", "the sun is bright today"), (speech_dir / "digits.wav", "4 1 1 7")]
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {"audio": str(w), "text": t, "duration": sf.info(w).duration, "speaker": "s", "source": "t"}
+            )
+            + "\n"
+            for w, t in rows
+        )
+    )
+    recipe = tmp_path / "w.toml"
+    recipe.write_text(
+        f'model = "whisper-tiny.en"\ntrain = ["{manifest}"]\ndev = "{manifest}"\nsteps = 2\ncache_dir = ""\n'
+        '[codec]\nkind = "deepcod"\npoint = "stem"\ndecodes_to = "stem"\nin_dim = 384\nout_dim = 384\n'
+        "latent_dim = 8\nbits = 3\nhidden = 32\n"
+    )
+    out = tmp_path / "state"
+    assert main(["train-codec", "--config", str(recipe), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["training"]["steps"] == 2 and report["dev"]["utterances"] == 2
+    assert 0 < report["dev"]["kbps"] < 10  # trimmed uplink: the audio frames' latents only
+    recipe.write_text(recipe.read_text().replace("in_dim = 384", "in_dim = 80"))
+    assert main(["train-codec", "--config", str(recipe), "--out", str(out)]) == 2
+    assert "stem has 384 values per frame" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("ids", "kept"),
+    [
+        ([1, 2] + [5, 6] * 10, [1, 2, 5, 6, 5, 6]),  # "5, 5, 5, ...": two copies of a short unit
+        ([4] + [9] * 30, [4, 9, 9]),
+        ([7, 8, 9] + [1, 2, 3] * 5, [7, 8, 9, 1, 2, 3]),  # a phrase over and over: one copy
+        ([9, 9, 9], [9, 9, 9]),  # said three times: not a loop
+        ([1, 2, 3, 4], [1, 2, 3, 4]),
+    ],
+)
+def test_loop_guard_cuts_repeats_and_keeps_real_ones(ids, kept):
+    from splitasr.model.whisper import _cut_repeat
+
+    assert _cut_repeat(ids, 4) == kept
+
+
+def test_greedy_decoding_stops_a_loop_early(padded):
+    """A text decoder stuck on one token stops after four of them, two kept, instead of
+    running to the 224-token limit (max_repeats = 0 is standard Whisper)."""
+
+    class Stuck(torch.nn.Module):
+        blocks = padded.text_decoder.blocks
+
+        def cross_kv(self, memory):
+            return [(memory[None], memory[None])]
+
+        def forward(self, tokens, caches, cross, offset):
+            logits = torch.zeros(tokens.shape[0], tokens.shape[1], padded.config.n_vocab)
+            logits[..., 500] = 1.0
+            return logits
+
+    decoder = padded.make_decoder()
+    decoder.text = Stuck()
+    memory = torch.zeros(10, 384)
+    assert decoder.tokens(memory) == [500, 500]
+    decoder.max_repeats = 0
+    assert decoder.tokens(memory) == [500] * padded.config.max_new_tokens
