@@ -11,6 +11,7 @@ import soundfile as sf
 from splitasr.audio import SAMPLE_RATE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SPEECH = {"hello": "the sun is bright today", "digits": "four one one seven"}
 
 
 @pytest.fixture(scope="session")
@@ -20,9 +21,23 @@ def speech_dir(tmp_path_factory) -> Path:
 
     d = tmp_path_factory.mktemp("speech")
     speaker = Speaker("espeak-ng", "en-us", "m3", rate=160, pitch=50)
-    for name, text in (("hello", "the sun is bright today"), ("digits", "four one one seven")):
+    for name, text in SPEECH.items():
         sf.write(d / f"{name}.wav", render(text, speaker), SAMPLE_RATE, subtype="PCM_16")
     return d
+
+
+@pytest.fixture(scope="session")
+def speech_manifest(speech_dir, tmp_path_factory) -> Path:
+    """A JSONL manifest of the :func:`speech_dir` utterances with their texts."""
+    import json
+
+    path = tmp_path_factory.mktemp("manifest") / "m.jsonl"
+    rows = [
+        {"audio": str(w), "text": t, "duration": sf.info(w).duration, "speaker": "s", "source": "t"}
+        for w, t in ((speech_dir / f"{name}.wav", text) for name, text in SPEECH.items())
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -43,36 +43,14 @@ def test_opus_rows_and_tables_without_opus_get_no_comparison():
     assert opus_equivalent([row], row) == (None, "")
 
 
-def _manifest(tmp_path, speech_dir):
-    import json
-
-    import soundfile as sf
-
-    path = tmp_path / "m.jsonl"
-    rows = [
-        (speech_dir / "hello.wav", "the sun is bright today"),
-        (speech_dir / "digits.wav", "four one one seven"),
-    ]
-    path.write_text(
-        "".join(
-            json.dumps(
-                {"audio": str(w), "text": t, "duration": sf.info(w).duration, "speaker": "s", "source": "t"}
-            )
-            + "\n"
-            for w, t in rows
-        )
-    )
-    return path
-
-
-def test_tradeoff_bench_writes_results_table_and_plot(tmp_path, speech_dir):
+def test_tradeoff_bench_writes_results_table_and_plot(tmp_path, speech_manifest):
     import json
 
     from splitasr.bench.tradeoff import run_tradeoff_bench
 
     out = tmp_path / "out"
     payload = run_tradeoff_bench(
-        str(_manifest(tmp_path, speech_dir)),
+        str(speech_manifest),
         str(out),
         points=["proj"],
         codecs=["raw", "q8+ans"],
@@ -92,7 +70,7 @@ def test_tradeoff_bench_writes_results_table_and_plot(tmp_path, speech_dir):
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_whisper_tradeoff_sends_only_the_audio_frames_at_features(tmp_path, speech_dir):
+def test_whisper_tradeoff_sends_only_the_audio_frames_at_features(tmp_path, speech_manifest):
     """Trimmed uplink at `features`: 80 float32 values per 10 ms of audio, not 30 s of them."""
     import importlib.util
 
@@ -101,7 +79,7 @@ def test_whisper_tradeoff_sends_only_the_audio_frames_at_features(tmp_path, spee
     from splitasr.bench.tradeoff import run_tradeoff_bench
 
     payload = run_tradeoff_bench(
-        str(_manifest(tmp_path, speech_dir)),
+        str(speech_manifest),
         str(tmp_path / "out"),
         model_path="whisper-tiny.en",
         points=["features"],

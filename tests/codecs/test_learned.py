@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from splitasr.cli import main
@@ -115,21 +114,9 @@ def test_unknown_learned_kind_is_refused():
         LearnedCodecConfig(kind="vae")
 
 
-def test_train_codec_cli_trains_saves_and_reports_a_codec_that_decodes(speech_dir, tmp_path, capsys):
+def test_train_codec_cli_trains_saves_and_reports_a_codec_that_decodes(speech_manifest, tmp_path, capsys):
     """A few steps on two utterances: the plumbing, not the quality."""
-    manifest = tmp_path / "m.jsonl"
-    lines = []
-    for wav, text in (
-        (speech_dir / "hello.wav", "the sun is bright today"),
-        (speech_dir / "digits.wav", "four one one seven"),
-    ):
-        info = sf.info(wav)
-        lines.append(
-            json.dumps(
-                {"audio": str(wav), "text": text, "duration": info.duration, "speaker": "s", "source": "t"}
-            )
-        )
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest = speech_manifest
     recipe = tmp_path / "deepcod.toml"
     recipe.write_text(
         f'train = ["{manifest}"]\ndev = "{manifest}"\nsteps = 3\ncache_dir = ""\nbatch_seconds = 10.0\n'

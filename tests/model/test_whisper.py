@@ -189,26 +189,14 @@ def test_distilling_runs_trimmed_and_gives_the_padded_model_back(padded):
     assert not padded.trim
 
 
-def test_train_codec_learns_a_stem_codec_through_the_trimmed_encoder(speech_dir, tmp_path, capsys):
+def test_train_codec_learns_a_stem_codec_through_the_trimmed_encoder(speech_manifest, tmp_path, capsys):
     """A few steps at `stem` on two utterances: distilled on the encoder output (MSE), then
     used with the padded model, whose tail restores the padding after the codec."""
     import json
 
-    import soundfile as sf
-
     from splitasr.cli import main
 
-    manifest = tmp_path / "m.jsonl"
-    rows = [(speech_dir / "hello.wav", "the sun is bright today"), (speech_dir / "digits.wav", "4 1 1 7")]
-    manifest.write_text(
-        "".join(
-            json.dumps(
-                {"audio": str(w), "text": t, "duration": sf.info(w).duration, "speaker": "s", "source": "t"}
-            )
-            + "\n"
-            for w, t in rows
-        )
-    )
+    manifest = speech_manifest
     recipe = tmp_path / "w.toml"
     recipe.write_text(
         f'model = "whisper-tiny.en"\ntrain = ["{manifest}"]\ndev = "{manifest}"\nsteps = 2\ncache_dir = ""\n'
