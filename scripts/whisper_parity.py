@@ -25,7 +25,7 @@ import torch
 def faster_whisper_model(threads: int):
     from faster_whisper import WhisperModel
 
-    from splitasr.model.ct2 import whisper_dir
+    from splitasr.model.whisper.ct2 import whisper_dir
 
     return WhisperModel(str(whisper_dir()), device="cpu", compute_type="float32", cpu_threads=threads)
 
@@ -61,7 +61,7 @@ def compare(files: list[Path], texts: list[str | None], threads: int) -> dict:
 
     torch.set_num_threads(threads)
     ours = load_whisper(trim=False)
-    decoder = ours.make_decoder()
+    decoder = ours.make_decoder(beam=1)
     decoder.max_repeats = 0  # standard Whisper: no loop guard, as faster-whisper at temperature 0
     fw = faster_whisper_model(threads)
     same, max_diff, rows = 0, 0.0, []

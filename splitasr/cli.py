@@ -14,24 +14,31 @@ from pathlib import Path
 from splitasr.errors import SplitASRError
 
 EXIT_USER_ERROR = 2
-# What `transcribe` and `eval` run unless told otherwise: the model with the lower WER on
-# real human speech that neither model trained on (FSDD speaker lucas; docs/whisper.md).
-# Benchmarks, training and codec tools default to ds2, the papers' model.
-TRANSCRIBE_MODEL = "whisper-tiny.en"
+MODEL_HELP = "model name ({names}) or DS2 checkpoint file; default: {default}"
 
 
 def _decoder(args, model):
     lm = args.lm if args.lm else not args.no_lm
-    return model.make_decoder(beam=args.beam or 0, lm=lm)
+    return model.make_decoder(beam=args.beam, lm=lm)
+
+
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    """``--model``, defaulting to the registry's default model (the same everywhere)."""
+    from splitasr.model.registry import DEFAULT_MODEL, available_models
+
+    names = ", ".join(available_models())
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help=MODEL_HELP.format(names=names, default=DEFAULT_MODEL)
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    _add_model_arg(p)
     p.add_argument(
-        "--model",
-        default=TRANSCRIBE_MODEL,
-        help=f"model name (whisper-tiny.en, ds2) or DS2 checkpoint path; default: {TRANSCRIBE_MODEL}",
+        "--beam",
+        type=int,
+        help="beam width (default: the model's own, whisper 5 and ds2 32 with the word LM; 1: greedy)",
     )
-    p.add_argument("--beam", type=int, default=0, help="beam width (0 or 1: greedy decoding)")
     p.add_argument("--lm", help="ARPA word language model for beam search (default: the shipped one)")
     p.add_argument("--no-lm", action="store_true", help="beam search without a language model")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
@@ -45,7 +52,7 @@ def _setup_threads(args) -> None:
 
 
 def cmd_transcribe(args) -> int:
-    from splitasr.model.checkpoint import load_model
+    from splitasr.model.registry import load_model
     from splitasr.transcribe import transcribe
 
     _setup_threads(args)
@@ -66,7 +73,7 @@ def cmd_transcribe(args) -> int:
 
 def cmd_eval(args) -> int:
     from splitasr.evaluate import evaluate_manifest
-    from splitasr.model.checkpoint import load_model
+    from splitasr.model.registry import load_model
 
     _setup_threads(args)
     model = load_model(args.model)
@@ -99,7 +106,7 @@ def cmd_data_build(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from splitasr.train import TrainConfig, train
+    from splitasr.training.trainer import TrainConfig, train
 
     cfg = TrainConfig.from_toml(args.config)
     if args.out:
@@ -112,7 +119,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from splitasr.model.checkpoint import load_model
+    from splitasr.model.registry import load_model
 
     model = load_model(args.model)
     print(f"{model.name}: {sum(p.numel() for p in model.parameters()):,} parameters")
@@ -192,14 +199,15 @@ def cmd_lm_build(args) -> int:
 
 def cmd_codec_calibrate(args) -> int:
     from splitasr.codecs.base import split_name
-    from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir, entropy_report
-    from splitasr.model.checkpoint import load_model
+    from splitasr.codecs.state import shipped_state_dir
+    from splitasr.model.registry import load_model
+    from splitasr.training.calibrate import calibrate, collect_activations, entropy_report
 
     for name in args.codec:  # refuse a misspelt name before the slow part
         split_name(name)
     model = load_model(args.model)
     acts = collect_activations(model, args.manifest, args.point, limit=args.limit)
-    out = Path(args.out) if args.out else default_state_dir(args.point)
+    out = Path(args.out) if args.out else shipped_state_dir(model.name, args.point)
     for name in args.codec:
         for path in calibrate(name, acts, out):
             print(f"wrote {path}")
@@ -215,7 +223,7 @@ def cmd_codec_calibrate(args) -> int:
 def cmd_train_codec(args) -> int:
     import json
 
-    from splitasr.codecs.training import CodecTrainConfig, train_codec
+    from splitasr.training.codec_train import CodecTrainConfig, train_codec
 
     cfg = CodecTrainConfig.from_toml(args.config)
     for key in ("steps", "out", "max_minutes", "model", "limit_per_manifest"):
@@ -274,11 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="the model's split points and what crosses each")
-    p.add_argument("--model", default=TRANSCRIBE_MODEL, help=f"default: {TRANSCRIBE_MODEL}")
+    _add_model_arg(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="synthesise a few utterances and transcribe them")
-    p.add_argument("--model")
+    _add_model_arg(p)
     p.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
@@ -289,16 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=0.0, help="skip shorter utterances")
     p.add_argument("--max-seconds", type=float, default=float("inf"), help="skip longer utterances")
     p.add_argument("--repeats", type=int, default=3, help="best of N timings per utterance")
-    p.add_argument("--model")
+    _add_model_arg(p)
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_rtf)
 
     p = bench.add_parser("asr", help="WER/CER of the whole model on test sets, greedy and beam")
     p.add_argument("--manifest", action="append", required=True, help="repeat for several test sets")
     p.add_argument("--out", default="results/asr")
-    p.add_argument("--beam", type=int, default=32, help="beam width for the beam+LM rows (0: greedy only)")
+    p.add_argument(
+        "--beam", type=int, help="beam width of the beam rows (default: the model's; 1: greedy only)"
+    )
     p.add_argument("--limit", type=int)
-    p.add_argument("--model")
+    _add_model_arg(p)
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_asr)
 
@@ -315,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-limit", type=int, default=200)
     p.add_argument("--limit", type=int, help="first N test utterances")
     p.add_argument("--quick", action="store_true", help="30 utterances, 3 points, a few codecs")
-    p.add_argument("--model")
+    _add_model_arg(p)
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_tradeoff)
 
@@ -332,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="training utterances to calibrate on")
     p.add_argument("--point", required=True, help="split point whose activation is coded")
     p.add_argument("--codec", action="append", required=True, help="codec name, e.g. q8+ans (repeatable)")
-    p.add_argument("--model", help="model name (ds2, whisper-tiny.en) or checkpoint path; default: ds2")
-    p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/ds2/<point>/)")
+    _add_model_arg(p)
+    p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/<model>/<point>/)")
     p.add_argument("--limit", type=int, default=200, help="first N utterances only")
     p.set_defaults(func=cmd_codec_calibrate)
     p = sub.add_parser("train-codec", help="train a learned codec (ae, deepcod, bnf) on a frozen model")

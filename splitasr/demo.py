@@ -18,7 +18,7 @@ def run_demo(model_path: str | None = None) -> None:
 
     from splitasr.audio import SAMPLE_RATE
     from splitasr.corpus.tts import Speaker, render
-    from splitasr.model.checkpoint import load_model
+    from splitasr.model.registry import load_model
     from splitasr.transcribe import transcribe
     from splitasr.wer import error_rates
 
@@ -38,8 +38,11 @@ def run_demo(model_path: str | None = None) -> None:
             files.append(path)
             refs.append(text)
         transcribe(model, files[:1])  # warm-up: first-call costs (filter bank, allocator) are not timed
-        results = transcribe(model, files, model.make_decoder(beam=32))
-    print("Held-out synthetic voices, transcribed on this CPU by the whole model (beam 32 + word LM):\n")
+        results = transcribe(model, files, model.make_decoder())
+    print(
+        f"Held-out synthetic voices, transcribed on this CPU by the whole {model.name} model "
+        "(its default decoder):\n"
+    )
     for ref, r in zip(refs, results, strict=False):
         wer = error_rates([ref], [r.text])["wer"]
         print(

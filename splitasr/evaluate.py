@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from splitasr.audio import load_audio
-from splitasr.corpus.manifest import read_manifest
 from splitasr.decoding import Decoder
 from splitasr.errors import ManifestError, SplitASRError
+from splitasr.manifest import read_manifest
 from splitasr.model.stages import SplitModel
-from splitasr.transcribe import transcribe_wave
+from splitasr.pipeline import recognise
 from splitasr.wer import error_rates
 
 
@@ -73,7 +73,7 @@ def evaluate_manifest(
         except SplitASRError as exc:
             raise ManifestError(f"{manifest}: {exc}") from None
         t0 = time.perf_counter()
-        hyps.append(transcribe_wave(model, wave, decoder))
+        hyps.append(recognise(model, wave, decoder))
         compute_s += time.perf_counter() - t0
         refs.append(utt.text)
         audio_s += len(wave) / model.sample_rate

@@ -13,8 +13,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from splitasr.corpus.manifest import read_manifest
 from splitasr.errors import MissingDependencyError
+from splitasr.manifest import read_manifest
 from splitasr.text import normalize
 
 DEFAULT_LM = Path(__file__).resolve().parent / "assets" / "lm-words.arpa"

@@ -1,4 +1,5 @@
-"""Transcribe audio files with a whole model on this machine: the API under the CLI."""
+"""Transcribe audio files with the whole model on this machine (edge-only): the API under
+``splitasr transcribe``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from splitasr.audio import DEFAULT_MAX_SECONDS, load_audio
 from splitasr.decoding import Decoder
 from splitasr.errors import SplitASRError
 from splitasr.model.stages import SplitModel
+from splitasr.pipeline import recognise
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,6 @@ class Transcript:
         if d["error"] is None:
             del d["error"]
         return d
-
-
-def transcribe_wave(model: SplitModel, wave: torch.Tensor, decoder: Decoder | None = None) -> str:
-    """Text for one mono waveform ``(S,)`` at the model's sample rate."""
-    decoder = decoder or model.make_decoder()
-    with torch.inference_mode():
-        logits, lens = model(wave.unsqueeze(0))
-    return decoder.decode(logits[0], int(lens[0]))
 
 
 def transcribe(
@@ -58,7 +52,7 @@ def transcribe(
             out.append(Transcript(str(f), "", 0.0, 0.0, error=str(exc)))
             continue
         t0 = time.perf_counter()
-        text = transcribe_wave(model, wave, decoder)
+        text = recognise(model, wave, decoder)
         ms = (time.perf_counter() - t0) * 1000
         out.append(Transcript(str(f), text, round(len(wave) / model.sample_rate, 3), round(ms, 2)))
     return out

@@ -42,9 +42,9 @@ def speech_manifest(speech_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model():
-    from splitasr.model.checkpoint import load_model
+    from splitasr.model.registry import load_model
 
-    return load_model()
+    return load_model("ds2")
 
 
 @pytest.fixture()

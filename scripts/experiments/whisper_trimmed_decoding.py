@@ -87,7 +87,7 @@ def _report(name: str, refs: list[str], padded: list[str], other: list[str], t_p
 
 def run_compare(args, variant) -> None:
     model = load_whisper().eval()
-    decoder = model.make_decoder()
+    decoder = model.make_decoder(beam=1)
     refs, padded, other, t_pad, t_other = [], [], [], 0.0, 0.0
     with torch.inference_mode():
         for wave, text in _utterances(args.manifest, args.step, args.limit):
@@ -122,7 +122,7 @@ def prepare(args) -> None:
     dig = [json.loads(line) for line in open(root / "train_digits.jsonl")]
     rows = [r for r in rng.sample(sent, args.sentences) + rng.sample(dig, args.digits) if r["duration"] <= 12]
     model = load_whisper().eval()
-    decoder = model.make_decoder()
+    decoder = model.make_decoder(beam=1)
     mems, ids, after = [], [], []
     with torch.inference_mode():
         for i, r in enumerate(rows):
@@ -198,7 +198,7 @@ def run_end_frames(args) -> None:
     adapter = torch.load(args.adapter, weights_only=True)
     adapted = load_whisper().eval()
     adapted.text_decoder.load_state_dict(adapter["dec"], strict=False)
-    adapted_decoder = adapted.make_decoder()
+    adapted_decoder = adapted.make_decoder(beam=1)
 
     def variant(model, decoder, wave):
         h = torch.cat([_encode(model, wave, trim=True), adapter["E"]])

@@ -13,11 +13,15 @@ from pathlib import Path
 from splitasr.bench.report import machine_description, markdown_table, write_results
 from splitasr.decoding import Decoder
 from splitasr.evaluate import evaluate_manifest
-from splitasr.model.checkpoint import load_model
+from splitasr.model.registry import load_model
 
 
 def run_asr_bench(
-    manifests: list[str], out: str, model_path: str | None = None, beam: int = 32, limit: int | None = None
+    manifests: list[str],
+    out: str,
+    model_path: str | None = None,
+    beam: int | None = None,
+    limit: int | None = None,
 ) -> dict:
     import matplotlib
 
@@ -25,7 +29,8 @@ def run_asr_bench(
     import matplotlib.pyplot as plt
 
     model = load_model(model_path)
-    decoders: list[tuple[str, Decoder]] = [("greedy", model.make_decoder())]
+    beam = model.default_beam if beam is None else beam
+    decoders: list[tuple[str, Decoder]] = [("greedy", model.make_decoder(beam=1))]
     if beam > 1:
         decoders.append((f"beam{beam}", model.make_decoder(beam=beam)))
     rows = []
@@ -48,7 +53,7 @@ def run_asr_bench(
             )
     payload = {
         "benchmark": "asr",
-        "model": str(model_path or "shipped"),
+        "model": model.name,
         "machine": machine_description(),
         "rows": rows,
     }
@@ -81,7 +86,7 @@ def run_asr_bench(
         [i + width * (len(decoders) - 1) / 2 for i in range(len(sets))], sets, rotation=10, fontsize=8
     )
     ax.set_ylabel("WER (%)")
-    ax.set_title("DS2 model: word error rate per test set")
+    ax.set_title(f"{model.name}: word error rate per test set")
     ax.legend()
     fig.tight_layout()
     fig.savefig(outp / "wer.png", dpi=120)

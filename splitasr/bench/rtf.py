@@ -16,22 +16,22 @@ import torch
 
 from splitasr.audio import load_audio
 from splitasr.bench.report import machine_description, markdown_table, write_results
-from splitasr.corpus.manifest import read_manifest
-from splitasr.model.checkpoint import load_model
-from splitasr.transcribe import transcribe_wave
+from splitasr.manifest import read_manifest
+from splitasr.model.registry import load_model
+from splitasr.pipeline import Edge, recognise
 
 
 def _time_all(model, waves, threads: int, repeats: int = 3) -> list[float]:
     """Best-of-``repeats`` seconds to transcribe each wave (features to text)."""
     torch.set_num_threads(threads)
-    decoder = model.make_decoder()
-    transcribe_wave(model, waves[0], decoder)  # warm-up
+    decoder = model.make_decoder(beam=1)
+    recognise(model, waves[0], decoder)  # warm-up
     out = []
     for w in waves:
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            transcribe_wave(model, w, decoder)
+            recognise(model, w, decoder)
             best = min(best, time.perf_counter() - t0)
         out.append(best)
     return out
@@ -40,16 +40,17 @@ def _time_all(model, waves, threads: int, repeats: int = 3) -> list[float]:
 def _time_heads(model, waves, repeats: int = 3) -> dict[str, float]:
     """Total best-of-``repeats`` seconds of ``model.head`` at each split point, 1 thread."""
     torch.set_num_threads(1)
+    edge = Edge(model)
     totals = {}
     with torch.inference_mode():
         for point in model.split_points[1:]:
-            model.head(waves[0][None], None, point)  # warm-up
+            edge.head(waves[0], point)  # warm-up
             total = 0.0
             for w in waves:
                 best = float("inf")
                 for _ in range(repeats):
                     t0 = time.perf_counter()
-                    model.head(w[None], None, point)
+                    edge.head(w, point)
                     best = min(best, time.perf_counter() - t0)
                 total += best
             totals[point] = total

@@ -23,11 +23,12 @@ import torch
 from splitasr.audio import load_audio
 from splitasr.bench.report import machine_description, markdown_table, write_results
 from splitasr.codecs import get_codec
-from splitasr.codecs.base import CODERS, TRANSFORMS, split_name
-from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir
-from splitasr.codecs.state import state_path
-from splitasr.corpus.manifest import read_manifest
-from splitasr.model.checkpoint import load_model
+from splitasr.codecs.base import CODERS, TRANSFORMS, read_header, split_name
+from splitasr.codecs.state import shipped_state_dir, state_path
+from splitasr.manifest import read_manifest
+from splitasr.model.registry import load_model
+from splitasr.pipeline import Cloud, Edge, recognise
+from splitasr.training.calibrate import calibrate, collect_activations
 from splitasr.wer import error_rates
 
 AUDIO_CODECS = ("pcm16", "flac", "opus24", "opus16", "opus12", "opus10", "opus8", "opus6")
@@ -71,7 +72,7 @@ def _state_dir_for(
     if not _needs_state(name):
         return None
     t, c = split_name(name)
-    shipped = default_state_dir(point, getattr(model, "name", "ds2"))
+    shipped = shipped_state_dir(model.name, point)
     keys = [k for k, cls in ((t, TRANSFORMS[t]), (f"{t}+{c}", CODERS[c])) if hasattr(cls, "fit_state")]
     if all(state_path(shipped, k).is_file() for k in keys):
         return shipped
@@ -116,18 +117,18 @@ def run_tradeoff_bench(
         Utt(w := torch.from_numpy(load_audio(u.resolve(root))), u.text, len(w) / model.sample_rate)
         for u in read_manifest(manifest)[:limit]
     ]
-    decoder = model.make_decoder()
+    decoder = model.make_decoder(beam=1)  # greedy: what a codec changes, not what a search recovers
+    edge, cloud = Edge(model), Cloud(model, decoder=decoder, max_seconds=max(u.seconds for u in utts) + 1)
     info = {p.name: p for p in model.point_info()}
 
     # Reference: the unsplit model.
-    with torch.inference_mode():
-        ref_hyps = [decoder.decode(*(lambda o: (o[0][0], int(o[1][0])))(model(u.wave[None]))) for u in utts]
+    ref_hyps = [recognise(model, u.wave, decoder) for u in utts]
     refs = [u.text for u in utts]
     base = error_rates(refs, ref_hyps)
     audio_s = sum(u.seconds for u in utts)
 
     jobs = [("audio", c) for c in audio_codecs] + [(p, c) for p in points for c in codecs]
-    shipped = {p: default_state_dir(p, getattr(model, "name", "ds2")) for p in model.split_points}
+    shipped = {p: shipped_state_dir(model.name, p) for p in model.split_points}
     jobs += [
         (p, c)
         for p in ["audio", *points]
@@ -147,28 +148,20 @@ def run_tradeoff_bench(
             heads[point] = []
             for u in utts:
                 t0 = time.perf_counter()
-                with torch.inference_mode():
-                    h, h_lens = model.head(u.wave[None], None, point)
+                h, h_lens = edge.head(u.wave, point)
                 heads[point].append((h, h_lens, time.perf_counter() - t0))
-        nbytes = enc_s = dec_s = tail_s = head_s = 0.0
+        nbytes = header_bytes = enc_s = dec_s = tail_s = head_s = 0.0
         hyps, changed = [], 0
         for (h, h_lens, h_s), ref_h in zip(heads[point], ref_hyps, strict=True):
-            x = h.unsqueeze(-1) if h.dim() == 2 else h
             t0 = time.perf_counter()
-            payload = codec.compress(x, h_lens)
-            t1 = time.perf_counter()
-            y, y_lens = codec.decompress(payload)
-            t2 = time.perf_counter()
-            resume = codec.decodes_to(point)
-            y = y.squeeze(-1) if resume == "audio" else y
-            with torch.inference_mode():
-                logits, lens = model.tail(y, y_lens, resume)
-            t3 = time.perf_counter()
-            hyp = decoder.decode(logits[0], int(lens[0]))
-            changed += hyp != ref_h
-            hyps.append(hyp)
+            payload = edge.compress(h, h_lens, point, codec)
+            enc_s += time.perf_counter() - t0
+            out = cloud.transcribe(payload, point, codec)
+            changed += out.text != ref_h
+            hyps.append(out.text)
             nbytes += len(payload)
-            enc_s, dec_s, tail_s, head_s = enc_s + t1 - t0, dec_s + t2 - t1, tail_s + t3 - t2, head_s + h_s
+            header_bytes += read_header(payload).size
+            dec_s, tail_s, head_s = dec_s + out.decode_ms / 1000, tail_s + out.tail_ms / 1000, head_s + h_s
         rates = error_rates(refs, hyps)
         raw_bytes = sum(h.numel() * (2 if point == "audio" else 4) for h, _, _ in heads[point])
         n = len(utts)
@@ -178,6 +171,7 @@ def run_tradeoff_bench(
                 "codec": codec.name if point != "audio" or "+" in name else name,
                 "lossless": codec.lossless,
                 "bytes_per_utt": nbytes / n,
+                "header_bytes": header_bytes / n,
                 "kbps": nbytes * 8 / 1000 / audio_s,
                 "pct_of_raw": 100 * nbytes / raw_bytes,
                 "raw_kbps": raw_bytes * 8 / 1000 / audio_s,
@@ -213,6 +207,7 @@ def run_tradeoff_bench(
             ("point", "split point", "s"),
             ("codec", "codec", "s"),
             ("bytes_per_utt", "bytes/utt", ".0f"),
+            ("header_bytes", "header B", ".0f"),
             ("kbps", "kbit/s", ".2f"),
             ("raw_kbps", "raw kbit/s", ".0f"),
             ("pct_of_raw", "% raw", ".2f"),

@@ -46,6 +46,15 @@ class CodecError(SplitASRError):
 
 
 @dataclass(frozen=True)
+class DecodeLimits:
+    """What a payload may declare (provisional)."""
+
+    max_items: int = 64
+    max_frames: int | None = None
+    channels: int | None = None
+
+
+@dataclass(frozen=True)
 class Header:
     """What a payload says about itself."""
 
@@ -54,6 +63,8 @@ class Header:
     lens: tuple[int, ...]  # (N,) valid frames per item
     params: dict = field(default_factory=dict)  # what the decoder needs besides its state
     dtype: str = "float32"
+    point: int = 0
+    size: int = 0  # header bytes
 
     @property
     def numel(self) -> int:
@@ -65,7 +76,13 @@ def pack_payload(header: Header, body: bytes) -> bytes:
     json | crc32(shape + json + body) | body`` (little-endian). The CRC covers the header's
     variable part too, so a flipped bit in the shape, lengths or parameters is caught."""
     meta = json.dumps(
-        {"codec": header.codec, "params": header.params, "dtype": header.dtype, "lens": list(header.lens)},
+        {
+            "codec": header.codec,
+            "params": header.params,
+            "dtype": header.dtype,
+            "lens": list(header.lens),
+            "point": header.point,
+        },
         separators=(",", ":"),
     ).encode()
     fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, len(meta), len(body), len(header.shape))
@@ -106,6 +123,7 @@ def unpack_payload(payload: bytes, max_elements: int = MAX_ELEMENTS) -> tuple[He
     try:
         meta = json.loads(meta_bytes)
         codec, params, dtype, lens = meta["codec"], meta["params"], meta["dtype"], tuple(meta["lens"])
+        point = int(meta.get("point", 0))
     except (ValueError, KeyError, TypeError):
         raise CodecError("corrupt payload header (metadata)") from None
     if (
@@ -116,7 +134,11 @@ def unpack_payload(payload: bytes, max_elements: int = MAX_ELEMENTS) -> tuple[He
         raise CodecError("corrupt payload header (types)")
     if len(lens) != shape[0] or (ndim > 1 and any(not 0 <= v <= shape[1] for v in lens)):
         raise CodecError("corrupt payload header (lengths do not match the shape)")
-    return Header(codec, tuple(shape), lens, params, dtype), body
+    return Header(codec, tuple(shape), lens, params, dtype, point, len(payload) - len(body)), body
+
+
+def read_header(payload: bytes) -> Header:
+    return unpack_payload(payload)[0]
 
 
 @dataclass
@@ -226,7 +248,7 @@ class Codec:
         at ``point``: the tail resumes there."""
         return self.transform.decodes_to or point
 
-    def compress(self, x: torch.Tensor, lens: torch.Tensor | None = None) -> bytes:
+    def compress(self, x: torch.Tensor, lens: torch.Tensor | None = None, point: int = 0) -> bytes:
         """Encode ``x`` ``(N, T, C)`` (any float dtype) and its valid lengths ``(N,)``."""
         if x.dim() != 3:
             raise CodecError(f"codecs take (N, T, C) activations, got shape {tuple(x.shape)}")
@@ -236,9 +258,11 @@ class Codec:
         sym = self.transform.forward(arr)
         body = self.coder.encode(sym.data, sym.alphabet)
         shape, out_lens = self.transform.output_layout(tuple(arr.shape), tuple(int(v) for v in lens))
-        return pack_payload(Header(self.name, shape, out_lens, sym.params), body)
+        return pack_payload(Header(self.name, shape, out_lens, sym.params, point=point), body)
 
-    def decompress(self, payload: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    def decompress(
+        self, payload: bytes, limits: DecodeLimits | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode a payload made by this codec: ``(x (N, T, C) float32, lens (N,) int64)``,
         the activation at :meth:`decodes_to` of the point it was made at."""
         header, body = unpack_payload(payload, self.max_elements)

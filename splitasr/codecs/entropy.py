@@ -7,7 +7,7 @@ Both model the symbols as i.i.d. draws from a table, one table per *stream*:
   of a float is far more predictable than its low mantissa bytes;
 * anything else (``(N, T, C)`` codes of a quantiser) is flattened into one stream.
 
-The table is either *static*, learned by :func:`splitasr.codecs.calibrate.calibrate` over
+The table is either *static*, learned by :func:`splitasr.training.calibrate.calibrate` over
 training activations and saved as coder state (``{"counts": (P, alphabet) int64}``,
 smoothed so every symbol can be coded, see :func:`fit_counts`), or, without state, the
 message's own histogram, stored compactly at the start of the body.

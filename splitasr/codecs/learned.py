@@ -3,7 +3,7 @@
 Three designs, each a :class:`~splitasr.codecs.base.Transform` whose symbols are the
 quantised latent (``2**bits`` levels per value, entropy-coded by ``ans`` with a table
 learned from training latents), trained by ``splitasr train-codec``
-(:mod:`splitasr.codecs.training`) and shipped as one safetensors state file:
+(:mod:`splitasr.training.codec_train`) and shipped as one safetensors state file:
 
 * ``ae`` (paper 000): a symmetric autoencoder on each frame of the activation, two fully
   connected layers to encode and two to decode, trained on reconstruction MSE alone;

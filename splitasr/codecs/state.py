@@ -12,6 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+STATE_ROOT = Path(__file__).resolve().parent.parent / "assets" / "codecs"
+
+
+def shipped_state_dir(model: str, point: str) -> Path:
+    """Where the shipped state of codecs for ``model`` at split ``point`` lives:
+    ``splitasr/assets/codecs/<model>/<point>/``."""
+    return STATE_ROOT / model / point
+
 
 def state_path(state_dir: str | Path, key: str) -> Path:
     return Path(state_dir) / f"{key}.safetensors"

@@ -28,10 +28,10 @@ import numpy as np
 from splitasr.audio import SAMPLE_RATE
 from splitasr.corpus.augment import augment
 from splitasr.corpus.digits import connected_digits, index_fsdd
-from splitasr.corpus.manifest import Utterance, write_manifest
 from splitasr.corpus.textsources import wordnet_sentences
 from splitasr.corpus.tts import Speaker, make_speakers, render
 from splitasr.errors import ConfigError
+from splitasr.manifest import Utterance, write_manifest
 from splitasr.text import normalize, spoken_form
 
 TEST_PROMPTS = {f"arctic_b{n:04d}" for n in range(440, 540)}

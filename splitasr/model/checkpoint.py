@@ -36,32 +36,13 @@ def read_metadata(path: str | Path) -> dict:
     return {k: (json.loads(v) if k not in ("format", "model") else v) for k, v in meta.items()}
 
 
-MODEL_NAMES = ("ds2", "whisper-tiny.en")
-
-
-def load_model(name_or_path: str | Path | None = None) -> SplitModel:
-    """Load a model by name (``ds2``, ``whisper-tiny.en``) or a DS2 checkpoint path, in eval
-    mode on the CPU. The default is the shipped DS2 model.
-
-    Raises:
-        CheckpointError: if the file is missing, not a splitasr checkpoint or does not match.
-    """
-    if name_or_path is None or str(name_or_path) == "ds2":
-        return load_checkpoint(DEFAULT_CHECKPOINT)
-    if str(name_or_path) == "whisper-tiny.en":
-        from splitasr.model.whisper import load_whisper
-
-        return load_whisper()
-    return load_checkpoint(Path(name_or_path))
-
-
 def load_checkpoint(path: str | Path) -> SplitModel:
     """Load a DS2 safetensors checkpoint written by :func:`save_model`."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found (models by name: {', '.join(MODEL_NAMES)})")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         meta = read_metadata(path)
         state = load_file(str(path))

@@ -168,6 +168,7 @@ class DS2Model(SplitModel):
     """The DeepSpeech2-style recogniser as a :class:`SplitModel`."""
 
     name = "ds2"
+    default_beam = 32  # with the shipped word LM: the papers' decoder
 
     def __init__(self, config: DS2Config = DS2Config()):
         self.config = config
@@ -183,10 +184,12 @@ class DS2Model(SplitModel):
         stages.append(("classifier", ClassifierStage(dim, config.vocab_size)))
         super().__init__(stages, sample_rate=audio.SAMPLE_RATE)
 
-    def make_decoder(self, beam: int = 0, lm: str | Path | bool = True):
-        """Greedy CTC, or pyctcdecode beam search with the shipped word LM (see lm.py)."""
+    def make_decoder(self, beam: int | None = None, lm: str | Path | bool = True):
+        """pyctcdecode beam search with the shipped word LM (see lm.py), width
+        :attr:`default_beam` unless ``beam`` says otherwise; ``beam <= 1`` is greedy CTC."""
         from splitasr.decoding import BeamSearchDecoder, GreedyDecoder
 
+        beam = self.default_beam if beam is None else beam
         if beam <= 1:
             return GreedyDecoder()
         if lm is True:

@@ -5,6 +5,10 @@ stage_K -> logits``. Every boundary is a *split point*, named after the stage it
 (``audio`` is the point before the first stage, which is always the feature front end, so
 ``features`` is the next point). ``head(x, x_lens, point)`` runs the stages up to and
 including ``point`` on the device; ``tail(h, h_lens, point)`` runs the rest in the cloud.
+
+One tensor convention at every point: what crosses a split point is ``(N, T, C)`` with
+valid lengths ``(N,)``; at ``audio`` it is the waveform as ``(N, S, 1)``. ``head`` takes
+the waveform as ``(N, S)`` (or ``(N, S, 1)``).
 Because both walk the same modules in the same order, ``tail(*head(x, p), p)`` equals the
 full model's output bit for bit in eval mode, at every point.
 
@@ -14,8 +18,7 @@ Nothing here knows which architecture it holds: planners, codecs and transport u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +72,7 @@ class SplitModel(nn.Module):
     """
 
     name: str = "model"
+    default_beam: int = 1  # beam width of make_decoder(); 1 is greedy
     # What the last stage emits: "logits" (per-frame class scores, CTC-decodable) or
     # "encoder" (features a separate decoder attends to). Learned codecs distil on it.
     output_kind: str = "logits"
@@ -101,9 +105,28 @@ class SplitModel(nn.Module):
             infos.append(SplitPointInfo(name, i, stage.out_dim, stage.out_rate, params))
         return infos
 
+    def max_frames(self, point: str, seconds: float) -> int:
+        """Most frames the activation at ``point`` can have for ``seconds`` of audio: what
+        a decoder may allocate for a payload made there (samples at ``audio``)."""
+        rate = {p.name: p.frames_per_second for p in self.point_info()}[self.split_points[self._index(point)]]
+        return math.ceil(seconds * rate) + 1
+
     def _run(self, x, x_lens, start: int, stop: int):
         for stage in list(self.stages.values())[start:stop]:
             x, x_lens = stage(x, x_lens)
+        return x, x_lens
+
+    @staticmethod
+    def _wave(x: torch.Tensor, x_lens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A waveform ``(N, S)`` or ``(N, S, 1)`` as ``(N, S)`` with lengths ``(N,)``."""
+        if x.dim() == 3:
+            if x.shape[2] != 1:
+                raise ValueError(f"a waveform is (N, S) or (N, S, 1), got {tuple(x.shape)}")
+            x = x[..., 0]
+        if x.dim() != 2:
+            raise ValueError(f"a waveform is (N, S) or (N, S, 1), got {tuple(x.shape)}")
+        if x_lens is None:
+            x_lens = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
         return x, x_lens
 
     def head(
@@ -112,41 +135,47 @@ class SplitModel(nn.Module):
         """Run the device part.
 
         Args:
-            x: waveform ``(N, S)`` float32 at ``sample_rate``.
+            x: waveform ``(N, S)`` (or ``(N, S, 1)``) float32 at ``sample_rate``.
             x_lens: ``(N,)`` valid samples per item (``None``: all of ``S``).
             point: split point name.
 
         Returns:
-            ``(h, h_lens)``: the activation at ``point`` (``(N, S)`` at ``audio``, else
-            ``(N, T, C)``) and its valid lengths ``(N,)``.
+            ``(h, h_lens)``: the activation at ``point``, ``(N, T, C)`` (``(N, S, 1)`` at
+            ``audio``), and its valid lengths ``(N,)``.
         """
-        if x_lens is None:
-            x_lens = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        x, x_lens = self._wave(x, x_lens)
+        if point == AUDIO:
+            return x.unsqueeze(-1), x_lens
         return self._run(x, x_lens, 0, self._index(point))
 
     def tail(self, h: torch.Tensor, h_lens: torch.Tensor, point: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the cloud part from the activation at ``point``.
+        """Run the cloud part from the activation ``h (N, T, C)`` at ``point`` (``(N, S, 1)``
+        at ``audio``) with valid lengths ``h_lens (N,)``.
 
         Returns:
-            ``(logits, logit_lens)``: ``(N, T, V)`` unnormalised scores and ``(N,)`` lengths.
+            ``(out, out_lens)``: the last stage's output ``(N, T', V)`` (class scores, or
+            encoder features for a model with a separate text decoder) and ``(N,)`` lengths.
         """
-        return self._run(h, h_lens, self._index(point), len(self.stages))
+        start = self._index(point)
+        if point == AUDIO:
+            h, h_lens = self._wave(h, h_lens)
+        return self._run(h, h_lens, start, len(self.stages))
 
-    @contextmanager
-    def distilling(self) -> Iterator[SplitModel]:
-        """This model as a learned codec trains through it (``splitasr train-codec``).
+    def distilling(self) -> SplitModel:
+        """The model a learned codec trains through (``splitasr train-codec``).
 
-        The student's gradient flows through the tail at every step, so a model may run a
-        cheaper equivalent here: Whisper computes only the frames that hold audio. Most
-        models are used as they are.
+        The student's gradient flows through the tail at every step, so a model may return
+        a cheaper equivalent that shares its weights: Whisper computes only the frames that
+        hold audio. Most models return themselves.
         """
-        yield self
+        return self
 
-    def make_decoder(self, beam: int = 0, lm: str | Path | bool = True):
+    def make_decoder(self, beam: int | None = None, lm: str | Path | bool = True):
         """A :class:`splitasr.decoding.Decoder` for this model's output.
 
         Args:
-            beam: beam width; 0 or 1 means greedy.
+            beam: beam width; ``None`` is the model's own convention (:attr:`default_beam`),
+                0 or 1 means greedy.
             lm: for models that use one, True for the shipped language model, False for
                 none, or a path to another.
         """
@@ -155,9 +184,8 @@ class SplitModel(nn.Module):
     def forward(
         self, x: torch.Tensor, x_lens: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole model: waveform ``(N, S)`` -> ``(logits (N, T, V), logit_lens (N,))``."""
-        if x_lens is None:
-            x_lens = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        """The whole model: waveform ``(N, S)`` -> ``(out (N, T, V), out_lens (N,))``."""
+        x, x_lens = self._wave(x, x_lens)
         return self._run(x, x_lens, 0, len(self.stages))
 
 

@@ -10,9 +10,9 @@ import torch
 
 from splitasr.cli import main
 from splitasr.codecs import CodecError, get_codec
-from splitasr.codecs.calibrate import calibrate
 from splitasr.codecs.learned import LearnedCodecConfig, LearnedCodecNet, net_to_state
 from splitasr.codecs.state import save_state
+from splitasr.training.calibrate import calibrate
 from tests.codecs.synthetic import laplacian_activations
 
 SMALL = {
@@ -146,7 +146,7 @@ def test_train_codec_cli_trains_saves_and_reports_a_codec_that_decodes(speech_ma
 def test_distillation_targets_follow_what_the_tail_emits():
     from types import SimpleNamespace
 
-    from splitasr.codecs.training import teacher_targets
+    from splitasr.training.codec_train import teacher_targets
 
     out = torch.randn(1, 5, 7)
     logp = teacher_targets(SimpleNamespace(output_kind="logits"), out)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from splitasr.codecs import CodecError, get_codec
 from splitasr.codecs.base import unpack_payload
-from splitasr.codecs.calibrate import calibrate
 from splitasr.codecs.quantize import quantise
+from splitasr.training.calibrate import calibrate
 from tests.codecs.synthetic import activation_bits, activation_values, laplacian_activations, same_bits
 
 LOSSLESS = ["raw", "f32+pack", "f32+zstd", "f32+huffman", "f32+ans"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from splitasr.codecs import CodecError, get_codec
 from splitasr.codecs.base import _FIXED, FORMAT_VERSION, Header, pack_payload
-from splitasr.codecs.calibrate import calibrate
+from splitasr.training.calibrate import calibrate
 from tests.codecs.synthetic import laplacian_activations, same_bits
 
 CODECS = ["raw", "f32+zstd", "f32+huffman", "f32+ans", "f16+huffman", "q8+ans", "q4+huffman", "q2+pack"]

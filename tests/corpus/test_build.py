@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from splitasr.corpus.build import TEST_PROMPTS, CorpusConfig, build_corpus, plan_jobs
-from splitasr.corpus.manifest import read_manifest
 from splitasr.corpus.tts import make_speakers
+from splitasr.manifest import read_manifest
 
 from ..conftest import SHARED
 

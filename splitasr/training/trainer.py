@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from splitasr.audio import load_audio, log_mel
-from splitasr.corpus.manifest import read_manifest
 from splitasr.decoding import GreedyDecoder
 from splitasr.errors import ConfigError
+from splitasr.manifest import read_manifest
 from splitasr.model.checkpoint import save_model
 from splitasr.model.ds2 import DS2Config, DS2Model
 from splitasr.text import CharTokenizer

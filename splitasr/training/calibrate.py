@@ -26,14 +26,7 @@ import torch
 from splitasr.codecs.base import CODERS, TRANSFORMS, CodecError, Header, get_codec, pack_payload, split_name
 from splitasr.codecs.entropy import entropy_bits, stream_counts
 from splitasr.codecs.state import load_state, save_state
-from splitasr.errors import ConfigError
-
-STATE_ROOT = Path(__file__).resolve().parent.parent / "assets" / "codecs"
-
-
-def default_state_dir(point: str, model: str = "ds2") -> Path:
-    """Where the shipped calibration for a model's split point lives."""
-    return STATE_ROOT / model / point
+from splitasr.errors import ConfigError, ManifestError
 
 
 def collect_activations(
@@ -49,8 +42,8 @@ def collect_activations(
         ConfigError: unknown split point; ManifestError/AudioError: unusable manifest.
     """
     from splitasr.audio import load_audio
-    from splitasr.corpus.manifest import read_manifest
-    from splitasr.errors import ManifestError
+    from splitasr.manifest import read_manifest
+    from splitasr.pipeline import Edge
 
     if point not in model.split_points:
         raise ConfigError(f"unknown split point {point!r}; choose from {', '.join(model.split_points)}")
@@ -58,13 +51,11 @@ def collect_activations(
     utts = read_manifest(manifest_path)[:limit]
     if not utts:
         raise ManifestError(f"{manifest_path}: manifest has no utterances")
+    edge = Edge(model)
     out = []
-    with torch.inference_mode():
-        for utt in utts:
-            wave = torch.from_numpy(load_audio(utt.resolve(root)))
-            h, h_lens = model.head(wave[None], None, point)
-            valid = h[0, : int(h_lens[0])].to(torch.float32).numpy()
-            out.append(np.ascontiguousarray(valid.reshape(-1, 1) if h.dim() == 2 else valid))
+    for utt in utts:
+        h, h_lens = edge.head(torch.from_numpy(load_audio(utt.resolve(root))), point)
+        out.append(np.ascontiguousarray(h[0, : int(h_lens[0])].to(torch.float32).numpy()))
     return out
 
 

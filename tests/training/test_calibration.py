@@ -11,8 +11,8 @@ import torch
 
 from splitasr.cli import main
 from splitasr.codecs import CodecError, get_codec
-from splitasr.codecs.calibrate import calibrate, collect_activations, entropy_report
 from splitasr.codecs.state import load_state, state_path
+from splitasr.training.calibrate import calibrate, collect_activations, entropy_report
 from tests.codecs.synthetic import laplacian_activations, same_bits
 
 # Huffman is kept to the large alphabets: it spends whole bits per symbol, about 2 % over

@@ -13,7 +13,7 @@ deviation), distillation (KL from the teacher's posteriors to those the frozen t
 computes from the decoded activation, or MSE between tail outputs for an encoder-output
 model; gradients flow through the tail into the decoder)
 and, optionally, CTC on the transcript. ``ae`` uses MSE alone, as in paper 000. After
-training the ``ans`` table for the latent is learned (:func:`~splitasr.codecs.calibrate.calibrate`)
+training the ``ans`` table for the latent is learned (:func:`~splitasr.training.calibrate.calibrate`)
 and greedy WER through the codec is measured on the dev manifest.
 """
 
@@ -65,7 +65,7 @@ class CodecTrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> CodecTrainConfig:
-        from splitasr.train import read_toml
+        from splitasr.training.trainer import read_toml
 
         path = Path(path)
         raw = read_toml(path)
@@ -121,7 +121,8 @@ def prepare(
     from tqdm import tqdm
 
     from splitasr.audio import load_audio, qm_features
-    from splitasr.corpus.manifest import read_manifest
+    from splitasr.manifest import read_manifest
+    from splitasr.pipeline import Cloud, Edge
     from splitasr.text import CharTokenizer
 
     config = repr(getattr(model, "config", None))  # e.g. Whisper trimmed or padded
@@ -130,21 +131,21 @@ def prepare(
     if path is not None and path.is_file():
         return _load_items(path)
     tok = CharTokenizer()
+    edge, cloud = Edge(model), Cloud(model, decoder=model.make_decoder(beam=1))
     items = []
     for m in manifests:
         root = Path(m).parent
         utts = read_manifest(m)[:limit]
         for utt in tqdm(utts, desc=f"{desc} {Path(m).stem}", unit="utt", leave=False, mininterval=5):
-            wave = torch.from_numpy(load_audio(utt.resolve(root)))[None]
-            with torch.inference_mode():
-                target, t_lens = model.head(wave, None, cfg.decodes_to)
-                out, _ = model.tail(target, t_lens, cfg.decodes_to)
-                if cfg.point == "audio":
-                    x = qm_input(qm_features(wave))
-                elif cfg.point == cfg.decodes_to:
-                    x = target
-                else:
-                    x, _ = model.head(wave, None, cfg.point)
+            wave = torch.from_numpy(load_audio(utt.resolve(root)))
+            target, t_lens = edge.head(wave, cfg.decodes_to)
+            out, _ = cloud.tail(target, t_lens, cfg.decodes_to)
+            if cfg.point == "audio":
+                x = qm_input(qm_features(wave[None]))
+            elif cfg.point == cfg.decodes_to:
+                x = target
+            else:
+                x, _ = edge.head(wave, cfg.point)
             items.append(
                 _Item(
                     x[0].to(torch.float16),
@@ -186,7 +187,7 @@ def _load_items(path: Path) -> list[_Item]:
 
 
 def _batches(items: list[_Item], frames: int, rng: random.Random) -> list[list[int]]:
-    from splitasr.train import pack_by_length
+    from splitasr.training.trainer import pack_by_length
 
     lengths = [it.x.shape[0] for it in items]
     order = sorted(range(len(items)), key=lambda i: lengths[i] + rng.random())  # random ties
@@ -208,9 +209,9 @@ def _mask(lens: torch.Tensor, t: int) -> torch.Tensor:
 def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
     """Train, save the state (and the coder's table) and report; returns the report."""
 
-    from splitasr.codecs.calibrate import calibrate, collect_activations, default_state_dir
-    from splitasr.codecs.state import save_state
-    from splitasr.model.checkpoint import load_model
+    from splitasr.codecs.state import save_state, shipped_state_dir
+    from splitasr.model.registry import load_model
+    from splitasr.training.calibrate import calibrate, collect_activations
 
     if not cfg.train:
         raise ConfigError("the codec recipe names no training manifests (train = [...])")
@@ -235,11 +236,10 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
         raise ConfigError(
             f"{ccfg.decodes_to} has {info[ccfg.decodes_to].dim} values per frame, not {ccfg.out_dim}"
         )
-    out = Path(cfg.out) if cfg.out else default_state_dir(ccfg.point, model.name)
+    out = Path(cfg.out) if cfg.out else shipped_state_dir(model.name, ccfg.point)
 
     start = _init_from(cfg.init, ccfg) if cfg.init else None  # refuse a mismatch before the slow part
-    with model.distilling():
-        net, recipe = _fit(model, cfg, info, start, progress)
+    net, recipe = _fit(model.distilling(), cfg, info, start, progress)
     extra = {"trained": recipe, "model": str(cfg.model), "model_sha": model_fingerprint(model)}
     written = [save_state(out, ccfg.kind, net_to_state(net, extra, cfg.weights_dtype))]
     # The coder's probability table, learned from the trained encoder's latents.
@@ -371,28 +371,23 @@ def evaluate_codec(model, name: str, state_dir: str | Path, point: str, manifest
     """Greedy WER/CER of the unsplit model and through codec ``name`` at ``point``, and the
     payload rate in kbit/s of audio, on the first ``limit`` utterances of ``manifest``."""
     from splitasr.audio import load_audio
-    from splitasr.codecs.base import get_codec
-    from splitasr.corpus.manifest import read_manifest
+    from splitasr.manifest import read_manifest
+    from splitasr.pipeline import Cloud, CodecBank, Edge, recognise
     from splitasr.wer import error_rates
 
-    codec = get_codec(name, state_dir)
-    decoder = model.make_decoder()
+    decoder = model.make_decoder(beam=1)
+    codecs = CodecBank(model.name, {point: state_dir})
+    edge, cloud = Edge(model, codecs), Cloud(model, codecs, decoder)
     root = Path(manifest).parent
     refs, base, hyps, nbytes, seconds = [], [], [], 0, 0.0
     for utt in read_manifest(manifest)[:limit]:
-        wave = torch.from_numpy(load_audio(utt.resolve(root)))[None]
-        seconds += wave.shape[1] / model.sample_rate
-        with torch.inference_mode():
-            logits, lens = model(wave)
-            base.append(decoder.decode(logits[0], int(lens[0])))
-            h, h_lens = model.head(wave, None, point)
-            x = h.unsqueeze(-1) if h.dim() == 2 else h
-            payload = codec.compress(x, h_lens)
-            y, y_lens = codec.decompress(payload)
-            logits, lens = model.tail(y, y_lens, codec.decodes_to(point))
-            hyps.append(decoder.decode(logits[0], int(lens[0])))
+        wave = torch.from_numpy(load_audio(utt.resolve(root)))
+        seconds += wave.shape[0] / model.sample_rate
+        base.append(recognise(model, wave, decoder))
+        sent = edge.encode(wave, point, name)
+        hyps.append(cloud.transcribe(sent.payload, point, name).text)
         refs.append(utt.text)
-        nbytes += len(payload)
+        nbytes += len(sent.payload)
     b, c = error_rates(refs, base), error_rates(refs, hyps)
     return {
         "utterances": len(refs),

