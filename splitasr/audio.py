@@ -36,6 +36,12 @@ QM_MAX_LOG = 6.0  # log-mel value mapped to code 255
 QM_LEVELS = 256  # 8-bit fixed point
 
 DEFAULT_MAX_SECONDS = 120.0
+# Float files (WAV/AIFF FLOAT or DOUBLE) store samples unclipped. Full scale is [-1, 1];
+# a peak somewhat above 1 is ordinary overshoot (a mix or resampler ringing), but one past
+# this is not audio scaled as full scale = 1 (e.g. int16 values written as floats) and
+# would reach the models far outside anything they were trained on, so it is refused.
+# Integer PCM decodes to [-1, 1) and can never exceed it.
+MAX_ABS_SAMPLE = 2.0
 SUPPORTED_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
@@ -56,10 +62,12 @@ def load_audio(path: str | Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> np
     ``SUPPORTED_RATES`` is resampled with soxr.
 
     Returns:
-        waveform of shape ``(S,)``, float32 in [-1, 1].
+        waveform of shape ``(S,)``, float32: in [-1, 1] for integer PCM, within
+        ``MAX_ABS_SAMPLE`` for float files (kept as they are, not clipped).
 
     Raises:
-        AudioError: with a one-line message naming the file and the problem.
+        AudioError: with a one-line message naming the file and the problem, including a
+            float file with NaN or infinite samples or a peak above ``MAX_ABS_SAMPLE``.
     """
     import soundfile as sf
 
@@ -92,6 +100,16 @@ def load_audio(path: str | Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> np
         raise AudioError(f"{path}: could not decode audio ({_first_line(exc)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: audio has zero length")
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int(data.size - np.count_nonzero(finite))
+        raise AudioError(f"{path}: {bad} of {data.size} samples are NaN or infinite")
+    peak = float(np.abs(data).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(
+            f"{path}: float samples reach {peak:.6g}, far outside [-1, 1] "
+            f"(at most {MAX_ABS_SAMPLE:g} is accepted; is it scaled as full scale = 1?)"
+        )
     mono = data.mean(axis=1, dtype=np.float32)
     return resample(mono, rate, SAMPLE_RATE)
 

@@ -11,13 +11,15 @@ import json
 import sys
 from pathlib import Path
 
-from splitasr.errors import SplitASRError
+from splitasr.errors import ConfigError, SplitASRError
 
 EXIT_USER_ERROR = 2
 MODEL_HELP = "model name ({names}) or DS2 checkpoint file; default: {default}"
 
 
 def _decoder(args, model):
+    if args.lm and not Path(args.lm).is_file():
+        raise ConfigError(f"{args.lm}: no such language model file (--lm)")
     lm = args.lm if args.lm else not args.no_lm
     return model.make_decoder(beam=args.beam, lm=lm)
 
@@ -45,7 +47,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _setup_threads(args) -> None:
-    if getattr(args, "threads", 0):
+    threads = getattr(args, "threads", 0)
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: must be a positive count, or 0 for PyTorch's default")
+    if threads:
         import torch
 
         torch.set_num_threads(args.threads)

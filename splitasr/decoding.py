@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splitasr.errors import MissingDependencyError
+from splitasr.errors import ConfigError, MissingDependencyError
 from splitasr.text import CharTokenizer
 
 
@@ -32,6 +32,21 @@ def _quiet_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _kenlm_reason(exc: Exception) -> str:
+    """The useful part of kenlm's message, on one line.
+
+    kenlm says ``Cannot read model '<path>' (<source:line> in <function> threw <Kind>. <why>)``.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return "binary data that is not a kenlm model"
+    text = " ".join(str(exc).split())
+    if " threw " in text:
+        text = text.split(" threw ", 1)[1]
+    elif text.startswith("Cannot read model ") and " (" in text:
+        text = text.split(" (", 1)[1]
+    return text.removesuffix(")").strip() or type(exc).__name__
 
 
 class Decoder:
@@ -88,14 +103,23 @@ class BeamSearchDecoder(Decoder):
         labels = ["", " ", "'"] + list("abcdefghijklmnopqrstuvwxyz")
         assert len(labels) == len(tokenizer)
         self.beam_width = beam_width
-        with _quiet_stderr():  # kenlm prints loading progress bars on file descriptor 2
-            self._decoder = build_ctcdecoder(
-                labels,
-                kenlm_model_path=str(arpa) if arpa else None,
-                unigrams=unigrams,
-                alpha=alpha,
-                beta=beta,
-            )
+        if arpa and not Path(arpa).is_file():
+            raise ConfigError(f"{arpa}: no such language model file")
+        try:
+            with _quiet_stderr():  # kenlm prints loading progress bars on file descriptor 2
+                self._decoder = build_ctcdecoder(
+                    labels,
+                    kenlm_model_path=str(arpa) if arpa else None,
+                    unigrams=unigrams,
+                    alpha=alpha,
+                    beta=beta,
+                )
+        except (OSError, ValueError) as exc:  # kenlm: OSError; UnicodeDecodeError on binary junk
+            if not arpa:
+                raise
+            raise ConfigError(
+                f"{arpa}: not a readable ARPA or kenlm binary language model ({_kenlm_reason(exc)})"
+            ) from None
 
     def decode(self, logits: torch.Tensor, length: int | None = None) -> str:
         log_probs = torch.log_softmax(logits[:length].float(), dim=-1).numpy().astype(np.float32)

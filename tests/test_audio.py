@@ -51,7 +51,7 @@ def test_load_audio_resamples_8k_and_downmixes_stereo(tmp_path):
     sf.write(tmp_path / "s.wav", stereo, 8000)
     wave = audio.load_audio(tmp_path / "s.wav")
     assert wave.dtype == np.float32 and len(wave) == 16000
-    assert 0.2 < np.abs(wave).max() < 0.3  # mean of the two channels
+    assert np.abs(wave).max() == pytest.approx(0.25, abs=1e-3)  # mean of a 0.5 sine and silence
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,40 @@ def test_bad_input_gives_one_line_error_naming_the_file(tmp_path, make, message)
         audio.load_audio(path, max_seconds=2.0)
     text = str(err.value)
     assert message in text and str(path) in text and "\n" not in text
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE"])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (np.nan, "1 of 1600 samples are NaN or infinite"),
+        (np.inf, "1 of 1600 samples are NaN or infinite"),
+        (-np.inf, "1 of 1600 samples are NaN or infinite"),
+        (2.5, "float samples reach 2.5, far outside [-1, 1] (at most 2 is accepted"),
+        (-32767.0, "float samples reach 32767, far outside [-1, 1] (at most 2 is accepted"),
+    ],
+)
+def test_float_wav_with_nan_inf_or_far_out_of_range_samples_is_refused(tmp_path, subtype, value, problem):
+    wave = np.full(1600, 0.1)
+    wave[800] = value
+    path = tmp_path / "float.wav"
+    sf.write(path, wave, 16000, subtype=subtype)
+    with pytest.raises(AudioError) as err:
+        audio.load_audio(path)
+    assert str(err.value).startswith(f"{path}: {problem}") and "\n" not in str(err.value)
+
+
+def test_nan_in_one_channel_of_a_stereo_float_file_is_refused(tmp_path):
+    wave = np.zeros((800, 2))
+    wave[10:13, 1] = np.nan
+    sf.write(tmp_path / "st.wav", wave, 8000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"st\.wav: 3 of 1600 samples are NaN or infinite$"):
+        audio.load_audio(tmp_path / "st.wav")
+
+
+def test_float_overshoot_up_to_the_limit_is_kept_and_integer_full_scale_is_fine(tmp_path):
+    wave = np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * audio.MAX_ABS_SAMPLE
+    sf.write(tmp_path / "hot.wav", wave, 16000, subtype="FLOAT")
+    assert np.array_equal(audio.load_audio(tmp_path / "hot.wav"), wave.astype(np.float32))  # not clipped
+    sf.write(tmp_path / "pcm.wav", np.sign(wave), 16000, subtype="PCM_16")
+    assert np.abs(audio.load_audio(tmp_path / "pcm.wav")).max() == 1.0

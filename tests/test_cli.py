@@ -18,7 +18,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_transcribe_prints_text(speech_dir):
     r = run("transcribe", str(speech_dir / "hello.wav"))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() and "Traceback" not in r.stderr
+    assert r.stdout == "The sun is bright today.\n" and "Traceback" not in r.stderr
 
 
 def test_transcribe_json_has_the_documented_fields(speech_dir):
@@ -26,12 +26,17 @@ def test_transcribe_json_has_the_documented_fields(speech_dir):
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [set(row) for row in rows] == [{"file", "text", "audio_seconds", "compute_ms"}] * 2
-    assert all(row["audio_seconds"] > 0.5 and row["compute_ms"] > 0 for row in rows)
+    assert [row["text"] for row in rows] == ["The sun is bright today.", "Four one one seven."]
+    for row, name in zip(rows, ("hello", "digits"), strict=True):
+        assert row["file"] == str(speech_dir / f"{name}.wav")
+        assert row["audio_seconds"] == round(sf.info(row["file"]).frames / 16000, 3)
+        assert 0 < row["compute_ms"] < 60_000  # wall time: only its range is knowable
 
 
 def test_beam_search_with_lm_runs(speech_dir):
     r = run("transcribe", "--model", "ds2", "--beam", "8", str(speech_dir / "digits.wav"))
     assert r.returncode == 0, r.stderr
+    assert r.stdout == "for one one seven\n"  # "four one one seven"; greedy says "for one on seven"
 
 
 def _bad_files(tmp_path):
@@ -40,6 +45,10 @@ def _bad_files(tmp_path):
     sf.write(tmp_path / "zero.wav", np.zeros(0), 16000)
     sf.write(tmp_path / "odd_rate.wav", np.zeros(4000), 12345)
     sf.write(tmp_path / "long.wav", np.zeros(16000 * 4), 16000)
+    nan = np.full(16000, 0.1)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "loud.wav", np.full(16000, 3000.0), 16000, subtype="FLOAT")  # int16-scaled floats
     return {
         "missing.wav": "no such file",
         "empty.wav": "file is empty",
@@ -47,6 +56,8 @@ def _bad_files(tmp_path):
         "zero.wav": "zero length",
         "odd_rate.wav": "unsupported sample rate",
         "long.wav": "longer than the limit",
+        "nan.wav": "1 of 16000 samples are NaN or infinite",
+        "loud.wav": "float samples reach 3000, far outside [-1, 1]",
     }
 
 
@@ -104,8 +115,20 @@ def test_eval_reports_wer_cer_and_edit_counts(manifest):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["utterances"] == 2 and report["words"] == 9
-    assert 0 <= report["wer"] and 0 <= report["cer"] <= 1
-    assert {"substitutions", "deletions", "insertions"} <= set(report)
+    # Whisper (the default) gets both right: "The sun is bright today." and "Four one one seven."
+    assert (report["wer"], report["cer"]) == (0.0, 0.0)
+    assert (report["substitutions"], report["deletions"], report["insertions"]) == (0, 0, 0)
+
+
+def test_eval_counts_ds2_greedy_errors(manifest):
+    r = run("eval", "--manifest", str(manifest), "--json", "--model", "ds2")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    # DS2 greedy: "the sunis bright to day" (jiwer aligns 4 substitutions) and "for one on seven"
+    # (2); 4 characters wrong of 41.
+    counts = (report["words"], report["substitutions"], report["deletions"], report["insertions"])
+    assert counts == (9, 6, 0, 0)
+    assert report["wer"] == pytest.approx(6 / 9) and report["cer"] == pytest.approx(4 / 41)
 
 
 def test_eval_on_a_missing_or_broken_manifest_is_a_clean_error(tmp_path):
@@ -133,3 +156,23 @@ def test_transcribe_eval_and_info_default_to_whisper():
 def test_missing_checkpoint_is_a_clean_error(speech_dir, tmp_path):
     r = run("transcribe", "--model", str(tmp_path / "none.safetensors"), str(speech_dir / "hello.wav"))
     assert r.returncode == 2 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--threads", "-1"], "--threads -1: must be a positive count, or 0 for PyTorch's default"),
+        (["--model", "ds2", "--beam", "8", "--lm", "{tmp}/missing.arpa"], "{tmp}/missing.arpa: no such"),
+        (
+            ["--model", "ds2", "--beam", "8", "--lm", "{tmp}/garbage.arpa"],
+            "{tmp}/garbage.arpa: not a readable ARPA or kenlm binary language model (FormatLoadException.",
+        ),
+    ],
+)
+def test_bad_threads_or_lm_is_one_line_and_exit_2(tmp_path, speech_dir, args, line):
+    (tmp_path / "garbage.arpa").write_text("not a language model\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = run("transcribe", *args, str(speech_dir / "digits.wav"))
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("splitasr: error: " + line.format(tmp=tmp_path)), lines

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from splitasr.decoding import BeamSearchDecoder, GreedyDecoder
+from splitasr.errors import ConfigError
 from splitasr.text import CharTokenizer
 
 
@@ -48,3 +50,25 @@ def test_beam_search_with_lm_prefers_real_words(tmp_path):
         logits[f, tok.vocab.index("k")] = 10.2
     assert GreedyDecoder().decode(logits) == "the kat"
     assert BeamSearchDecoder(beam_width=16, arpa=DEFAULT_LM, alpha=0.8).decode(logits) == "the cat"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "no such language model file"),
+        (b"", "not a readable ARPA or kenlm binary language model (End of file Byte: 0)"),
+        (
+            b"this is not a language model\n",
+            "not a readable ARPA or kenlm binary language model (FormatLoadException. first non-empty "
+            'line was "this is not a language model" not \\data\\. Byte: 29)',
+        ),
+        (bytes(range(128, 256)) * 40, "not a readable ARPA or kenlm binary language model (binary data"),
+    ],
+)
+def test_a_missing_or_unreadable_lm_is_a_one_line_config_error(tmp_path, content, problem):
+    path = tmp_path / "lm.arpa"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        BeamSearchDecoder(beam_width=4, arpa=path)
+    assert str(err.value).startswith(f"{path}: {problem}") and "\n" not in str(err.value)

@@ -43,8 +43,7 @@ def _utterances(manifest: str, step: int, limit: int) -> list[tuple[torch.Tensor
 
 def _encode(model, wave: torch.Tensor, trim: bool) -> torch.Tensor:
     """Encoder output ``(T, 384)`` of one wave, trimmed or padded."""
-    model.set_trim(trim)
-    h, lens = model(wave[None])
+    h, lens = model.variant(trim=trim)(wave[None])
     return h[0, : int(lens[0])]
 
 

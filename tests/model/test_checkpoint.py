@@ -30,6 +30,7 @@ def test_shipped_checkpoint_is_small_and_loads(model):
     from splitasr.model.checkpoint import DEFAULT_CHECKPOINT
 
     assert DEFAULT_CHECKPOINT.stat().st_size < 25 * 2**20
+    assert sum(p.numel() for p in model.parameters()) == 3_538_461  # "3.5 M parameters" (README)
     assert not model.training
 
 

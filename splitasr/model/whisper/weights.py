@@ -100,7 +100,7 @@ def load_whisper(trim: bool = False, folder: str | Path | None = None) -> Whispe
         MissingDependencyError: the package is not installed.
         CheckpointError: the files are not Whisper tiny.en.
     """
-    folder = Path(folder) if folder else whisper_dir()
+    folder = whisper_dir(folder)  # the package's folder by default; SHA-256 checked
     meta = json.loads((folder / "config.json").read_text())
     config = WhisperConfig(
         trim=trim,
