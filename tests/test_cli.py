@@ -121,7 +121,7 @@ def test_eval_reports_wer_cer_and_edit_counts(manifest):
 
 
 def test_eval_counts_ds2_greedy_errors(manifest):
-    r = run("eval", "--manifest", str(manifest), "--json", "--model", "ds2")
+    r = run("eval", "--manifest", str(manifest), "--json", "--model", "ds2", "--beam", "1")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     # DS2 greedy: "the sunis bright to day" (jiwer aligns 4 substitutions) and "for one on seven"
@@ -129,6 +129,15 @@ def test_eval_counts_ds2_greedy_errors(manifest):
     counts = (report["words"], report["substitutions"], report["deletions"], report["insertions"])
     assert counts == (9, 6, 0, 0)
     assert report["wer"] == pytest.approx(6 / 9) and report["cer"] == pytest.approx(4 / 41)
+
+
+def test_eval_defaults_to_each_models_decoding_convention(manifest):
+    """DS2 without --beam: beam 32 with the word LM, which fixes most of greedy's errors."""
+    r = run("eval", "--manifest", str(manifest), "--json", "--model", "ds2")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["decoder"] == "BeamSearchDecoder"
+    assert (report["words"], report["substitutions"], report["deletions"], report["insertions"]) == (9, 2, 0, 1)
 
 
 def test_eval_on_a_missing_or_broken_manifest_is_a_clean_error(tmp_path):
