@@ -6,6 +6,7 @@ import heapq
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -133,14 +134,18 @@ def test_a_learned_table_for_another_alphabet_or_layout_is_refused(coder_cls):
 
 @pytest.mark.parametrize("coder_cls", CODERS)
 def test_a_body_coded_with_a_learned_table_needs_the_same_table(coder_cls):
-    rng = np.random.default_rng(2)
-    symbols = rng.integers(0, 16, (1, 20, 8))
-    body = coder_cls(fit_counts([symbols], 16)).encode(symbols, 16)
-    with pytest.raises(CodecError, match="no state"):
-        coder_cls().decode(body, symbols.shape, 16)
-    other = coder_cls(fit_counts([symbols[:, :5]], 16))
-    with pytest.raises(CodecError, match="different learned table"):
-        other.decode(body, symbols.shape, 16)
+    """The payload names the table by the codec's state hash: no table, or another, is refused."""
+    from splitasr.codecs.base import Codec
+    from splitasr.codecs.quantize import Q4
+
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(1, 20, 8)).astype(np.float32))
+    symbols = Q4().forward(x.numpy()).data
+    payload = Codec(Q4(), coder_cls(fit_counts([symbols], 16))).compress(x)
+    with pytest.raises(CodecError, match="has none"):
+        Codec(Q4(), coder_cls()).decompress(payload)
+    other = Codec(Q4(), coder_cls(fit_counts([symbols[:, :5]], 16)))
+    with pytest.raises(CodecError, match="different codec state"):
+        other.decompress(payload)
 
 
 def _body(coder_cls, learned: bool) -> tuple[object, bytes, tuple[int, ...]]:
