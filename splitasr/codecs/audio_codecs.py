@@ -18,8 +18,8 @@ Ogg's pages and headers.
 Decoding is bounded by the declared sample count ``S``: an item may hold at most
 ``2 S + 4096`` bytes (more than 16-bit PCM), a FLAC stream must declare exactly ``S``
 samples of 16-bit mono at 16 kHz in its STREAMINFO, and an Opus stream's packets
-(durations read from their TOC bytes, RFC 6716) may not add up to more than ``S`` plus
-the pre-skip plus 120 ms, all checked before anything is decoded.
+(durations read from their TOC bytes, RFC 6716) must add up to ``S`` plus the pre-skip,
+plus at most 120 ms of padding, all checked before anything is decoded.
 
 Measured on a 7.2-s espeak-ng en-us utterance ("The quick brown fox jumps over the lazy
 dog. Speech recognition split between the edge and the cloud saves bandwidth."), whole
@@ -356,9 +356,9 @@ class _Opus(_ByteStream):
         if not isinstance(preskip, int) or not 0 <= preskip < OPUS_RATE:
             raise CodecError("Opus payload has no valid pre-skip")
         total = sum(opus_packet_samples(p) for p in unframe_packets(data))
-        if total > preskip + 3 * num_samples + 5760:
+        if not preskip + 3 * num_samples <= total <= preskip + 3 * num_samples + 5760:
             raise CodecError(
-                f"Opus stream holds {total / OPUS_RATE:.2f} s, more than the {num_samples} samples declared"
+                f"Opus stream holds {total / OPUS_RATE:.3f} s, not the {num_samples} samples declared"
             )
 
     def decode_item(self, data: bytes, num_samples: int, params: dict) -> np.ndarray:

@@ -48,8 +48,11 @@ and against what the transform can produce (channels fixed by its state, a cap f
 symbol count it must hold (exact lengths for ``pack``/``zstd``; at least one bit per
 symbol for ``huffman``; the table's minimum code length or entropy for ``ans``), all
 before anything proportional to the declared sizes is allocated. Every failure is a
-:class:`CodecError`. Peak memory of a successful decode is O(declared output): measured
-at most 3x the float32 output plus 40 MB for every numpy codec (docs/codecs.md).
+:class:`CodecError`. Peak memory of a successful decode is O(declared output): at most
+2 x the float32 output + 2 x the payload + 40 MB for every numpy codec (measured by
+``scripts/payload_attacks.py``, table in docs/codecs.md; symbols are kept at their
+narrowest width and the float64 stages run in bounded chunks). Learned codecs add their
+network's activations, O(T x hidden) in torch.
 """
 
 from __future__ import annotations
@@ -367,7 +370,9 @@ def unpack_payload(
             f"payload was made with different codec state (other weights or calibration tables: "
             f"tag {header.state_tag:02x}, {name} has {state_hash[0]:02x})"
         )
-    _check_crc(payload, body, crc, end, state_hash, ", or made with different codec state" if state_hash else "")
+    _check_crc(
+        payload, body, crc, end, state_hash, ", or made with different codec state" if state_hash else ""
+    )
     return _checked(header), body
 
 
@@ -428,6 +433,7 @@ class Transform(ABC):
     def check_layout(self, shape: tuple[int, int, int], limits: DecodeLimits) -> None:
         """Refuse a decoded ``shape`` this transform cannot produce (say, a channel count
         other than its state's) before anything is allocated. Default: any shape."""
+        return None
 
     def pack_params(self, params: dict, shape: tuple[int, int, int]) -> bytes:
         """``Symbols.params`` as bytes for the header; ``shape`` is the decoded shape."""
@@ -578,7 +584,9 @@ class Codec:
         self.transform.check_layout(header.shape, limits)
         return header, body
 
-    def decompress(self, payload: bytes, limits: DecodeLimits | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def decompress(
+        self, payload: bytes, limits: DecodeLimits | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode a payload made by this codec: ``(x (N, T, C) float32, lens (N,) int64)``,
         the activation at :meth:`decodes_to` of the point it was made at. ``limits``
         (default: the codec's) bound what a payload may declare."""

@@ -323,7 +323,9 @@ class _CompressiveSensing(Transform):
 
     def check_layout(self, shape, limits):
         if shape[2] > CS_MAX_CHANNELS:
-            raise CodecError(f"{self.name} decodes at most {CS_MAX_CHANNELS} channels, payload declares {shape[2]}")
+            raise CodecError(
+                f"{self.name} decodes at most {CS_MAX_CHANNELS} channels, payload declares {shape[2]}"
+            )
 
     def pack_params(self, params, shape):
         return _range_params(params)
@@ -477,7 +479,9 @@ class _JpegDct(Transform):
                 zz[kept] = symbols[first[b0] : first[b1]].astype(np.float64) - DCT_OFFSET
                 coef = zz[:, UNZIGZAG].reshape(-1, 8, 8) * table
                 blocks = scipy.fft.idctn(coef, axes=(1, 2), norm="ortho")
-                pixels = blocks.reshape(r1 - r0, cb, 8, 8).transpose(0, 2, 1, 3).reshape((r1 - r0) * 8, cb * 8)
+                pixels = (
+                    blocks.reshape(r1 - r0, cb, 8, 8).transpose(0, 2, 1, 3).reshape((r1 - r0) * 8, cb * 8)
+                )
                 f0, f1 = r0 * 8, min(t, r1 * 8)
                 out[i, f0:f1] = (pixels[: f1 - f0, :c] + 128.0) * (span / 255.0) + lo32
         return out

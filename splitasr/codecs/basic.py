@@ -105,7 +105,10 @@ class Zstd(Coder):
             # python-zstandard trusts a frame's declared size over max_output_size: check it first
             if zstandard.frame_content_size(body) != n:
                 raise CodecError("zstd frame declares the wrong size")
-            raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=n)
+            dobj = zstandard.ZstdDecompressor().decompressobj()
+            raw = dobj.decompress(body)
+            if dobj.unused_data or not dobj.eof:
+                raise CodecError("zstd body does not end with its frame")
         except zstandard.ZstdError as exc:
             raise CodecError(f"zstd: {exc}") from None
         if len(raw) != n:

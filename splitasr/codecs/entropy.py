@@ -52,7 +52,8 @@ from splitasr.codecs.base import CodecError, Coder, register_coder, symbol_dtype
 MAX_PLANES = 8  # a 2-D symbol array with more rows than this is one stream, not planes
 MAX_CODE_BITS = 20  # Huffman length limit: decode tables have at most 2**20 entries
 CHUNK = 1024  # symbols per independently located Huffman chunk
-BATCH_BITS = 1 << 20  # Huffman bits decoded at once: bounds the decoder's lookup tables
+BATCH_BITS = 1 << 22  # Huffman bits decoded at once: bounds the decoder's lookup tables
+LOOKUP = 1 << 18  # Huffman symbols looked up at once
 ANS_START = 1 << 24  # the ANS stack's first word (see the module docstring)
 ANS_CHUNK = 1 << 20  # ANS symbols decoded at once
 _MAX_VARINT_BYTES = 9  # 63-bit values
@@ -458,31 +459,32 @@ def huffman_encode_stream(data: np.ndarray, code: HuffmanCode, alphabet: int) ->
     return chunk_bits, out[:nbytes].astype(np.uint8).tobytes()
 
 
-def _bit_windows(buf: bytes, width: int) -> np.ndarray:
-    """The ``width`` bits starting at every bit position of ``buf``, ``(8 * len(buf),)``
-    int32 (bits past the end read as 0). Built a byte at a time per bit offset, so no
-    gathers: each byte's big-endian 32-bit window holds all 8 offsets."""
-    b = np.frombuffer(buf + bytes(4), np.uint8).astype(np.uint32)
-    words = (b[:-4] << 24) | (b[1:-3] << 16) | (b[2:-2] << 8) | b[3:-1]
-    out = np.empty((len(buf), 8), np.int32)
-    mask = np.uint32((1 << width) - 1)
-    for off in range(8):
-        out[:, off] = (words >> (32 - width - off)) & mask
-    return out.reshape(-1)
-
-
-def _next_positions(buf: bytes, total: int, width: int, len_tab: np.ndarray) -> np.ndarray:
-    """``nxt (total + 2,)`` int32 (int64 past 2**31 bits): where the code starting at each bit position ends.
+def _fill_next(buf: bytes, total: int, width: int, len_tab: np.ndarray, out: np.ndarray, base: int) -> None:
+    """Fill ``out`` ``(total + 2,)`` with where the code starting at each bit position of
+    ``buf`` ends, as an index offset by ``base``.
 
     Position ``total + 1`` is a sink: codes running past the end, and the end itself, go
-    there and stay, so a corrupt chunk cannot walk out of the array.
+    there and stay, so a corrupt chunk cannot walk out of its run. The code lengths are
+    looked up one bit offset at a time from each byte's big-endian 32-bit window, so the
+    temporaries stay at a few bytes per bit.
     """
-    sink = total + 1
-    dtype = np.int32 if sink < 2**31 - 1 else np.int64  # int32 halves the memory of the table
-    nxt = np.full(total + 2, sink, dtype)
-    steps = len_tab[_bit_windows(buf, width)[:total]]
-    nxt[:total] = np.minimum(np.arange(total, dtype=dtype) + steps, sink)
-    return nxt
+    sink = base + total + 1
+    b = np.frombuffer(buf + bytes(4), np.uint8).astype(np.uint32)
+    words = (b[:-4] << 24) | (b[1:-3] << 16) | (b[2:-2] << 8) | b[3:-1]
+    del b
+    steps = np.empty((len(buf), 8), np.uint8)
+    mask = np.uint32((1 << width) - 1)
+    for off in range(8):
+        steps[:, off] = len_tab[(words >> np.uint32(32 - width - off)) & mask]
+    del words
+    steps = steps.reshape(-1)
+    for a in range(0, total, LOOKUP):  # slices keep the arange temporaries small
+        b = min(total, a + LOOKUP)
+        head = out[a:b]
+        head[:] = np.arange(base + a, base + b, dtype=out.dtype)
+        head += steps[a:b]
+        np.minimum(head, sink, out=head)
+    out[total:] = sink
 
 
 def _segments(bits: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -505,44 +507,53 @@ def _walk(segments: list, codes: list[HuffmanCode], out: np.ndarray) -> None:
     Where a code starting at each bit position ends is computed for every position of
     every run at once (one table, each run at its own offset); every chunk then hops
     through that table in lock-step, :data:`CHUNK` numpy steps per batch, and the symbols
-    are looked up at the visited positions.
+    are looked up at the visited positions, :data:`LOOKUP` at a time.
     """
-    tables, starts, ends, nsyms, bases, base = [], [], [], [], [], 0
-    for s, buf, first, bits, nsym, _ in segments:
+    sizes = [first + int(bits.sum()) + 2 for _, _, first, bits, _, _ in segments]
+    nxt = np.empty(sum(sizes), np.int32 if sum(sizes) < 2**31 else np.int64)
+    starts, ends, bases, base = [], [], [], 0
+    for (s, buf, first, bits, _, _), size in zip(segments, sizes, strict=True):
         code = codes[s]
-        total = first + int(bits.sum())
-        nxt = _next_positions(buf, total, code.max_len, code.decoder_tables[1])
-        tables.append(nxt.astype(np.int64) + base if base + total + 2 >= 2**31 else nxt + nxt.dtype.type(base))
+        _fill_next(buf, size - 2, code.max_len, code.decoder_tables[1], nxt[base : base + size], base)
         bounds = first + np.cumsum(bits)
         starts.append(base + bounds - bits)
         ends.append(base + bounds)
-        nsyms.append(nsym)
         bases.append(base)
-        base += total + 2
-    nxt = np.concatenate(tables)
+        base += size
     pos = np.concatenate(starts).astype(nxt.dtype)
-    nsym = np.concatenate(nsyms)
+    nsym = np.concatenate([seg[4] for seg in segments])
     steps = int(nsym.max())
     visited = np.empty((pos.size, steps + 1), nxt.dtype)
     for i in range(steps):
         visited[:, i] = pos
         pos = nxt[pos]
     visited[:, steps] = pos
+    del nxt
     if not np.array_equal(visited[np.arange(pos.size), nsym], np.concatenate(ends)):
         raise CodecError("Huffman chunk boundaries do not match the decoded codes")
     row = 0
     for (s, buf, _, bits, seg_nsym, at0), base in zip(segments, bases, strict=True):
         code, width = codes[s], codes[s].max_len
-        rows = visited[row : row + bits.size, :steps]
+        sym_tab = code.decoder_tables[0]
+        b = np.frombuffer(buf + bytes(4), np.uint8)
+        per = max(1, LOOKUP // CHUNK)
+        for r0 in range(0, bits.size, per):
+            r1 = min(bits.size, r0 + per)
+            rows = visited[row + r0 : row + r1, :steps]
+            at = rows[np.arange(steps)[None, :] < seg_nsym[r0:r1, None]].astype(np.int64) - base
+            byte = at >> 3
+            window = (
+                (b[byte].astype(np.int64) << 24)
+                | (b[byte + 1].astype(np.int64) << 16)
+                | (b[byte + 2].astype(np.int64) << 8)
+                | b[byte + 3]
+            )
+            sym = sym_tab[(window >> (32 - width - (at & 7))) & ((1 << width) - 1)]
+            if sym.min() < 0:
+                raise CodecError("invalid Huffman code in the body")
+            first_sym = at0 + r0 * CHUNK
+            out[s, first_sym : first_sym + sym.size] = sym
         row += bits.size
-        at = rows[np.arange(steps)[None, :] < seg_nsym[:, None]].astype(np.int64) - base
-        b = np.frombuffer(buf + bytes(4), np.uint8).astype(np.int64)
-        byte = at >> 3
-        window = (b[byte] << 24) | (b[byte + 1] << 16) | (b[byte + 2] << 8) | b[byte + 3]
-        sym = code.decoder_tables[0][(window >> (32 - width - (at & 7))) & ((1 << width) - 1)]
-        if sym.min() < 0:
-            raise CodecError("invalid Huffman code in the body")
-        out[s, at0 : at0 + sym.size] = sym
 
 
 def huffman_decode_streams(

@@ -33,7 +33,7 @@ from splitasr.codecs.base import (
 
 _CANDIDATE_TAILS = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)  # clip mass per side tried by fit_bounds
 _FIT_ROWS = 50_000  # frames used to pick the clip bounds
-_DEQUANT_ROWS = 65_536  # frames dequantised at once: bounds the float64 temporaries
+_DEQUANT_VALUES = 1 << 18  # values dequantised at once: bounds the float64 temporaries
 
 
 @register_transform("f16", id=2)
@@ -82,13 +82,14 @@ def quantise(x: np.ndarray, offset: np.ndarray, step: np.ndarray, levels: int) -
 
 def dequantise(codes: np.ndarray, offset: np.ndarray, step: np.ndarray) -> np.ndarray:
     """float32 values ``offset + code * step`` of codes ``(..., C)``, computed in float64
-    :data:`_DEQUANT_ROWS` frames at a time."""
+    about :data:`_DEQUANT_VALUES` values at a time."""
     codes = np.asarray(codes)
     out = np.empty(codes.shape, np.float32)
     flat_in = codes.reshape(-1, codes.shape[-1]) if codes.ndim else codes.reshape(1, 1)
     flat_out = out.reshape(flat_in.shape)
-    for start in range(0, flat_in.shape[0], _DEQUANT_ROWS):
-        rows = slice(start, start + _DEQUANT_ROWS)
+    step_rows = max(1, _DEQUANT_VALUES // max(flat_in.shape[1], 1))
+    for start in range(0, flat_in.shape[0], step_rows):
+        rows = slice(start, start + step_rows)
         flat_out[rows] = offset + flat_in[rows].astype(np.float64) * step
     return out
 

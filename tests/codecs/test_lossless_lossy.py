@@ -47,7 +47,9 @@ def test_lossless_codecs_keep_every_bit(name, learned, state_dir, x):
 def _check_quantised(codec, x: torch.Tensor, payload: bytes, y: torch.Tensor) -> None:
     """Inside the clip range the error is at most half a step; codes are in range."""
     header = codec.read_header(payload)
-    offset, step = codec.transform.step(codec.transform.unpack_params(header.params, header.shape), x.shape[-1])
+    offset, step = codec.transform.step(
+        codec.transform.unpack_params(header.params, header.shape), x.shape[-1]
+    )
     levels = codec.transform.levels
     xs = x.double().numpy()
     top = offset + (levels - 1) * step

@@ -132,7 +132,9 @@ def test_single_part_names_complete_with_the_default_other_part():
     assert get_codec("q4").name == "q4+pack"
 
 
-@pytest.mark.parametrize("params", [np.zeros(2, "<f4").tobytes(), b"x" * 23, np.full(6, np.nan, "<f4").tobytes()])
+@pytest.mark.parametrize(
+    "params", [np.zeros(2, "<f4").tobytes(), b"x" * 23, np.full(6, np.nan, "<f4").tobytes()]
+)
 def test_bad_clip_bounds_in_a_header_are_refused(params):
     payload = pack_payload(Header("q8+pack", (1, 2, 3), (2,), params), bytes(6))
     with pytest.raises(CodecError):
@@ -150,9 +152,17 @@ def test_read_header_routes_a_payload_without_its_codec(state_dir):
     x = torch.from_numpy(laplacian_activations(2, 30, CHANNELS, seed=5)[0][None]).repeat(2, 1, 1)
     stateless = get_codec("q8+ans").compress(x, torch.tensor([30, 17]), point=7)
     h = read_header(stateless)
-    assert (h.codec, h.point, h.shape, h.lens, h.crc_checked) == ("q8+ans", 7, (2, 30, CHANNELS), (30, 17), True)
+    assert (h.codec, h.point, h.shape, h.lens, h.crc_checked) == (
+        "q8+ans",
+        7,
+        (2, 30, CHANNELS),
+        (30, 17),
+        True,
+    )
     calibrated = get_codec("q8+ans", state_dir).compress(x, point=2)
     h = read_header(calibrated)
     assert h.state_tag is not None and not h.crc_checked and h.params == b""
     assert get_codec("q8+ans", state_dir).read_header(calibrated).crc_checked
-    assert h.size == len(calibrated) - len(unpack_payload(calibrated, get_codec("q8+ans", state_dir).state_hash)[1])
+    assert h.size == len(calibrated) - len(
+        unpack_payload(calibrated, get_codec("q8+ans", state_dir).state_hash)[1]
+    )
