@@ -28,7 +28,6 @@ decoder's ``out_dim`` is refused before the network runs.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -179,7 +178,7 @@ def net_to_state(net: LearnedCodecNet, extra: dict | None = None, dtype: str = "
     """Arrays + JSON-able config, for :func:`splitasr.codecs.state.save_state`.
 
     ``dtype="float16"`` halves the file (the network still runs in float32, from the
-    rounded weights; :func:`weights_id` is taken over those)."""
+    rounded weights; the codec's state hash is taken over those)."""
     if dtype not in ("float32", "float16"):
         raise CodecError(f"learned codec weights are stored as float32 or float16, not {dtype!r}")
     arrays = {f"w.{k}": v.detach().cpu().float().numpy().astype(dtype) for k, v in net.state_dict().items()}
@@ -201,14 +200,6 @@ def net_from_state(state: dict, name: str) -> LearnedCodecNet:
             f"{name} state does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return net.eval()
-
-
-def weights_id(state: dict) -> str:
-    """CRC32 of the weights, in hex: a payload names the weights that made it."""
-    crc = 0
-    for key in sorted(k for k in state if k.startswith("w.")):
-        crc = zlib.crc32(np.ascontiguousarray(state[key], "<f4").tobytes(), zlib.crc32(key.encode(), crc))
-    return f"{crc:08x}"
 
 
 class Learned(Transform):
