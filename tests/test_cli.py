@@ -137,7 +137,12 @@ def test_eval_defaults_to_each_models_decoding_convention(manifest):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["decoder"] == "BeamSearchDecoder"
-    assert (report["words"], report["substitutions"], report["deletions"], report["insertions"]) == (9, 2, 0, 1)
+    assert (report["words"], report["substitutions"], report["deletions"], report["insertions"]) == (
+        9,
+        2,
+        0,
+        1,
+    )
 
 
 def test_eval_on_a_missing_or_broken_manifest_is_a_clean_error(tmp_path):

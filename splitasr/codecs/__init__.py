@@ -1,4 +1,5 @@
-"""Codecs for what crosses a split point: ``get_codec("q8+ans").compress(x, lens)``.
+"""Codecs for what crosses a split point: ``get_codec("q8+ans").compress(x, lens, point=i)``,
+``read_header(payload)`` to route a payload, ``codec.decompress(payload, DecodeLimits(...))``.
 
 Importing this package registers every built-in codec part.
 """
@@ -14,10 +15,23 @@ from splitasr.codecs import (
 from splitasr.codecs.base import (
     Codec,
     CodecError,
+    DecodeLimits,
+    Header,
     available_codecs,
     get_codec,
+    read_header,
     register_coder,
     register_transform,
 )
 
-__all__ = ["Codec", "CodecError", "available_codecs", "get_codec", "register_coder", "register_transform"]
+__all__ = [
+    "Codec",
+    "CodecError",
+    "DecodeLimits",
+    "Header",
+    "available_codecs",
+    "get_codec",
+    "read_header",
+    "register_coder",
+    "register_transform",
+]

@@ -10,9 +10,16 @@ The activation is the 16 kHz waveform as ``(N, S, 1)`` float32 in ``[-1, 1]``:
   and cut to exactly ``S``.
 
 ``flac`` and ``opus*`` carry the codec's bytes as symbols ``(sum(nbytes),)`` uint8 with
-``params = {"nbytes": [bytes of item 0, ...]}``; the default ``pack`` coder stores them
-as they are. Opus packets are framed by a LEB128 length (one byte below 128), not Ogg:
-about 0.4 kbit/s of framing instead of Ogg's pages and headers.
+``params = {"nbytes": [bytes of item 0, ...]}`` (varints in the header; Opus adds its
+pre-skip); the default ``pack`` coder stores them as they are. Opus packets are framed by
+a LEB128 length (one byte below 128), not Ogg: about 0.4 kbit/s of framing instead of
+Ogg's pages and headers.
+
+Decoding is bounded by the declared sample count ``S``: an item may hold at most
+``2 S + 4096`` bytes (more than 16-bit PCM), a FLAC stream must declare exactly ``S``
+samples of 16-bit mono at 16 kHz in its STREAMINFO, and an Opus stream's packets
+(durations read from their TOC bytes, RFC 6716) must add up to ``S`` plus the pre-skip,
+plus at most 120 ms of padding, all checked before anything is decoded.
 
 Measured on a 7.2-s espeak-ng en-us utterance ("The quick brown fox jumps over the lazy
 dog. Speech recognition split between the edge and the cloud saves bandwidth."), whole
@@ -30,7 +37,14 @@ import io
 import numpy as np
 
 from splitasr.audio import SAMPLE_RATE, resample
-from splitasr.codecs.base import MAX_ELEMENTS, CodecError, Symbols, Transform, register_transform
+from splitasr.codecs.base import (
+    CodecError,
+    ParamReader,
+    ParamWriter,
+    Symbols,
+    Transform,
+    register_transform,
+)
 from splitasr.errors import MissingDependencyError
 
 OPUS_RATE = 48000  # FFmpeg's Opus decoders always output 48 kHz
@@ -65,15 +79,22 @@ def _ns(shape: tuple[int, ...]) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _nbytes(params: dict, n: int) -> list[int]:
-    """The per-item byte counts from ``params``, checked: ``n`` non-negative ints, sane total."""
+def max_item_bytes(num_samples: int) -> int:
+    """The most bytes a coded item of ``num_samples`` samples may hold: more than 16-bit
+    PCM plus any container overhead, so the symbols stay O(declared output)."""
+    return 2 * num_samples + 4096
+
+
+def _nbytes(params: dict, n: int, num_samples: int) -> list[int]:
+    """The per-item byte counts from ``params``, checked: ``n`` counts, each at most
+    :func:`max_item_bytes` of ``num_samples``."""
     counts = params.get("nbytes")
     if not isinstance(counts, list) or len(counts) != n:
         raise CodecError("payload parameters lack one byte count per item")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
         raise CodecError("payload byte counts must be non-negative integers")
-    if sum(counts) > MAX_ELEMENTS:
-        raise CodecError("payload byte counts exceed the size limit")
+    if any(v > max_item_bytes(num_samples) for v in counts):
+        raise CodecError(f"an item declares more bytes than {num_samples} samples can take")
     return counts
 
 
@@ -86,15 +107,39 @@ class _ByteStream(Transform):
     """
 
     lossless = False
+    has_preskip = False  # params carry a pre-skip after the byte counts
 
     def encode_item(self, wave: np.ndarray) -> bytes:
         raise NotImplementedError
+
+    def check_item(self, data: bytes, num_samples: int, params: dict) -> None:
+        """Refuse an item whose stream would decode to more than ``num_samples``, cheaply."""
 
     def decode_item(self, data: bytes, num_samples: int, params: dict) -> np.ndarray:
         raise NotImplementedError
 
     def extra_params(self) -> dict:
         return {}
+
+    def check_layout(self, shape, limits):
+        _ns(shape)
+
+    def pack_params(self, params, shape):
+        w = ParamWriter()
+        for v in params["nbytes"]:
+            w.varint(v)
+        if "preskip" in params:
+            w.varint(params["preskip"])
+        return w.bytes()
+
+    def unpack_params(self, blob, shape):
+        n, s = _ns(shape)
+        r = ParamReader(blob, self.name)
+        params = {"nbytes": [r.varint(max_item_bytes(s)) for _ in range(n)]}
+        if self.has_preskip:
+            params["preskip"] = r.varint(OPUS_RATE - 1)
+        r.done()
+        return params
 
     def forward(self, x: np.ndarray) -> Symbols:
         waves = _waveforms(x)
@@ -104,30 +149,32 @@ class _ByteStream(Transform):
 
     def inverse(self, symbols, params, shape):
         n, s = _ns(shape)
-        counts = _nbytes(params, n)
+        counts = _nbytes(params, n, s)
         raw = np.ascontiguousarray(symbols, dtype=np.uint8).tobytes()
         if len(raw) != sum(counts):
             raise CodecError("symbol count does not match the per-item byte counts")
-        out = np.zeros((n, s, 1), np.float32)
-        pos = 0
-        for i, count in enumerate(counts):
-            chunk, pos = raw[pos : pos + count], pos + count
-            if s == 0:
-                continue
-            if count == 0:
+        items = np.split(np.frombuffer(raw, np.uint8), np.cumsum(counts)[:-1]) if n else []
+        items = [item.tobytes() for item in items]
+        for i, item in enumerate(items):  # every item checked before any is decoded
+            if s and not item:
                 raise CodecError(f"item {i} has no bytes for {s} samples")
-            out[i, :, 0] = self.decode_item(chunk, s, params)
+            if s:
+                self.check_item(item, s, params)
+        out = np.zeros((n, s, 1), np.float32)
+        for i, item in enumerate(items):
+            if s:
+                out[i, :, 0] = self.decode_item(item, s, params)
         return out
 
     def symbol_layout(self, params, shape):
-        n, _ = _ns(shape)
-        return (sum(_nbytes(params, n)),), 256
+        n, s = _ns(shape)
+        return (sum(_nbytes(params, n, s)),), 256
 
 
 # ---------------------------------------------------------------- PCM and FLAC
 
 
-@register_transform("pcm16")
+@register_transform("pcm16", id=16)
 class Pcm16(Transform):
     """16-bit PCM: symbols ``(N, S, 1)`` uint16 = int16 sample + 32768, alphabet 65536.
 
@@ -135,6 +182,9 @@ class Pcm16(Transform):
     """
 
     lossless = False
+
+    def check_layout(self, shape, limits):
+        _ns(shape)
 
     def forward(self, x: np.ndarray) -> Symbols:
         waves = _waveforms(x)
@@ -152,7 +202,7 @@ class Pcm16(Transform):
         return tuple(int(v) for v in shape), 65536
 
 
-@register_transform("flac")
+@register_transform("flac", id=17)
 class Flac(_ByteStream):
     """FLAC of the 16-bit PCM (:func:`to_int16`): exact for input already on the 16-bit grid."""
 
@@ -163,16 +213,33 @@ class Flac(_ByteStream):
         sf.write(buf, to_int16(wave), SAMPLE_RATE, format="FLAC", subtype="PCM_16", compression_level=1.0)
         return buf.getvalue()
 
+    def check_item(self, data: bytes, num_samples: int, params: dict) -> None:
+        rate, channels, bits, total = flac_streaminfo(data)
+        if (rate, channels, bits, total) != (SAMPLE_RATE, 1, 16, num_samples):
+            raise CodecError(
+                f"FLAC stream declares {total} samples of {bits}-bit audio, {channels} channel(s) at "
+                f"{rate} Hz; the payload expects {num_samples} of 16-bit mono at {SAMPLE_RATE} Hz"
+            )
+
     def decode_item(self, data: bytes, num_samples: int, params: dict) -> np.ndarray:
         import soundfile as sf
 
         try:
-            q, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
+            q, rate = sf.read(io.BytesIO(data), frames=num_samples + 1, dtype="int16", always_2d=True)
         except Exception as exc:  # libsndfile raises its own error types
             raise CodecError(f"corrupt FLAC stream ({type(exc).__name__})") from None
         if rate != SAMPLE_RATE or q.shape != (num_samples, 1):
             raise CodecError(f"FLAC stream holds {q.shape[0]} samples at {rate} Hz, expected {num_samples}")
         return from_int16(q[:, 0])
+
+
+def flac_streaminfo(data: bytes) -> tuple[int, int, int, int]:
+    """``(sample rate, channels, bits per sample, total samples)`` from a FLAC stream's
+    STREAMINFO block (which libFLAC always writes first), without decoding anything."""
+    if len(data) < 42 or data[:4] != b"fLaC" or data[4] & 0x7F != 0 or data[5:8] != b"\x00\x00\x22":
+        raise CodecError("corrupt FLAC stream (no STREAMINFO)")
+    bits = int.from_bytes(data[18:26], "big")
+    return bits >> 44, ((bits >> 41) & 7) + 1, ((bits >> 36) & 31) + 1, bits & ((1 << 36) - 1)
 
 
 # ---------------------------------------------------------------- Opus
@@ -220,10 +287,40 @@ def unframe_packets(data: bytes) -> list[bytes]:
     return packets
 
 
+_SILK_48K = (480, 960, 1920, 2880)  # 10, 20, 40, 60 ms at 48 kHz
+_CELT_48K = (120, 240, 480, 960)  # 2.5, 5, 10, 20 ms
+
+
+def opus_packet_samples(packet: bytes) -> int:
+    """Samples at 48 kHz that an Opus packet decodes to, from its TOC byte (RFC 6716, 3.1)."""
+    if not packet:
+        raise CodecError("empty Opus packet")
+    toc = packet[0]
+    config, code = toc >> 3, toc & 3
+    if config < 12:
+        size = _SILK_48K[config % 4]
+    elif config < 16:
+        size = _SILK_48K[config % 2]  # hybrid: 10 or 20 ms
+    else:
+        size = _CELT_48K[config % 4]
+    if code == 0:
+        frames = 1
+    elif code in (1, 2):
+        frames = 2
+    else:
+        if len(packet) < 2 or not 1 <= packet[1] & 0x3F:
+            raise CodecError("corrupt Opus packet (frame count)")
+        frames = packet[1] & 0x3F
+    if frames * size > 5760:
+        raise CodecError("corrupt Opus packet (over 120 ms)")
+    return frames * size
+
+
 class _Opus(_ByteStream):
     """Opus at ``bitrate`` bit/s; ``params["preskip"]``: encoder delay in 48 kHz samples."""
 
     bitrate = 12000
+    has_preskip = True
 
     def _encoder(self):
         av = _import_av()
@@ -254,11 +351,20 @@ class _Opus(_ByteStream):
         packets = [bytes(p) for p in ctx.encode(frame)] + [bytes(p) for p in ctx.encode(None)]
         return frame_packets(packets)
 
-    def decode_item(self, data: bytes, num_samples: int, params: dict) -> np.ndarray:
-        av = _import_av()
+    def check_item(self, data: bytes, num_samples: int, params: dict) -> None:
         preskip = params.get("preskip")
         if not isinstance(preskip, int) or not 0 <= preskip < OPUS_RATE:
             raise CodecError("Opus payload has no valid pre-skip")
+        total = sum(opus_packet_samples(p) for p in unframe_packets(data))
+        if not preskip + 3 * num_samples <= total <= preskip + 3 * num_samples + 5760:
+            raise CodecError(
+                f"Opus stream holds {total / OPUS_RATE:.3f} s, not the {num_samples} samples declared"
+            )
+
+    def decode_item(self, data: bytes, num_samples: int, params: dict) -> np.ndarray:
+        av = _import_av()
+        preskip = params["preskip"]
+        packets = unframe_packets(data)
         ctx = None
         for name in ("opus", "libopus"):  # FFmpeg's native decoder is sample-aligned with the input
             try:
@@ -271,7 +377,7 @@ class _Opus(_ByteStream):
         ctx.sample_rate, ctx.layout = OPUS_RATE, "mono"
         chunks = []
         try:
-            for packet in [*unframe_packets(data), None]:
+            for packet in [*packets, None]:
                 for frame in ctx.decode(av.Packet(packet) if packet is not None else None):
                     a = frame.to_ndarray()
                     a = a.astype(np.float32) / 32768 if a.dtype == np.int16 else a.astype(np.float32)
@@ -287,31 +393,31 @@ class _Opus(_ByteStream):
         return out
 
 
-@register_transform("opus6")
+@register_transform("opus6", id=18)
 class Opus6(_Opus):
     bitrate = 6000
 
 
-@register_transform("opus8")
+@register_transform("opus8", id=19)
 class Opus8(_Opus):
     bitrate = 8000
 
 
-@register_transform("opus10")
+@register_transform("opus10", id=20)
 class Opus10(_Opus):
     bitrate = 10000
 
 
-@register_transform("opus12")
+@register_transform("opus12", id=21)
 class Opus12(_Opus):
     bitrate = 12000
 
 
-@register_transform("opus16")
+@register_transform("opus16", id=22)
 class Opus16(_Opus):
     bitrate = 16000
 
 
-@register_transform("opus24")
+@register_transform("opus24", id=23)
 class Opus24(_Opus):
     bitrate = 24000

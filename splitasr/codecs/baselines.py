@@ -10,8 +10,8 @@ All are lossy, need no calibration and no state, and work for any ``T >= 0``, ``
   8x8 block DCT, the JPEG luminance table scaled by quality, zig-zag order cut at the last
   non-zero coefficient; meant to be followed by an entropy coder (``dct50+huffman``).
 
-Side information (ranges) travels in the header's ``params``; measurement matrices and
-quantisation tables are rebuilt from fixed constants and never travel. Inputs containing
+Side information (ranges) travels in the header's binary ``params``; measurement matrices
+and quantisation tables are rebuilt from fixed constants and never travel. Inputs containing
 NaN or infinity are refused with :class:`CodecError`: a min/max range cannot describe them.
 
 Relative MSE ``||x - x_hat||^2 / ||x - mean(x)||^2`` on the smooth synthetic activation of
@@ -21,13 +21,19 @@ time and channel, plus 1 % noise): see the test module's docstring for the measu
 
 from __future__ import annotations
 
-import base64
 import functools
 
 import numpy as np
 import scipy.fft
 
-from splitasr.codecs.base import CodecError, Symbols, Transform, register_transform
+from splitasr.codecs.base import (
+    CodecError,
+    ParamReader,
+    ParamWriter,
+    Symbols,
+    Transform,
+    register_transform,
+)
 
 F16_MAX = float(np.finfo(np.float16).max)  # 65504: per-channel ranges beyond it are clipped
 
@@ -55,27 +61,9 @@ def _f16_outward(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return lo16.astype(np.float16), hi16.astype(np.float16)
 
 
-def _f16_to_b64(a: np.ndarray) -> str:
-    """A float16 vector as base64 text: 2.7 characters per value, a third of a JSON list's."""
-    return base64.b64encode(np.ascontiguousarray(a, dtype="<f2").tobytes()).decode("ascii")
-
-
-def _b64_to_f16(text: object, n: int) -> np.ndarray:
-    """Inverse of :func:`_f16_to_b64` as float64 ``(n,)``; refuses a wrong length."""
-    if not isinstance(text, str):
-        raise CodecError("range parameter is not a string")
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
-    if len(raw) != 2 * n:
-        raise CodecError(f"range parameter holds {len(raw) // 2} values, expected {n}")
-    out = np.frombuffer(raw, "<f2").astype(np.float64)
-    if not np.isfinite(out).all():
-        raise CodecError("range parameter is not finite")
-    return out
-
-
-def _short_f32(v: float) -> float:
-    """``v`` rounded to float32, as the Python float with the shortest decimal form (short JSON)."""
-    return float(np.format_float_positional(np.float32(v), unique=True, trim="0"))
+def _f32(v: float) -> float:
+    """``v`` rounded to float32, as a Python float: what the header's params carry."""
+    return float(np.float32(v))
 
 
 def _scalar(params: dict, key: str) -> float:
@@ -83,6 +71,14 @@ def _scalar(params: dict, key: str) -> float:
     if not isinstance(v, int | float) or not np.isfinite(v):
         raise CodecError(f"parameter {key!r} is not a finite number")
     return float(np.float32(v))
+
+
+def _range_params(params: dict) -> bytes:
+    return ParamWriter().f32(_scalar(params, "lo"), _scalar(params, "hi")).bytes()
+
+
+def _read_range(r: ParamReader) -> dict:
+    return {"lo": r.f32(), "hi": r.f32()}
 
 
 def _quant8(x: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
@@ -138,23 +134,29 @@ def pool_time(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def interp_time(y: np.ndarray, centres: np.ndarray, t: int) -> np.ndarray:
     """Linear interpolation of ``y`` ``(N, K, C)`` sampled at ``centres`` ``(K,)`` onto frames
     ``0 .. t-1``; constant beyond the first and last centre. Returns ``(N, t, C)``."""
+    return interp_frames(y, centres, np.arange(t, dtype=np.float64))
+
+
+def interp_frames(y: np.ndarray, centres: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """:func:`interp_time` at the given ``frames`` ``(F,)`` only: ``(N, F, C)``."""
     n, k, c = y.shape
-    if t == 0 or k == 0:
-        return np.zeros((n, t, c))
+    if frames.size == 0 or k == 0:
+        return np.zeros((n, frames.size, c))
     if k == 1:
-        return np.repeat(y, t, axis=1)
-    frames = np.arange(t, dtype=np.float64)
+        return np.repeat(y, frames.size, axis=1)
     left = np.clip(np.searchsorted(centres, frames, side="right") - 1, 0, k - 2)
     w = np.clip((frames - centres[left]) / (centres[left + 1] - centres[left]), 0.0, 1.0)[None, :, None]
     return y[:, left] * (1 - w) + y[:, left + 1] * w
 
 
+INTP_FRAMES = 4096  # frames interpolated at once
+
+
 class _Intp(Transform):
     """Offload-Intp: symbols ``(N, ceil(T / k), C)`` uint8, alphabet 256.
 
-    ``params = {"lo": b64, "hi": b64}``: per-channel ranges ``(C,)`` of the pooled values over
-    the whole message, float16 rounded outwards, as base64 of the little-endian bytes: about
-    5.3 header bytes per channel, against ~16 for two JSON decimals (C = 256 costs 1.4 kB).
+    ``params = {"lo": (C,), "hi": (C,)}``: per-channel ranges of the pooled values over the
+    whole message, float16 rounded outwards; 4 header bytes per channel (C = 256: 1 kB).
     """
 
     factor = 2
@@ -168,32 +170,51 @@ class _Intp(Transform):
         else:
             lo = hi = np.zeros(x.shape[2], np.float16)
         codes = _quant8(pooled, lo.astype(np.float64), hi.astype(np.float64))
-        return Symbols(codes, 256, {"lo": _f16_to_b64(lo), "hi": _f16_to_b64(hi)})
+        return Symbols(codes, 256, {"lo": lo, "hi": hi})
+
+    def pack_params(self, params, shape):
+        return ParamWriter().array(params["lo"], "<f2").array(params["hi"], "<f2").bytes()
+
+    def unpack_params(self, blob, shape):
+        c = shape[2]
+        if len(blob) != 4 * c:
+            raise CodecError(f"{self.name}: ranges take {4 * c} bytes for {c} channels, got {len(blob)}")
+        r = ParamReader(blob, self.name)
+        params = {"lo": r.array(c, "<f2"), "hi": r.array(c, "<f2")}
+        r.done()
+        return params
 
     def inverse(self, symbols, params, shape):
         n, t, c = _nsc(shape)
         _expect_shape(symbols, self.symbol_layout(params, shape)[0])
-        lo, hi = _b64_to_f16(params["lo"], c), _b64_to_f16(params["hi"], c)
-        pooled = _dequant8(symbols, lo, hi)
+        lo, hi = np.asarray(params["lo"], np.float64), np.asarray(params["hi"], np.float64)
+        if lo.shape != (c,) or hi.shape != (c,):
+            raise CodecError(f"{self.name}: ranges do not match {c} channels")
         _, centres = pool_time(np.zeros((0, t, 0)), self.factor)
-        return interp_time(pooled, centres, t).astype(np.float32)
+        out = np.empty((n, t, c), np.float32)
+        for i in range(n):  # an item and INTP_FRAMES frames at a time: temporaries are float64
+            pooled = _dequant8(symbols[i : i + 1], lo, hi)
+            for f0 in range(0, t, INTP_FRAMES):
+                frames = np.arange(f0, min(t, f0 + INTP_FRAMES), dtype=np.float64)
+                out[i, f0 : f0 + frames.size] = interp_frames(pooled, centres, frames)[0]
+        return out
 
     def symbol_layout(self, params, shape):
         n, t, c = _nsc(shape)
         return (n, -(-t // self.factor), c), 256
 
 
-@register_transform("intp2")
+@register_transform("intp2", id=7)
 class Intp2(_Intp):
     factor = 2
 
 
-@register_transform("intp4")
+@register_transform("intp4", id=8)
 class Intp4(_Intp):
     factor = 4
 
 
-@register_transform("intp8")
+@register_transform("intp8", id=9)
 class Intp8(_Intp):
     factor = 8
 
@@ -208,32 +229,40 @@ CS_MOMENTUM = True  # FISTA's extrapolation; False gives plain ISTA
 CS_CHUNK = 4096  # frames solved at once
 
 
-@functools.lru_cache(maxsize=16)
-def cs_operator(c: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+CS_MAX_CHANNELS = 2048  # widest C a cs payload may declare (the widest split point has 1280)
+
+
+@functools.lru_cache(maxsize=4)
+def cs_operator(c: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The fixed measurement set-up for ``C = c`` channels and ``M = m`` measurements.
 
     Returns:
         ``phi`` ``(m, c)``: i.i.d. N(0, 1/m), drawn from ``CS_SEED``, ``c`` and ``m``;
-        ``psi`` ``(c, c)``: orthonormal DCT-II matrix (``psi @ x == dct(x, norm="ortho")``);
-        ``a = phi @ psi.T / norms`` ``(m, c)``: measurements as a function of DCT coefficients,
-        each column scaled to unit norm (see below);
+        ``a = phi @ psi.T / norms`` ``(m, c)``, with ``psi`` the orthonormal DCT-II matrix
+        (``psi @ x == dct(x, norm="ortho")``), so ``a`` gives the measurements as a function
+        of DCT coefficients, each column scaled to unit norm (see below); computed as
+        ``dct(phi, axis=1)``, never forming a ``C x C`` matrix;
         ``norms`` ``(c,)``: the column norms of ``phi @ psi.T``;
-        ``lipschitz = ||a||_2^2``: ISTA's step is ``1 / lipschitz``.
+        ``lipschitz = ||a||_2^2`` (the top eigenvalue of the ``M x M`` matrix ``a a^T``):
+        ISTA's step is ``1 / lipschitz``.
 
     Unit columns make the l1 penalty treat all coefficients alike: with few measurements a
     column (the DC one, say) can draw a small norm, and plain l1 then explains a constant
     frame with other coefficients. ISTA runs on ``a`` and its solution is divided by ``norms``.
+    Memory and time are O(M * C) and O(M^2 * C); callers refuse ``c`` over
+    :data:`CS_MAX_CHANNELS` first.
     """
+    if not 1 <= m <= c <= CS_MAX_CHANNELS:
+        raise CodecError(f"cs needs 1 <= M <= C <= {CS_MAX_CHANNELS}, got M={m}, C={c}")
     rng = np.random.default_rng([CS_SEED, c, m])
     phi = rng.standard_normal((m, c)) / np.sqrt(m)
-    psi = scipy.fft.dct(np.eye(c), norm="ortho", axis=0)
-    a = phi @ psi.T
+    a = scipy.fft.dct(phi, norm="ortho", axis=1)
     norms = np.maximum(np.linalg.norm(a, axis=0), 1e-12)
     a = a / norms
-    lipschitz = float(np.linalg.norm(a, 2) ** 2)
-    for arr in (phi, psi, a, norms):
+    lipschitz = float(np.linalg.eigvalsh(a @ a.T)[-1])
+    for arr in (phi, a, norms):
         arr.setflags(write=False)
-    return phi, psi, a, norms, lipschitz
+    return phi, a, norms, lipschitz
 
 
 def ista(
@@ -292,12 +321,29 @@ class _CompressiveSensing(Transform):
     def _m(self, c: int) -> int:
         return max(1, c // self.ratio)
 
+    def check_layout(self, shape, limits):
+        if shape[2] > CS_MAX_CHANNELS:
+            raise CodecError(
+                f"{self.name} decodes at most {CS_MAX_CHANNELS} channels, payload declares {shape[2]}"
+            )
+
+    def pack_params(self, params, shape):
+        return _range_params(params)
+
+    def unpack_params(self, blob, shape):
+        r = ParamReader(blob, self.name)
+        params = _read_range(r)
+        r.done()
+        return params
+
     def forward(self, x: np.ndarray) -> Symbols:
         x = _check_finite(x)
         n, t, c = x.shape
+        if c > CS_MAX_CHANNELS:
+            raise CodecError(f"{self.name} takes at most {CS_MAX_CHANNELS} channels, got {c}")
         phi = cs_operator(c, self._m(c))[0]
         y = x @ phi.T  # (N, T, M)
-        params = {"lo": _short_f32(y.min()), "hi": _short_f32(y.max())} if y.size else {"lo": 0.0, "hi": 0.0}
+        params = {"lo": _f32(y.min()), "hi": _f32(y.max())} if y.size else {"lo": 0.0, "hi": 0.0}
         codes = _quant8(y, _scalar(params, "lo"), _scalar(params, "hi"))  # the decoder's exact range
         return Symbols(codes, 256, params)
 
@@ -305,12 +351,13 @@ class _CompressiveSensing(Transform):
         n, t, c = _nsc(shape)
         _expect_shape(symbols, self.symbol_layout(params, shape)[0])
         m = self._m(c)
-        y = _dequant8(symbols, _scalar(params, "lo"), _scalar(params, "hi")).reshape(n * t, m)
-        _, psi, a, norms, lipschitz = cs_operator(c, m)
+        y = symbols.reshape(n * t, m)
+        lo, hi = _scalar(params, "lo"), _scalar(params, "hi")
+        _, a, norms, lipschitz = cs_operator(c, m)
         x = np.empty((n * t, c), np.float32)
         for start in range(0, n * t, CS_CHUNK):  # bounds the solver's float64 temporaries
-            s = ista(y[start : start + CS_CHUNK], a, lipschitz) / norms
-            x[start : start + CS_CHUNK] = s @ psi
+            s = ista(_dequant8(y[start : start + CS_CHUNK], lo, hi), a, lipschitz) / norms
+            x[start : start + CS_CHUNK] = scipy.fft.idct(s, norm="ortho", axis=1)
         return x.reshape(n, t, c)
 
     def symbol_layout(self, params, shape):
@@ -318,12 +365,12 @@ class _CompressiveSensing(Transform):
         return (n, t, self._m(c)), 256
 
 
-@register_transform("cs4")
+@register_transform("cs4", id=10)
 class CompressiveSensing4(_CompressiveSensing):
     ratio = 4
 
 
-@register_transform("cs8")
+@register_transform("cs8", id=11)
 class CompressiveSensing8(_CompressiveSensing):
     ratio = 8
 
@@ -345,6 +392,7 @@ JPEG_LUMA = np.array(
 )  # ITU-T T.81 Annex K, table K.1
 DCT_OFFSET = 2048  # symbols are coefficient + 2048 in [0, 4096): 8-bit pixels give |coefficient| <= 2048
 DCT_ALPHABET = 4096
+DCT_BLOCKS = 4096  # 8x8 blocks decoded at once
 
 
 def jpeg_table(quality: int) -> np.ndarray:
@@ -389,7 +437,7 @@ class _JpegDct(Transform):
     def forward(self, x: np.ndarray) -> Symbols:
         x = _check_finite(x)
         n, t, c = x.shape
-        lo, hi = (_short_f32(x.min()), _short_f32(x.max())) if x.size else (0.0, 0.0)
+        lo, hi = (_f32(x.min()), _f32(x.max())) if x.size else (0.0, 0.0)
         params = {"lo": lo, "hi": hi, "nsym": 0}
         tb, cb = -(-t // 8), -(-c // 8)
         if tb == 0:
@@ -418,13 +466,35 @@ class _JpegDct(Transform):
         lengths = symbols[:nblocks].astype(np.int64)
         if lengths.max(initial=0) > 64 or int(lengths.sum()) != params["nsym"]:
             raise CodecError("corrupt DCT block lengths")
-        zz = np.zeros((nblocks, 64))
-        zz[np.arange(64)[None, :] < lengths[:, None]] = symbols[nblocks:].astype(np.float64) - DCT_OFFSET
-        coef = zz[:, UNZIGZAG].reshape(-1, 8, 8) * jpeg_table(self.quality)
-        blocks = scipy.fft.idctn(coef, axes=(1, 2), norm="ortho")
-        pixels = blocks.reshape(n, tb, cb, 8, 8).transpose(0, 1, 3, 2, 4).reshape(n, tb * 8, cb * 8)
-        x = (pixels[:, :t, :c] + 128.0) * (span / 255.0) + lo32
-        return x.astype(np.float32)
+        first = nblocks + np.concatenate([[0], np.cumsum(lengths)])  # each block's first coefficient
+        table = jpeg_table(self.quality)
+        out = np.empty((n, t, c), np.float32)
+        rows = max(1, DCT_BLOCKS // cb)  # block rows decoded at once: bounds the float64 temporaries
+        for i in range(n):
+            for r0 in range(0, tb, rows):
+                r1 = min(tb, r0 + rows)
+                b0, b1 = (i * tb + r0) * cb, (i * tb + r1) * cb
+                zz = np.zeros((b1 - b0, 64))
+                kept = np.arange(64)[None, :] < lengths[b0:b1, None]
+                zz[kept] = symbols[first[b0] : first[b1]].astype(np.float64) - DCT_OFFSET
+                coef = zz[:, UNZIGZAG].reshape(-1, 8, 8) * table
+                blocks = scipy.fft.idctn(coef, axes=(1, 2), norm="ortho")
+                pixels = (
+                    blocks.reshape(r1 - r0, cb, 8, 8).transpose(0, 2, 1, 3).reshape((r1 - r0) * 8, cb * 8)
+                )
+                f0, f1 = r0 * 8, min(t, r1 * 8)
+                out[i, f0:f1] = (pixels[: f1 - f0, :c] + 128.0) * (span / 255.0) + lo32
+        return out
+
+    def pack_params(self, params, shape):
+        return _range_params(params) + ParamWriter().varint(params["nsym"]).bytes()
+
+    def unpack_params(self, blob, shape):
+        r = ParamReader(blob, self.name)
+        params = _read_range(r)
+        params["nsym"] = r.varint()
+        r.done()
+        return params
 
     def symbol_layout(self, params, shape):
         n, t, c = _nsc(shape)
@@ -442,21 +512,21 @@ class _JpegDct(Transform):
         return lo, span if span > 0 else 1.0
 
 
-@register_transform("dct10")
+@register_transform("dct10", id=12)
 class JpegDct10(_JpegDct):
     quality = 10
 
 
-@register_transform("dct25")
+@register_transform("dct25", id=13)
 class JpegDct25(_JpegDct):
     quality = 25
 
 
-@register_transform("dct50")
+@register_transform("dct50", id=14)
 class JpegDct50(_JpegDct):
     quality = 50
 
 
-@register_transform("dct75")
+@register_transform("dct75", id=15)
 class JpegDct75(_JpegDct):
     quality = 75

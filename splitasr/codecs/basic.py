@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitasr.codecs.base import CodecError, Coder, Symbols, Transform, register_coder, register_transform
+from splitasr.codecs.base import (
+    CodecError,
+    Coder,
+    Symbols,
+    Transform,
+    register_coder,
+    register_transform,
+    symbol_dtype,
+)
+
+UNPACK_CHUNK = 1 << 20  # symbols unpacked at once: bounds the temporaries of a packed decode
 
 
-@register_transform("f32")
+@register_transform("f32", id=1)
 class Float32Bits(Transform):
     """Lossless: each float32 becomes its 4 bytes, as symbols in ``[0, 256)``.
 
@@ -23,21 +33,33 @@ class Float32Bits(Transform):
         return Symbols(np.ascontiguousarray(planes), 256)
 
     def inverse(self, symbols, params, shape):
-        return np.ascontiguousarray(symbols.astype(np.uint8).T).view("<f4").reshape(shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        out = np.empty((n, 4), np.uint8)
+        out[:] = np.asarray(symbols).reshape(4, n).T  # one copy, no int64 temporaries
+        return out.view("<f4").reshape(shape)
 
     def symbol_layout(self, params, shape):
         return (4, int(np.prod(shape, dtype=np.int64))), 256
 
 
-def _width(alphabet: int) -> np.dtype:
-    if alphabet <= 256:
-        return np.dtype(np.uint8)
-    if alphabet <= 65536:
-        return np.dtype("<u2")
-    return np.dtype("<u4")
+_width = symbol_dtype
 
 
-@register_coder("pack")
+def unpack_bits(body: bytes, n: int, bits: int) -> np.ndarray:
+    """``n`` symbols of ``bits`` (< 8) bits each, packed most significant bit first, as
+    uint8 ``(n,)``; unpacked :data:`UNPACK_CHUNK` at a time (chunks start on whole bytes)."""
+    raw = np.frombuffer(body, np.uint8)
+    out = np.empty(n, np.uint8)
+    for start in range(0, n, UNPACK_CHUNK):
+        stop = min(n, start + UNPACK_CHUNK)
+        part = np.unpackbits(raw[start * bits // 8 : (stop * bits + 7) // 8])[: (stop - start) * bits]
+        full = np.zeros((stop - start, 8), np.uint8)
+        full[:, 8 - bits :] = part.reshape(-1, bits)
+        out[start:stop] = np.packbits(full, axis=1)[:, 0]
+    return out
+
+
+@register_coder("pack", id=1)
 class Pack(Coder):
     """Symbols stored at a fixed width: 1, 2 or 4 bytes, or packed bits below 8 bits."""
 
@@ -55,16 +77,14 @@ class Pack(Coder):
         if bits < 8:
             if len(body) != (n * bits + 7) // 8:
                 raise CodecError("packed body has the wrong length")
-            raw = np.unpackbits(np.frombuffer(body, np.uint8))[: n * bits].reshape(n, bits)
-            full = np.concatenate([np.zeros((n, 8 - bits), np.uint8), raw], axis=1)
-            return np.packbits(full, axis=1).reshape(shape)
+            return unpack_bits(body, n, bits).reshape(shape)
         dt = _width(alphabet)
         if len(body) != n * dt.itemsize:
             raise CodecError("body has the wrong length for its shape")
         return np.frombuffer(body, dt).reshape(shape)
 
 
-@register_coder("zstd")
+@register_coder("zstd", id=2)
 class Zstd(Coder):
     """zstandard (level 19) over fixed-width symbols; byte planes keep it effective on floats."""
 
@@ -85,7 +105,10 @@ class Zstd(Coder):
             # python-zstandard trusts a frame's declared size over max_output_size: check it first
             if zstandard.frame_content_size(body) != n:
                 raise CodecError("zstd frame declares the wrong size")
-            raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=n)
+            dobj = zstandard.ZstdDecompressor().decompressobj()
+            raw = dobj.decompress(body)
+            if dobj.unused_data or not dobj.eof:
+                raise CodecError("zstd body does not end with its frame")
         except zstandard.ZstdError as exc:
             raise CodecError(f"zstd: {exc}") from None
         if len(raw) != n:

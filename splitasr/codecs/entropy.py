@@ -16,37 +16,46 @@ Huffman spends a whole number of bits per symbol, so on small alphabets (``q2``,
 stays several percent above the entropy, and it cannot go below 1 bit per symbol; ANS
 comes within a fraction of a percent.
 
-Body layouts (all integers little-endian, ``varint`` is unsigned LEB128):
+Body layouts (all integers little-endian, ``varint`` is unsigned LEB128). With a learned
+table (the coder has state, which the payload's state hash confirms) the body starts
+directly with the coded data; with its own histogram it starts with
+``varint len | zstd(table)``:
 
-* ``huffman``: ``mode:u8 | (crc32(table):u32 if static) | (varint len + zstd(table) if own)
-  | varint bits of every chunk of every stream | each stream's bits, byte-aligned``.
-  Streams are cut into chunks of :data:`CHUNK` symbols whose bit lengths are stored, so the
-  decoder walks all chunks in lock-step with numpy (:data:`CHUNK` vectorised steps) instead
-  of one Python step per symbol.
-* ``ans``: ``mode:u8 | (crc32 | own table, as above) | ANS words:u32...``; all streams go
-  through one ANS stack.
+* ``huffman``: ``(own table) | varint bits of every chunk of every stream | each stream's
+  bits, byte-aligned``. Streams are cut into chunks of :data:`CHUNK` symbols whose bit
+  lengths are stored, so the decoder walks many chunks in lock-step with numpy
+  (:data:`CHUNK` vectorised steps per batch of at most :data:`BATCH_BITS` bits) instead of
+  one Python step per symbol.
+* ``ans``: ``(own table) | ANS words:u32...``; all streams go through one ANS stack, which
+  starts from the state :data:`ANS_START` (not 0: from an empty stack the first symbol of
+  a model would cost nothing, and a body could then claim any number of them) and must
+  end there.
 
 A corrupt body raises :class:`CodecError`: every length, count and table entry is checked
-against what the header's shape allows before anything is allocated from it, and decoding
-is bounded by the known symbol count.
+against what the header's shape allows, and the body's size against the symbol count it
+must hold (Huffman: at least a varint per chunk and one bit per symbol; ANS: the minimum
+code length of a learned table, or the entropy of its own histogram, whose counts must add
+up to the symbol count), before anything proportional to the symbol count is allocated.
+Decoded symbols are stored at their narrowest width (uint8 up to 256 symbols).
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from splitasr.codecs.base import CodecError, Coder, register_coder
+from splitasr.codecs.base import CodecError, Coder, register_coder, symbol_dtype
 
 MAX_PLANES = 8  # a 2-D symbol array with more rows than this is one stream, not planes
 MAX_CODE_BITS = 20  # Huffman length limit: decode tables have at most 2**20 entries
 CHUNK = 1024  # symbols per independently located Huffman chunk
-MODE_OWN, MODE_STATIC = 0, 1
+BATCH_BITS = 1 << 22  # Huffman bits decoded at once: bounds the decoder's lookup tables
+LOOKUP = 1 << 18  # Huffman symbols looked up at once
+ANS_START = 1 << 24  # the ANS stack's first word (see the module docstring)
+ANS_CHUNK = 1 << 20  # ANS symbols decoded at once
 _MAX_VARINT_BYTES = 9  # 63-bit values
 
 
@@ -156,10 +165,6 @@ def entropy_bits(counts: np.ndarray) -> float:
 # ------------------------------------------------------------------------- table state
 
 
-def _table_id(counts: np.ndarray) -> bytes:
-    return struct.pack("<I", zlib.crc32(np.ascontiguousarray(counts, dtype="<i8").tobytes()))
-
-
 def _state_counts(state: dict) -> np.ndarray | None:
     """The learned ``(P, alphabet)`` count table from coder state, checked."""
     counts = state.get("counts")
@@ -197,7 +202,6 @@ class _TableCoder(Coder):
     def __init__(self, state: dict | None = None):
         super().__init__(state)
         self._counts = _state_counts(self.state)
-        self._id = _table_id(self._counts) if self._counts is not None else b""
         self._hash = hashlib.sha256(self._counts.tobytes()).hexdigest() if self._counts is not None else ""
 
     @classmethod
@@ -232,29 +236,25 @@ class _TableCoder(Coder):
     def _model_from_counts(self, ids: np.ndarray, counts: np.ndarray):
         raise NotImplementedError
 
-    def _head(self, mode: int, table: bytes = b"") -> bytes:
-        if mode == MODE_STATIC:
-            return bytes([MODE_STATIC]) + self._id
-        return bytes([MODE_OWN]) + encode_varints(np.array([len(table)])) + table
+    def _head(self, table: bytes | None = None) -> bytes:
+        """Nothing with a learned table; ``varint len | table`` with the message's own."""
+        if table is None:
+            return b""
+        return encode_varints(np.array([len(table)])) + table
 
     def _read_head(self, body: bytes, n_streams: int, alphabet: int, value_limit: int):
-        """Parse the mode and table: ``(mode, per-stream (ids, values) or None, pos)``."""
+        """The message's own tables ``[(ids, values)]`` per stream, or None with a learned
+        table; and the position after them."""
+        if self._counts is not None:
+            self._static_rows(n_streams, alphabet)  # checks the table fits the symbols
+            return None, 0
         if not body:
             raise CodecError("empty body")
-        mode = body[0]
-        if mode == MODE_STATIC:
-            if self._counts is None:
-                raise CodecError("payload was coded with a learned table, but this codec has no state")
-            if body[1:5] != self._id:
-                raise CodecError("payload was coded with a different learned table")
-            return mode, None, 5
-        if mode != MODE_OWN:
-            raise CodecError(f"unknown entropy-coder mode {mode}")
-        (size,), pos = decode_varints(body, 1, 1)
-        if pos + size > len(body):
+        (size,), pos = decode_varints(body, 0, 1)
+        if size == 0 or pos + size > len(body):
             raise CodecError("table runs past the end of the body")
         tables = unpack_tables(body[pos : pos + size], n_streams, alphabet, value_limit)
-        return mode, tables, pos + size
+        return tables, pos + size
 
 
 def pack_tables(tables: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
@@ -421,10 +421,10 @@ class HuffmanCode:
         width = self.max_len
         reps = np.left_shift(1, width - self.lengths)
         sym = np.full(1 << width, -1, np.int32)
-        length = np.ones(1 << width, np.int32)
+        length = np.ones(1 << width, np.uint8)
         used = int(reps.sum())
         sym[:used] = np.repeat(self.symbols.astype(np.int32), reps)
-        length[:used] = np.repeat(self.lengths, reps)
+        length[:used] = np.repeat(self.lengths.astype(np.uint8), reps)
         return sym, length
 
 
@@ -459,48 +459,121 @@ def huffman_encode_stream(data: np.ndarray, code: HuffmanCode, alphabet: int) ->
     return chunk_bits, out[:nbytes].astype(np.uint8).tobytes()
 
 
-def _bit_windows(buf: bytes, width: int) -> np.ndarray:
-    """The ``width`` bits starting at every bit position of ``buf``, ``(8 * len(buf),)``
-    int32 (bits past the end read as 0). Built a byte at a time per bit offset, so no
-    gathers: each byte's big-endian 32-bit window holds all 8 offsets."""
-    b = np.frombuffer(buf + bytes(4), np.uint8).astype(np.uint32)
-    words = (b[:-4] << 24) | (b[1:-3] << 16) | (b[2:-2] << 8) | b[3:-1]
-    out = np.empty((len(buf), 8), np.int32)
-    mask = np.uint32((1 << width) - 1)
-    for off in range(8):
-        out[:, off] = (words >> (32 - width - off)) & mask
-    return out.reshape(-1)
-
-
-def _next_positions(buf: bytes, total: int, width: int, len_tab: np.ndarray) -> np.ndarray:
-    """``nxt (total + 2,)`` int32 (int64 past 2**31 bits): where the code starting at each bit position ends.
+def _fill_next(buf: bytes, total: int, width: int, len_tab: np.ndarray, out: np.ndarray, base: int) -> None:
+    """Fill ``out`` ``(total + 2,)`` with where the code starting at each bit position of
+    ``buf`` ends, as an index offset by ``base``.
 
     Position ``total + 1`` is a sink: codes running past the end, and the end itself, go
-    there and stay, so a corrupt chunk cannot walk out of the array.
+    there and stay, so a corrupt chunk cannot walk out of its run. The code lengths are
+    looked up one bit offset at a time from each byte's big-endian 32-bit window, so the
+    temporaries stay at a few bytes per bit.
     """
-    sink = total + 1
-    dtype = np.int32 if sink < 2**31 - 1 else np.int64  # int32 halves the memory of the table
-    nxt = np.full(total + 2, sink, dtype)
-    steps = len_tab[_bit_windows(buf, width)[:total]]
-    nxt[:total] = np.minimum(np.arange(total, dtype=dtype) + steps, sink)
-    return nxt
+    sink = base + total + 1
+    b = np.frombuffer(buf + bytes(4), np.uint8).astype(np.uint32)
+    words = (b[:-4] << 24) | (b[1:-3] << 16) | (b[2:-2] << 8) | b[3:-1]
+    del b
+    steps = np.empty((len(buf), 8), np.uint8)
+    mask = np.uint32((1 << width) - 1)
+    for off in range(8):
+        steps[:, off] = len_tab[(words >> np.uint32(32 - width - off)) & mask]
+    del words
+    steps = steps.reshape(-1)
+    for a in range(0, total, LOOKUP):  # slices keep the arange temporaries small
+        b = min(total, a + LOOKUP)
+        head = out[a:b]
+        head[:] = np.arange(base + a, base + b, dtype=out.dtype)
+        head += steps[a:b]
+        np.minimum(head, sink, out=head)
+    out[total:] = sink
+
+
+def _segments(bits: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Cut a stream's chunks (bit lengths ``bits``) into runs ``[j0, j1)`` of at most
+    ``budget`` bits each (a single chunk may exceed it)."""
+    ends = np.cumsum(bits)
+    runs, j = [], 0
+    while j < bits.size:
+        before = int(ends[j - 1]) if j else 0
+        k = max(int(np.searchsorted(ends, before + budget, side="right")), j + 1)
+        runs.append((j, k))
+        j = k
+    return runs
+
+
+def _walk(segments: list, codes: list[HuffmanCode], out: np.ndarray) -> None:
+    """Decode a batch of chunk runs into ``out``. ``segments``: ``(stream, buf, first bit,
+    bits per chunk (k,), symbols per chunk (k,), first symbol index)``.
+
+    Where a code starting at each bit position ends is computed for every position of
+    every run at once (one table, each run at its own offset); every chunk then hops
+    through that table in lock-step, :data:`CHUNK` numpy steps per batch, and the symbols
+    are looked up at the visited positions, :data:`LOOKUP` at a time.
+    """
+    sizes = [first + int(bits.sum()) + 2 for _, _, first, bits, _, _ in segments]
+    nxt = np.empty(sum(sizes), np.int32 if sum(sizes) < 2**31 else np.int64)
+    starts, ends, bases, base = [], [], [], 0
+    for (s, buf, first, bits, _, _), size in zip(segments, sizes, strict=True):
+        code = codes[s]
+        _fill_next(buf, size - 2, code.max_len, code.decoder_tables[1], nxt[base : base + size], base)
+        bounds = first + np.cumsum(bits)
+        starts.append(base + bounds - bits)
+        ends.append(base + bounds)
+        bases.append(base)
+        base += size
+    pos = np.concatenate(starts).astype(nxt.dtype)
+    nsym = np.concatenate([seg[4] for seg in segments])
+    steps = int(nsym.max())
+    visited = np.empty((pos.size, steps + 1), nxt.dtype)
+    for i in range(steps):
+        visited[:, i] = pos
+        pos = nxt[pos]
+    visited[:, steps] = pos
+    del nxt
+    if not np.array_equal(visited[np.arange(pos.size), nsym], np.concatenate(ends)):
+        raise CodecError("Huffman chunk boundaries do not match the decoded codes")
+    row = 0
+    for (s, buf, _, bits, seg_nsym, at0), base in zip(segments, bases, strict=True):
+        code, width = codes[s], codes[s].max_len
+        sym_tab = code.decoder_tables[0]
+        b = np.frombuffer(buf + bytes(4), np.uint8)
+        per = max(1, LOOKUP // CHUNK)
+        for r0 in range(0, bits.size, per):
+            r1 = min(bits.size, r0 + per)
+            rows = visited[row + r0 : row + r1, :steps]
+            at = rows[np.arange(steps)[None, :] < seg_nsym[r0:r1, None]].astype(np.int64) - base
+            byte = at >> 3
+            window = (
+                (b[byte].astype(np.int64) << 24)
+                | (b[byte + 1].astype(np.int64) << 16)
+                | (b[byte + 2].astype(np.int64) << 8)
+                | b[byte + 3]
+            )
+            sym = sym_tab[(window >> (32 - width - (at & 7))) & ((1 << width) - 1)]
+            if sym.min() < 0:
+                raise CodecError("invalid Huffman code in the body")
+            first_sym = at0 + r0 * CHUNK
+            out[s, first_sym : first_sym + sym.size] = sym
+        row += bits.size
 
 
 def huffman_decode_streams(
-    bufs: list[bytes], n: int, chunk_bits: list[np.ndarray], codes: list[HuffmanCode]
+    bufs: list[bytes],
+    n: int,
+    chunk_bits: list[np.ndarray],
+    codes: list[HuffmanCode],
+    dtype: np.dtype = np.dtype(np.int64),
 ) -> np.ndarray:
-    """Decode ``n`` symbols from each stream's bytes: ``(len(bufs), n)`` int64.
+    """Decode ``n`` symbols from each stream's bytes: ``(len(bufs), n)`` of ``dtype``.
 
-    Where a code starting at each bit position ends is computed for all positions of all
-    streams at once (one table, each stream at its own offset); then every chunk of every
-    stream hops through that table together, :data:`CHUNK` numpy steps in all however
-    many streams there are, and the symbols are looked up at the visited positions.
+    Streams are cut into runs of whole chunks and the runs grouped into batches of at most
+    :data:`BATCH_BITS` bits, each decoded by :func:`_walk`: memory stays bounded however
+    long the streams are, and a small message is one batch.
     """
-    out = np.empty((len(bufs), n), np.int64)
+    out = np.empty((len(bufs), n), dtype)
     if n == 0:
         return out
-    tables, offsets, starts, ends, lasts, walk = [], [], [], [], [], []
-    base = 0
+    nsym_all = np.diff(_chunk_ends(n), prepend=0)
+    batch, batch_bits = [], 0
     for s, (buf, bits, code) in enumerate(zip(bufs, chunk_bits, codes, strict=True)):
         total = int(bits.sum())
         if len(buf) != (total + 7) // 8:
@@ -510,54 +583,24 @@ def huffman_decode_streams(
                 raise CodecError("single-symbol Huffman stream carries bits")
             out[s] = code.symbols[0]
             continue
-        if bits.max() > CHUNK * code.max_len:
-            raise CodecError("Huffman chunk is longer than its symbols allow")
-        bounds = np.cumsum(bits)
-        nxt_s = _next_positions(buf, total, code.max_len, code.decoder_tables[1])
-        tables.append(
-            nxt_s + nxt_s.dtype.type(base) if base + total + 2 < 2**31 else nxt_s.astype(np.int64) + base
-        )
-        starts.append(base + bounds - bits)
-        ends.append(base + bounds)
-        lasts.append(base + total)
-        offsets.append(base)
-        walk.append(s)
-        base += total + 2
-    if not walk:
-        return out
-    nxt = np.concatenate(tables)  # int32 unless the streams hold 2**31 bits
-    pos = np.concatenate(starts).astype(nxt.dtype)
-    steps = min(n, CHUNK)
-    n_chunks = len(chunk_bits[0])
-    last_steps = n - (n_chunks - 1) * CHUNK
-    last_idx = np.arange(1, len(walk) + 1) * n_chunks - 1
-    visited = np.empty((pos.size, steps), nxt.dtype)
-    last_end = None
-    for i in range(steps):
-        visited[:, i] = pos
-        pos = nxt[pos]
-        if i == last_steps - 1:
-            last_end = pos[last_idx]
-    inner = np.delete(np.arange(pos.size), last_idx)
-    if not np.array_equal(last_end, np.asarray(lasts)) or np.any(
-        pos[inner] != np.concatenate([e[:-1] for e in ends])
-    ):
-        raise CodecError("Huffman chunk boundaries do not match the decoded codes")
-    visited = visited.reshape(len(walk), -1)
-    for row, (s, base) in enumerate(zip(walk, offsets, strict=True)):
-        code, width = codes[s], codes[s].max_len
-        at = visited[row, :n].astype(np.int64) - base
-        b = np.frombuffer(bufs[s] + bytes(4), np.uint8).astype(np.int64)
-        byte = at >> 3
-        window = (b[byte] << 24) | (b[byte + 1] << 16) | (b[byte + 2] << 8) | b[byte + 3]
-        sym = code.decoder_tables[0][(window >> (32 - width - (at & 7))) & ((1 << width) - 1)]
-        if sym.min() < 0:
-            raise CodecError("invalid Huffman code in the body")
-        out[s] = sym
+        if np.any(bits < nsym_all) or np.any(bits > nsym_all * code.max_len):
+            raise CodecError("Huffman chunk lengths do not fit their symbols")
+        first_bit = np.cumsum(bits) - bits
+        for j0, j1 in _segments(bits, BATCH_BITS):
+            a, seg_bits = int(first_bit[j0]), bits[j0:j1]
+            b = a + int(seg_bits.sum())
+            seg = (s, buf[a >> 3 : (b + 7) >> 3], a & 7, seg_bits, nsym_all[j0:j1], j0 * CHUNK)
+            if batch and batch_bits + (b - a) > BATCH_BITS:
+                _walk(batch, codes, out)
+                batch, batch_bits = [], 0
+            batch.append(seg)
+            batch_bits += b - a
+    if batch:
+        _walk(batch, codes, out)
     return out
 
 
-@register_coder("huffman")
+@register_coder("huffman", id=3)
 class Huffman(_TableCoder):
     """Canonical Huffman code per stream, from a learned table or the message's histogram."""
 
@@ -570,7 +613,7 @@ class Huffman(_TableCoder):
         _check_range(streams, alphabet)
         codes = self._static(streams.shape[0], alphabet)
         if codes is not None:
-            head = self._head(MODE_STATIC)
+            head = self._head()
         else:
             codes, tables = [], []
             for row in streams:
@@ -580,25 +623,27 @@ class Huffman(_TableCoder):
                 by_symbol = np.argsort(code.symbols)
                 # a single-symbol code has length 0 but is stored as 1: table entries are >= 1
                 tables.append((code.symbols[by_symbol], np.maximum(code.lengths[by_symbol], 1)))
-            head = self._head(MODE_OWN, pack_tables(tables))
+            head = self._head(pack_tables(tables))
         coded = [huffman_encode_stream(row, code, alphabet) for row, code in zip(streams, codes, strict=True)]
         chunk_bits = np.concatenate([c for c, _ in coded])
         return head + encode_varints(chunk_bits) + b"".join(data for _, data in coded)
 
     def decode(self, body: bytes, shape: tuple[int, ...], alphabet: int) -> np.ndarray:
         n_streams, n = stream_shape(shape)
-        _, tables, pos = self._read_head(body, n_streams, alphabet, MAX_CODE_BITS)
+        tables, pos = self._read_head(body, n_streams, alphabet, MAX_CODE_BITS)
         if tables is None:
             codes = self._static(n_streams, alphabet)
         else:
             codes = [HuffmanCode.from_lengths(ids, lens) for ids, lens in tables]
         n_chunks = -(-n // CHUNK)
+        if n_streams * n_chunks > len(body) - pos:  # a varint (>= 1 byte) per chunk
+            raise CodecError(f"Huffman body of {len(body)} bytes is too short for {n_streams} x {n} symbols")
         chunk_bits, pos = decode_varints(body, pos, n_streams * n_chunks)
-        if chunk_bits.size and chunk_bits.max() > CHUNK * MAX_CODE_BITS:
-            raise CodecError("Huffman chunk is longer than any code allows")
         bufs, bits_per_stream = [], []
         for s in range(n_streams):
             bits = chunk_bits[s * n_chunks : (s + 1) * n_chunks]
+            if bits.size and bits.max() > CHUNK * MAX_CODE_BITS:
+                raise CodecError("Huffman chunk is longer than any code allows")
             size = (int(bits.sum()) + 7) // 8
             if pos + size > len(body):
                 raise CodecError("Huffman body truncated")
@@ -607,7 +652,8 @@ class Huffman(_TableCoder):
             pos += size
         if pos != len(body):
             raise CodecError("Huffman body has trailing bytes")
-        return huffman_decode_streams(bufs, n, bits_per_stream, codes).reshape(shape)
+        out = huffman_decode_streams(bufs, n, bits_per_stream, codes, symbol_dtype(alphabet))
+        return out.reshape(shape)
 
 
 # ------------------------------------------------------------------------------- ANS
@@ -620,6 +666,13 @@ class _AnsModel:
     ids: np.ndarray | None
     probs: np.ndarray  # (k,) float64, unnormalised
 
+    def min_bits(self) -> float:
+        """A lower bound on the bits of any symbol under this model once ``constriction``
+        has quantised it to 24-bit probabilities (which moves each by under 2**-24 per symbol)."""
+        k = self.probs.size
+        top = float(self.probs.max() / self.probs.sum()) + (k + 1) * 2.0**-24
+        return -np.log2(min(top, 1.0 - (k - 1) * 2.0**-24))
+
 
 def _categorical(probs: np.ndarray):
     import constriction
@@ -627,7 +680,16 @@ def _categorical(probs: np.ndarray):
     return constriction.stream.model.Categorical(probs, perfect=False)
 
 
-@register_coder("ans")
+def ans_min_bits(models: list[_AnsModel], n: int, own: bool) -> float:
+    """The fewest bits ``n`` symbols per stream can take under ``models``: with the
+    message's own histograms (``own``) their entropy (Gibbs: no model codes a sequence in
+    fewer bits than its empirical entropy), else ``n`` times each model's cheapest symbol."""
+    if own:
+        return sum(entropy_bits(m.probs[None]) for m in models if m.probs.size > 1)
+    return n * sum(m.min_bits() for m in models if m.probs.size > 1)
+
+
+@register_coder("ans", id=4)
 class Ans(_TableCoder):
     """Asymmetric numeral systems (``constriction``'s 32-bit ``AnsCoder``, 24-bit probabilities).
 
@@ -645,15 +707,15 @@ class Ans(_TableCoder):
         _check_range(streams, alphabet)
         models = self._static(streams.shape[0], alphabet)
         if models is not None:
-            head = self._head(MODE_STATIC)
+            head = self._head()
         else:
             models, tables = [], []
             for row in streams:
                 ids, counts = histogram(row, alphabet)
                 models.append(_AnsModel(ids, counts.astype(np.float64)))
                 tables.append((ids, counts))
-            head = self._head(MODE_OWN, pack_tables(tables))
-        coder = constriction.stream.stack.AnsCoder()
+            head = self._head(pack_tables(tables))
+        coder = constriction.stream.stack.AnsCoder(np.array([ANS_START], np.uint32))
         for row, model in reversed(list(zip(streams, models, strict=True))):
             data = row if model.ids is None else _ranks(model.ids, alphabet)[row]
             if row.size and model.probs.size > 1:
@@ -664,28 +726,36 @@ class Ans(_TableCoder):
         import constriction
 
         n_streams, n = stream_shape(shape)
-        _, tables, pos = self._read_head(body, n_streams, alphabet, 1 << 62)
+        tables, pos = self._read_head(body, n_streams, alphabet, 1 << 62)
         if tables is None:
             models = self._static(n_streams, alphabet)
         else:
+            if any(int(counts.sum()) != max(n, 1) or (n == 0 and counts.size != 1) for _, counts in tables):
+                raise CodecError(f"ANS table counts do not add up to the {n} symbols of a stream")
             models = [_AnsModel(ids, counts.astype(np.float64)) for ids, counts in tables]
         if (len(body) - pos) % 4:
             raise CodecError("ANS body is not a whole number of 32-bit words")
         words = np.frombuffer(body, "<u4", offset=pos).astype(np.uint32)
+        need = ans_min_bits(models, n, tables is not None)
+        if 0.99 * need - 96 > 32 * words.size:
+            raise CodecError(
+                f"ANS body of {len(body)} bytes is too short for {n_streams} x {n} symbols "
+                f"(they need at least {need / 8:.0f} bytes)"
+            )
+        out = np.empty((n_streams, n), symbol_dtype(alphabet))
         try:
             coder = constriction.stream.stack.AnsCoder(words)
-            out = np.empty((n_streams, n), np.int64)
             for s, model in enumerate(models):
                 if model.probs.size == 1:
-                    dec = np.zeros(n, np.int64)
-                elif n:
-                    dec = coder.decode(_categorical(model.probs), n).astype(np.int64)
-                else:
-                    dec = np.zeros(0, np.int64)
-                out[s] = dec if model.ids is None else model.ids[dec]
-            empty = coder.is_empty()
+                    out[s] = 0 if model.ids is None else model.ids[0]
+                    continue
+                cat = _categorical(model.probs)
+                for start in range(0, n, ANS_CHUNK):
+                    dec = coder.decode(cat, min(ANS_CHUNK, n - start))
+                    out[s, start : start + dec.size] = dec if model.ids is None else model.ids[dec]
+            rest = coder.get_compressed()
         except (ValueError, KeyError, RuntimeError, IndexError) as exc:
             raise CodecError(f"ANS: {exc}") from None
-        if not empty:
-            raise CodecError("ANS body has data left after the last symbol")
+        if rest.size != 1 or int(rest[0]) != ANS_START:
+            raise CodecError("ANS body does not end where its symbols do")
         return out.reshape(shape)

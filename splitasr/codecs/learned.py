@@ -19,14 +19,15 @@ learned from training latents), trained by ``splitasr train-codec``
   a later one (``decodes_to``), so its decoder output is not the waveform.
 
 Every latent is bounded by a sigmoid and quantised to integers ``0..2**bits-1``; training
-passes gradients straight through the rounding. The payload carries an id (CRC32 of the
-weights) so a decoder with other weights refuses it.
+passes gradients straight through the rounding. A payload names the state (weights and
+config) it was made with by the codec's state hash (:mod:`splitasr.codecs.base`), so a
+decoder with other weights refuses it; a payload declaring another width than the
+decoder's ``out_dim`` is refused before the network runs.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -177,7 +178,7 @@ def net_to_state(net: LearnedCodecNet, extra: dict | None = None, dtype: str = "
     """Arrays + JSON-able config, for :func:`splitasr.codecs.state.save_state`.
 
     ``dtype="float16"`` halves the file (the network still runs in float32, from the
-    rounded weights; :func:`weights_id` is taken over those)."""
+    rounded weights; the codec's state hash is taken over those)."""
     if dtype not in ("float32", "float16"):
         raise CodecError(f"learned codec weights are stored as float32 or float16, not {dtype!r}")
     arrays = {f"w.{k}": v.detach().cpu().float().numpy().astype(dtype) for k, v in net.state_dict().items()}
@@ -201,14 +202,6 @@ def net_from_state(state: dict, name: str) -> LearnedCodecNet:
     return net.eval()
 
 
-def weights_id(state: dict) -> str:
-    """CRC32 of the weights, in hex: a payload names the weights that made it."""
-    crc = 0
-    for key in sorted(k for k in state if k.startswith("w.")):
-        crc = zlib.crc32(np.ascontiguousarray(state[key], "<f4").tobytes(), zlib.crc32(key.encode(), crc))
-    return f"{crc:08x}"
-
-
 class Learned(Transform):
     """A trained :class:`LearnedCodecNet` as a transform; see the module docstring."""
 
@@ -224,7 +217,6 @@ class Learned(Transform):
         self.net = net_from_state(self.state, self.name)
         if self.net.cfg.kind != self.kind:
             raise CodecError(f"state for {self.name!r} holds a {self.net.cfg.kind!r} codec")
-        self._id = weights_id(self.state)
 
     @property
     def config(self) -> LearnedCodecConfig:
@@ -252,11 +244,15 @@ class Learned(Transform):
         inp = self._input_frames(x)
         with torch.inference_mode():
             codes = torch.round(self.net.encode(inp)).to(torch.uint8).numpy()
-        return Symbols(codes, self.config.levels, {"id": self._id})
+        return Symbols(codes, self.config.levels)
+
+    def check_layout(self, shape, limits):
+        if shape[2] != self.config.out_dim:
+            raise CodecError(
+                f"{self.name} decodes to {self.config.out_dim} channels, payload declares {shape[2]}"
+            )
 
     def inverse(self, symbols, params, shape):
-        if params.get("id") != self._id:
-            raise CodecError(f"{self.name} payload was made with other weights than this codec's")
         codes = np.asarray(symbols)
         if codes.size and codes.max() >= self.config.levels:
             raise CodecError(f"{self.name}: code out of range")
@@ -271,17 +267,17 @@ class Learned(Transform):
         return (n, t_lat, self.config.latent_dim), self.config.levels
 
 
-@register_transform("ae")
+@register_transform("ae", id=24)
 class Autoencoder(Learned):
     kind = "ae"
 
 
-@register_transform("deepcod")
+@register_transform("deepcod", id=25)
 class DeepCOD(Learned):
     kind = "deepcod"
 
 
-@register_transform("bnf")
+@register_transform("bnf", id=26)
 class BottleneckFeatures(Learned):
     """Reads the waveform ``(N, S, 1)`` at the ``audio`` point; QM-features on the device."""
 

@@ -8,8 +8,8 @@ between a low and a high clip bound per channel. The bounds are *calibrated* on 
 activations (:meth:`Uniform.fit_state`: per channel, the symmetric percentile clip with
 the least quantisation MSE, see :func:`fit_bounds`) and saved as transform state, so a
 payload carries only a short state id. Without state the transform falls back to the
-message's own per-channel min/max, carried in the header's params with a CRC32 of their
-own (the payload's CRC covers only the body).
+message's own per-channel min/max, carried in the header's params as float32 (``lo`` then
+``hi``, 8 bytes per channel).
 
 The quantiser is *mid-tread* where it matters: when a channel's range straddles zero the
 grid is shifted (by at most half a step) so that 0.0 is a level and comes back exactly,
@@ -20,17 +20,23 @@ NaN is coded as 0.0, and values outside the range (including +-inf) as the neare
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
-from splitasr.codecs.base import CodecError, Symbols, Transform, register_transform
+from splitasr.codecs.base import (
+    CodecError,
+    ParamReader,
+    ParamWriter,
+    Symbols,
+    Transform,
+    register_transform,
+)
 
 _CANDIDATE_TAILS = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)  # clip mass per side tried by fit_bounds
 _FIT_ROWS = 50_000  # frames used to pick the clip bounds
+_DEQUANT_VALUES = 1 << 18  # values dequantised at once: bounds the float64 temporaries
 
 
-@register_transform("f16")
+@register_transform("f16", id=2)
 class Float16(Transform):
     """IEEE half precision: symbols are the ``uint16`` bit patterns of ``x`` ``(N, T, C)``.
 
@@ -75,8 +81,17 @@ def quantise(x: np.ndarray, offset: np.ndarray, step: np.ndarray, levels: int) -
 
 
 def dequantise(codes: np.ndarray, offset: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """float32 values ``offset + code * step`` of codes ``(..., C)``."""
-    return (offset + codes.astype(np.float64) * step).astype(np.float32)
+    """float32 values ``offset + code * step`` of codes ``(..., C)``, computed in float64
+    about :data:`_DEQUANT_VALUES` values at a time."""
+    codes = np.asarray(codes)
+    out = np.empty(codes.shape, np.float32)
+    flat_in = codes.reshape(-1, codes.shape[-1]) if codes.ndim else codes.reshape(1, 1)
+    flat_out = out.reshape(flat_in.shape)
+    step_rows = max(1, _DEQUANT_VALUES // max(flat_in.shape[1], 1))
+    for start in range(0, flat_in.shape[0], step_rows):
+        rows = slice(start, start + step_rows)
+        flat_out[rows] = offset + flat_in[rows].astype(np.float64) * step
+    return out
 
 
 def minmax_bounds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,17 +135,6 @@ def fit_bounds(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
-def _short_floats(values: np.ndarray) -> list[float]:
-    """float32 values as the shortest decimals that read back to the same float32."""
-    return [float(str(v)) for v in np.asarray(values, np.float32)]
-
-
-def _bounds_crc(lo: np.ndarray, hi: np.ndarray) -> int:
-    """CRC32 of the float32 bounds: the payload CRC covers only the body, and a flipped
-    digit in the header's bounds would otherwise decode silently to other values."""
-    return zlib.crc32(np.asarray(lo, "<f4").tobytes() + np.asarray(hi, "<f4").tobytes())
-
-
 class Uniform(Transform):
     """Uniform ``bits``-bit quantiser per channel; see the module docstring."""
 
@@ -147,7 +151,6 @@ class Uniform(Transform):
             if int(self.state.get("bits", self.bits)) != self.bits:
                 raise CodecError(f"{self.name} state was calibrated for {self.state.get('bits')} bits")
             self._bounds = (lo, hi)
-            self._id = f"{_bounds_crc(lo, hi):08x}"
 
     @property
     def levels(self) -> int:
@@ -165,31 +168,43 @@ class Uniform(Transform):
             lo, hi = self._bounds
             if lo.size != x.shape[-1]:
                 raise CodecError(f"{self.name} is calibrated for {lo.size} channels, got {x.shape[-1]}")
-            params = {"cal": self._id}
+            params = {}
         else:
             lo, hi = minmax_bounds(x)
-            params = {"lo": _short_floats(lo), "hi": _short_floats(hi), "crc": _bounds_crc(lo, hi)}
+            params = {"lo": lo, "hi": hi}
         offset, step = grid(lo, hi, self.levels)
         return Symbols(quantise(x, offset, step, self.levels), self.levels, params)
 
+    def check_layout(self, shape, limits):
+        if self._bounds is not None and self._bounds[0].size != shape[2]:
+            raise CodecError(f"{self.name} is calibrated for {self._bounds[0].size} channels, got {shape[2]}")
+
+    def pack_params(self, params, shape):
+        if not params:
+            return b""
+        return ParamWriter().array(params["lo"], "<f4").array(params["hi"], "<f4").bytes()
+
+    def unpack_params(self, blob, shape):
+        if self._bounds is not None:
+            return super().unpack_params(blob, shape)
+        c = shape[2]
+        if len(blob) != 8 * c:
+            raise CodecError(f"{self.name}: clip bounds take {8 * c} bytes for {c} channels, got {len(blob)}")
+        r = ParamReader(blob, self.name)
+        lo, hi = r.array(c, "<f4").astype(np.float32), r.array(c, "<f4").astype(np.float32)
+        r.done()
+        return {"lo": lo, "hi": hi}
+
     def bounds(self, params: dict, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(lo, hi)`` float32 ``(C,)`` a payload was coded with: its own or the state's."""
+        """``(lo, hi)`` float32 ``(C,)`` a payload was coded with: its own (``params``) or,
+        with empty ``params``, the state's."""
         if "lo" in params:
-            try:
-                lo = np.asarray(params["lo"], np.float32)
-                hi = np.asarray(params["hi"], np.float32)
-            except (KeyError, TypeError, ValueError):
-                raise CodecError(f"{self.name}: bad clip bounds in the header") from None
-            finite = np.isfinite(lo).all() and np.isfinite(hi).all()
-            if lo.shape != (channels,) or hi.shape != (channels,) or not finite:
+            lo, hi = np.asarray(params["lo"], np.float32), np.asarray(params["hi"], np.float32)
+            if lo.shape != (channels,) or hi.shape != (channels,):
                 raise CodecError(f"{self.name}: bad clip bounds in the header")
-            if params.get("crc") != _bounds_crc(lo, hi):
-                raise CodecError(f"{self.name}: clip bounds in the header are corrupted (checksum)")
             return lo, hi
         if self._bounds is None:
             raise CodecError(f"{self.name} payload needs calibration state, and this codec has none")
-        if params.get("cal") != self._id:
-            raise CodecError(f"{self.name} payload was calibrated with different state")
         if self._bounds[0].size != channels:
             raise CodecError(f"{self.name} is calibrated for {self._bounds[0].size} channels, got {channels}")
         return self._bounds
@@ -209,21 +224,21 @@ class Uniform(Transform):
         return tuple(shape), self.levels
 
 
-@register_transform("q8")
+@register_transform("q8", id=3)
 class Q8(Uniform):
     bits = 8
 
 
-@register_transform("q6")
+@register_transform("q6", id=4)
 class Q6(Uniform):
     bits = 6
 
 
-@register_transform("q4")
+@register_transform("q4", id=5)
 class Q4(Uniform):
     bits = 4
 
 
-@register_transform("q2")
+@register_transform("q2", id=6)
 class Q2(Uniform):
     bits = 2

@@ -7,6 +7,7 @@ JSON in the metadata. Nothing is unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,3 +49,23 @@ def load_state(state_dir: str | Path, key: str) -> dict | None:
     with safe_open(str(path), framework="np") as f:
         meta = json.loads((f.metadata() or {}).get("json", "{}"))
     return {**meta, **load_file(str(path))}
+
+
+def state_digest(state: dict | None) -> bytes:
+    """SHA-256 of a codec part's state (arrays by dtype, shape and bytes; other values as
+    sorted JSON), or ``b""`` for a part without state. Payloads name the state they were
+    made with by this digest (see :mod:`splitasr.codecs.base`); it is never shipped."""
+    if not state:
+        return b""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        h.update(key.encode() + b"\0")
+        if isinstance(value, np.ndarray):
+            arr = np.ascontiguousarray(value)
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.reshape(-1).view(np.uint8))
+        else:
+            h.update(json.dumps(value, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.digest()

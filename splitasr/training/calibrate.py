@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splitasr.codecs.base import CODERS, TRANSFORMS, CodecError, Header, get_codec, pack_payload, split_name
+from splitasr.codecs.base import CODERS, TRANSFORMS, CodecError, get_codec, split_name
 from splitasr.codecs.entropy import entropy_bits, stream_counts
 from splitasr.codecs.state import load_state, save_state
 from splitasr.errors import ConfigError, ManifestError
@@ -114,9 +114,8 @@ def entropy_report(name: str, activations: list[np.ndarray], state_dir: str | Pa
         x = np.asarray(a, np.float32)[None]
         sym = codec.transform.forward(x)
         body = codec.coder.encode(sym.data, sym.alphabet)
-        header = Header(codec.name, tuple(x.shape), (x.shape[1],), sym.params)
         body_bytes += len(body)
-        payload_bytes += len(pack_payload(header, body))
+        payload_bytes += len(codec.pack_payload(sym, body, tuple(x.shape), (x.shape[1],)))
         values += x.size
         symbols.append(sym.data)
         alphabet = sym.alphabet

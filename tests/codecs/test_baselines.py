@@ -238,14 +238,16 @@ def test_random_and_truncated_payloads_raise_codec_error(name):
 @pytest.mark.parametrize(
     "name,params",
     [
-        ("intp4", {"lo": "!!", "hi": ""}),
-        ("intp4", {"lo": "AAAA", "hi": "AAAA"}),
-        ("cs4", {"lo": "x", "hi": 1.0}),
-        ("dct50", {}),
-        ("dct50", {"lo": 0.0, "hi": 1.0, "nsym": -1}),
-        ("flac", {"nbytes": [-1]}),
-        ("flac", {"nbytes": "12"}),
-        ("opus12", {"nbytes": [10], "preskip": -5}),
+        ("intp4", b"!!"),
+        ("intp4", bytes(4 * 9 - 2)),
+        ("intp4", np.full(18, np.inf, "<f2").tobytes()),
+        ("cs4", b"x"),
+        ("cs4", np.array([np.nan, 1.0], "<f4").tobytes()),
+        ("dct50", b""),
+        ("dct50", np.zeros(2, "<f4").tobytes() + b"\xff\xff\xff\xff\x0f"),
+        ("flac", b"\x80"),
+        ("flac", b"\xff\xff\xff\xff\x0f"),
+        ("opus12", b"\x0a\xff\xff\x03"),
     ],
 )
 def test_bad_parameters_raise_codec_error(name, params):

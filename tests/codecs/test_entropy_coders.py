@@ -6,6 +6,7 @@ import heapq
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -133,14 +134,18 @@ def test_a_learned_table_for_another_alphabet_or_layout_is_refused(coder_cls):
 
 @pytest.mark.parametrize("coder_cls", CODERS)
 def test_a_body_coded_with_a_learned_table_needs_the_same_table(coder_cls):
-    rng = np.random.default_rng(2)
-    symbols = rng.integers(0, 16, (1, 20, 8))
-    body = coder_cls(fit_counts([symbols], 16)).encode(symbols, 16)
-    with pytest.raises(CodecError, match="no state"):
-        coder_cls().decode(body, symbols.shape, 16)
-    other = coder_cls(fit_counts([symbols[:, :5]], 16))
-    with pytest.raises(CodecError, match="different learned table"):
-        other.decode(body, symbols.shape, 16)
+    """The payload names the table by the codec's state hash: no table, or another, is refused."""
+    from splitasr.codecs.base import Codec
+    from splitasr.codecs.quantize import Q4
+
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(1, 20, 8)).astype(np.float32))
+    symbols = Q4().forward(x.numpy()).data
+    payload = Codec(Q4(), coder_cls(fit_counts([symbols], 16))).compress(x)
+    with pytest.raises(CodecError, match="has none"):
+        Codec(Q4(), coder_cls()).decompress(payload)
+    other = Codec(Q4(), coder_cls(fit_counts([symbols[:, :5]], 16)))
+    with pytest.raises(CodecError, match="different codec state"):
+        other.decompress(payload)
 
 
 def _body(coder_cls, learned: bool) -> tuple[object, bytes, tuple[int, ...]]:
@@ -173,3 +178,40 @@ def test_corrupt_bodies_raise_codec_error(coder_cls, learned, data):
     # an entropy coder cannot notice every flipped bit (the payload's CRC32 does); what it
     # must never do is return something of the wrong shape or outside the alphabet
     assert out.shape == shape and out.min() >= 0 and out.max() < 256
+
+
+@pytest.mark.parametrize("learned", [False, True])
+@pytest.mark.parametrize("budget", [1, 5000, 40_000])
+def test_huffman_decodes_in_bounded_batches_and_lookups(monkeypatch, budget, learned):
+    """Streams cut into runs and batches of at most ``budget`` bits, symbols looked up 2048 at
+    a time: the same symbols as one batch, for every stream and a short last chunk."""
+    import splitasr.codecs.entropy as entropy
+
+    rng = np.random.default_rng(budget)
+    symbols = np.clip(rng.laplace(40, 6, (3, 5 * CHUNK + 77)).round(), 0, 255).astype(np.int64)
+    symbols[1, :CHUNK] = 7  # a low-entropy run: chunks of about one bit per symbol
+    coder = Huffman(fit_counts([symbols], 256) if learned else None)
+    body = coder.encode(symbols, 256)
+    monkeypatch.setattr(entropy, "BATCH_BITS", budget)
+    monkeypatch.setattr(entropy, "LOOKUP", 2048)
+    out = coder.decode(body, symbols.shape, 256)
+    assert out.dtype == np.uint8 and np.array_equal(out, symbols)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 3000])
+@pytest.mark.parametrize("p", [0.5, 0.99, 0.999999, 1.0])
+def test_ans_bodies_of_skewed_streams_pass_the_body_length_bound(n, p):
+    """Honest bodies are never refused by the minimum-length check, however skewed."""
+    rng = np.random.default_rng(n)
+    symbols = np.where(rng.random((2, n)) < p, 3, rng.integers(0, 16, (2, n))).astype(np.int64)
+    for coder in (Ans(), Ans(fit_counts([symbols, rng.integers(0, 16, (2, 64))], 16))):
+        assert np.array_equal(coder.decode(coder.encode(symbols, 16), symbols.shape, 16), symbols)
+
+
+def test_an_ans_body_cannot_claim_free_symbols():
+    """From an empty stack the first symbol of a model would cost nothing: the stack starts
+    at ANS_START, so a body of a few words cannot stand for a million symbols."""
+    coder = Ans(fit_counts([np.zeros((1, 100), np.int64)], 16))
+    body = coder.encode(np.zeros((1, 4), np.int64), 16)
+    with pytest.raises(CodecError, match="too short"):
+        coder.decode(body, (1, 1_000_000), 16)

@@ -38,9 +38,7 @@ def test_registry_knows_every_model_and_refuses_unknown_names():
     from splitasr.model.registry import DEFAULT_MODEL, available_models
 
     assert available_models() == ["whisper-tiny.en", "ds2"] and DEFAULT_MODEL == available_models()[0]
-    with pytest.raises(
-        CheckpointError, match="unknown model 'large'; choose from whisper-tiny.en, ds2"
-    ):
+    with pytest.raises(CheckpointError, match="unknown model 'large'; choose from whisper-tiny.en, ds2"):
         load_model("large")
 
 
