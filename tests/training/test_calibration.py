@@ -114,7 +114,7 @@ def test_cli_lists_codecs(capsys):
 
 def test_cli_calibrates_into_a_folder_and_reports(tiny_manifest, tmp_path, capsys):
     rc = main(
-        ["codec", "calibrate", "--manifest", str(tiny_manifest), "--point", "proj"]
+        ["codec", "calibrate", "--model", "ds2", "--manifest", str(tiny_manifest), "--point", "proj"]
         + ["--codec", "q8+ans", "--codec", "f32+huffman", "--out", str(tmp_path)]
     )
     out = capsys.readouterr().out
@@ -129,7 +129,7 @@ def test_cli_calibrates_into_a_folder_and_reports(tiny_manifest, tmp_path, capsy
 
 def test_cli_refuses_an_unknown_codec_with_one_line(tiny_manifest, tmp_path, capsys):
     rc = main(
-        ["codec", "calibrate", "--manifest", str(tiny_manifest), "--point", "proj"]
+        ["codec", "calibrate", "--model", "ds2", "--manifest", str(tiny_manifest), "--point", "proj"]
         + ["--codec", "q9+ans", "--out", str(tmp_path)]
     )
     err = capsys.readouterr().err
