@@ -27,21 +27,22 @@ import torch
 from safetensors.torch import load_file
 
 import splitasr.model.whisper as W
+import splitasr.model.whisper.decoding as WD
 from splitasr import audio
 from splitasr.wer import error_rates
 
 DIGITS = "zero one two three four five six seven eight nine".split()
 FIRED = [0]
-_orig_cut = W._cut_repeat
+_orig_cut = WD._cut_repeat
 
 
 def _counting_cut(ids, times):
-    if times and W._repeat(ids, times):
+    if times and WD._repeat(ids, times):
         FIRED[0] += 1
     return _orig_cut(ids, times)
 
 
-W._cut_repeat = _counting_cut  # count loop-guard firings (greedy and beam)
+WD._cut_repeat = _counting_cut  # count loop-guard firings (greedy and beam)
 
 
 def load_dyn(weights: str, margin: int = 0) -> W.WhisperModel:
@@ -61,7 +62,7 @@ def load_dyn(weights: str, margin: int = 0) -> W.WhisperModel:
 
 def data(args) -> list[tuple[str, str]]:
     if args.manifest:
-        from splitasr.corpus.manifest import read_manifest
+        from splitasr.manifest import read_manifest
 
         root = Path(args.manifest).parent
         items = [(str(u.resolve(root)), u.text) for u in read_manifest(args.manifest)]

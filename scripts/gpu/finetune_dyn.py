@@ -105,6 +105,9 @@ def _trim(w: np.ndarray, thr: float = 0.01) -> np.ndarray:
     return w[a:b]
 
 
+KIND_P = (0.25, 0.25, 0.30, 0.15, 0.05, 0.0)  # sentence, digits, concatenation, silences, no speech, short
+
+
 def make_example(clips: Clips, rng: np.random.Generator, max_s: float) -> np.ndarray:
     """One random training waveform (16 kHz float32), 0.5 .. max_s seconds."""
 
@@ -123,8 +126,10 @@ def make_example(clips: Clips, rng: np.random.Generator, max_s: float) -> np.nda
             parts += [spk[rng.integers(len(spk))][speed], sil(0.0, 0.5)]
         return np.concatenate(parts)
 
-    kind = rng.choice(5, p=(0.25, 0.25, 0.30, 0.15, 0.05))
-    if kind == 0:  # one sentence
+    kind = rng.choice(6, p=KIND_P)
+    if kind == 5:  # a single short command: one or two isolated digits, tight silences
+        parts = [digit_run(int(rng.integers(1, 3)))[: -int(SR * 0.01) or None]]
+    elif kind == 0:  # one sentence
         parts = [sentence()]
     elif kind == 1:  # connected digits, one speaker
         parts = [digit_run(int(rng.integers(1, 11)))]
@@ -384,7 +389,7 @@ def save_ckpt(blocks, out: Path, metrics: dict) -> None:
 
 
 def main() -> None:
-    global LOG_FILE, CLIPS
+    global LOG_FILE, CLIPS, KIND_P
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=".gpu")
     ap.add_argument("--out", default=os.environ.get("OUT", "out_dyn"))
@@ -414,7 +419,11 @@ def main() -> None:
     ap.add_argument("--log-every", type=float, default=10.0, help="seconds")
     ap.add_argument("--no-amp", action="store_true", help="student in float32 (TF32) instead of bf16 autocast")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-delta", default="", help="file in --data: int8 block deltas to start from")
+    ap.add_argument("--short-frac", type=float, default=0.0, help="share of single short commands (1-2 digits)")
     args = ap.parse_args()
+    if args.short_frac > 0:  # the other kinds keep their proportions
+        KIND_P = tuple(p * (1 - args.short_frac) for p in KIND_P[:5]) + (args.short_frac,)
     deadline = T_START + 60 * args.max_minutes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -463,6 +472,19 @@ def main() -> None:
     log(f"reference (padded) on {len(eval_mels)} eval clips: {sum(ref_hits)} hit the token limit")
     metrics["reference_hit_token_limit"] = int(sum(ref_hits))
     student = [copy.deepcopy(b).float().requires_grad_(True).train() for b in model.blocks]
+    if args.init_delta:  # continue from an earlier run: int8 per-tensor deltas over the base blocks
+        from safetensors.torch import load_file
+
+        delta = load_file(str(Path(args.data) / args.init_delta))
+        n = 0
+        with torch.no_grad():
+            for i, b in enumerate(student):
+                for k, v in b.state_dict().items():
+                    key = f"stages.block{i + 1}.{k}"
+                    if key in delta:
+                        v.add_(delta[key].to(device).float() * delta[key + ".scale"].to(device).float())
+                        n += 1
+        log(f"init: {n} tensors moved by the deltas of {args.init_delta}")
     t_eval = time.time()
     metrics["eval_before"] = evaluate(model, student, info, eval_mels, ref_seqs, args, "before")
     eval_cost = time.time() - t_eval
