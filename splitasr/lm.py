@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 from splitasr.errors import MissingDependencyError
-from splitasr.manifest import read_manifest
 from splitasr.text import normalize
 
 DEFAULT_LM = Path(__file__).resolve().parent / "assets" / "lm-words.arpa"
@@ -27,6 +26,8 @@ def build_arpa(out: str | Path, manifests: list[Path], top_words: int = 40000) -
         from wordfreq import top_n_list, word_frequency
     except ImportError:
         raise MissingDependencyError("building the LM needs wordfreq: pip install wordfreq") from None
+    from splitasr.manifest import read_manifest
+
     counts: Counter[str] = Counter()
     pairs: Counter[tuple[str, str]] = Counter()
     for m in manifests:
