@@ -103,7 +103,7 @@ class Edge:
 
     def __init__(self, model: SplitModel, codecs: CodecBank | None = None):
         self.model = model
-        self.codecs = codecs or CodecBank(model.name)
+        self.codecs = codecs or CodecBank(model.codec_home)
 
     def head(self, wave: torch.Tensor, point: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The activation at ``point`` of one waveform ``(S,)``: ``(h (1, T, C), lens (1,))``
@@ -148,7 +148,7 @@ class Cloud:
         max_seconds: float = DEFAULT_MAX_SECONDS,
     ):
         self.model = model
-        self.codecs = codecs or CodecBank(model.name)
+        self.codecs = codecs or CodecBank(model.codec_home)
         self.decoder = decoder or model.make_decoder()
         self.max_seconds = max_seconds
         info = {p.name: p for p in model.point_info()}

@@ -79,8 +79,8 @@ def test_the_edge_runs_on_runtime_modules_alone():
         "from splitasr.model.registry import load_model\n"
         "from splitasr.pipeline import Cloud, Edge\n"
         "m = load_model('ds2')\n"
-        "Cloud(m, decoder=m.make_decoder()).transcribe(Edge(m).encode(torch.zeros(8000), 'proj', 'q8+ans').payload,"
-        " 'proj', 'q8+ans')\n"
+        "sent = Edge(m).encode(torch.zeros(8000), 'proj', 'q8+ans')\n"
+        "Cloud(m, decoder=m.make_decoder()).transcribe(sent.payload, 'proj', 'q8+ans')\n"
         "print(sorted(k for k in sys.modules if k.startswith(('splitasr.training', 'splitasr.bench',"
         " 'splitasr.corpus', 'splitasr.manifest'))))\n"
     )

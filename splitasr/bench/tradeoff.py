@@ -72,7 +72,7 @@ def _state_dir_for(
     if not _needs_state(name):
         return None
     t, c = split_name(name)
-    shipped = shipped_state_dir(model.name, point)
+    shipped = shipped_state_dir(model.codec_home, point)
     keys = [k for k, cls in ((t, TRANSFORMS[t]), (f"{t}+{c}", CODERS[c])) if hasattr(cls, "fit_state")]
     if all(state_path(shipped, k).is_file() for k in keys):
         return shipped
@@ -128,7 +128,7 @@ def run_tradeoff_bench(
     audio_s = sum(u.seconds for u in utts)
 
     jobs = [("audio", c) for c in audio_codecs] + [(p, c) for p in points for c in codecs]
-    shipped = {p: shipped_state_dir(model.name, p) for p in model.split_points}
+    shipped = {p: shipped_state_dir(model.codec_home, p) for p in model.split_points}
     jobs += [
         (p, c)
         for p in ["audio", *points]

@@ -72,6 +72,7 @@ class SplitModel(nn.Module):
     """
 
     name: str = "model"
+    codec_state_name: str | None = None  # whose shipped codec state fits (None: this model's)
     default_beam: int = 1  # beam width of make_decoder(); 1 is greedy
     # What the last stage emits: "logits" (per-frame class scores, CTC-decodable) or
     # "encoder" (features a separate decoder attends to). Learned codecs distil on it.
@@ -104,6 +105,11 @@ class SplitModel(nn.Module):
             params += sum(p.numel() for p in stage.parameters())
             infos.append(SplitPointInfo(name, i, stage.out_dim, stage.out_rate, params))
         return infos
+
+    @property
+    def codec_home(self) -> str:
+        """The model name whose shipped codec state this model reads (its own by default)."""
+        return self.codec_state_name or self.name
 
     def max_frames(self, point: str, seconds: float) -> int:
         """Most frames the activation at ``point`` can have for ``seconds`` of audio: what

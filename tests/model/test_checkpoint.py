@@ -37,8 +37,11 @@ def test_shipped_checkpoint_is_small_and_loads(model):
 def test_registry_knows_every_model_and_refuses_unknown_names():
     from splitasr.model.registry import DEFAULT_MODEL, available_models
 
-    assert available_models() == ["whisper-tiny.en", "ds2"] and DEFAULT_MODEL == available_models()[0]
-    with pytest.raises(CheckpointError, match="unknown model 'large'; choose from whisper-tiny.en, ds2"):
+    assert available_models() == ["whisper-tiny.en", "whisper-tiny.en-dyn", "ds2"]
+    assert DEFAULT_MODEL == available_models()[0]
+    with pytest.raises(
+        CheckpointError, match="unknown model 'large'; choose from whisper-tiny.en, whisper-tiny.en-dyn, ds2"
+    ):
         load_model("large")
 
 

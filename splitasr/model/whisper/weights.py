@@ -119,3 +119,55 @@ def load_whisper(trim: bool = False, folder: str | Path | None = None) -> Whispe
         ) from None
     model.eval()
     return model.prepare()
+
+
+DYN_NAME = "whisper-tiny.en-dyn"
+DYN_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / f"{DYN_NAME}.safetensors"
+DYN_FORMAT = "splitasr-whisper-blocks"
+
+
+def load_whisper_dyn(path: str | Path | None = None, folder: str | Path | None = None) -> WhisperModel:
+    """Whisper tiny.en with encoder blocks fine-tuned to run on the audio frames only.
+
+    The base model (:func:`load_whisper`, trimmed: every stage computes only the frames
+    that hold audio) with ``stages.block1..4`` replaced by the float16 weights in ``path``
+    (default: the shipped ``assets/whisper-tiny.en-dyn.safetensors``, 14 MB). The front
+    end, the stem and the text decoder are the base model's, so codecs trained at
+    ``features`` and ``stem`` serve both models (the model keeps the base's codec state).
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, was fine-tuned from other base
+            weights (its ``base_sha256`` is not the pinned SHA-256 of ``model.bin``), or
+            holds tensors the encoder blocks do not have.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from splitasr.model.whisper.ct2 import PINNED_SHA256
+
+    path = Path(path) if path else DYN_WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {DYN_NAME} weights not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        blocks = load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("format") != DYN_FORMAT:
+        raise CheckpointError(f"{path}: not a splitasr Whisper block file")
+    if meta.get("base_sha256") != PINNED_SHA256["model.bin"]:
+        raise CheckpointError(
+            f"{path}: fine-tuned from other base weights (base sha256 {meta.get('base_sha256')!r}, "
+            f"this Whisper tiny.en is {PINNED_SHA256['model.bin']})"
+        )
+    model = load_whisper(trim=True, folder=folder)
+    own = model.state_dict()
+    wanted = {k for k in own if k.startswith("stages.block") and not k.endswith(".positions")}
+    if set(blocks) != wanted or any(blocks[k].shape != own[k].shape for k in blocks):
+        odd = sorted(set(blocks) ^ wanted) or [k for k in blocks if blocks[k].shape != own[k].shape]
+        raise CheckpointError(f"{path}: tensors do not match Whisper tiny.en's encoder blocks ({odd[:3]})")
+    model.load_state_dict({k: v.float() for k, v in blocks.items()}, strict=False)
+    model.name = DYN_NAME
+    model.codec_state_name = "whisper-tiny.en"  # the stem is frozen: the base model's codecs fit
+    return model.eval().prepare()
