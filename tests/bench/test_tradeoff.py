@@ -52,6 +52,7 @@ def test_tradeoff_bench_writes_results_table_and_plot(tmp_path, speech_manifest)
     payload = run_tradeoff_bench(
         str(speech_manifest),
         str(out),
+        model_path="ds2",
         points=["proj"],
         codecs=["raw", "q8+ans"],
         audio_codecs=["flac"],
@@ -65,6 +66,10 @@ def test_tradeoff_bench_writes_results_table_and_plot(tmp_path, speech_manifest)
     raw = rows["proj", "f32+pack"]
     assert raw["raw_kbps"] == pytest.approx(256 * 50 * 32 / 1000, rel=0.02)  # (T, 256) float32 at 50 Hz
     assert rows["proj", "q8+ans"]["kbps"] < raw["kbps"]
+    # Binary header: 14 bytes, + 1 state tag with calibration (both utterances are under 2.56 s:
+    # T < 128 frames at 50 Hz is a one-byte varint; 16 bytes at 3 s).
+    assert rows["proj", "f32+pack"]["header_bytes"] == 14
+    assert rows["proj", "q8+ans"]["header_bytes"] == 15
     assert json.loads((out / "results.json").read_text())["benchmark"] == "tradeoff"
     assert "raw kbit/s" in (out / "table.md").read_text()
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
