@@ -55,20 +55,16 @@ def old_header_bytes(codec: str, shape: tuple[int, int, int], params: dict) -> i
 
 
 def header_table() -> None:
-    from splitasr.model.checkpoint import load_model
+    from splitasr.model.registry import load_model
+    from splitasr.pipeline import Edge
 
     print("| model, point | shape (N, T, C) | header before (JSON) | header after | payload after |")
     print("|---|---|---|---|---|")
-    wave = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32))[None]
+    wave = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32))
     for model_name, point in (("ds2", "proj"), ("whisper-tiny.en", "stem")):
-        model = load_model(model_name)
-        if hasattr(model, "distilling"):  # Whisper: the trimmed uplink sends the audio frames only
-            with model.distilling():
-                h, lens = model.head(wave, None, point)
-        else:
-            h, lens = model.head(wave, None, point)
+        model = load_model(model_name)  # Whisper's head sends the audio frames only at stem
         codec = get_codec("deepcod+ans", shipped_state_dir(model_name, point))
-        payload = codec.compress(h, lens, point=model.split_points.index(point))
+        payload = Edge(model).encode(wave, point, codec).payload
         header = codec.read_header(payload)
         before = old_header_bytes("deepcod+ans", header.shape, {"id": "0123abcd"})
         print(

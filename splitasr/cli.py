@@ -205,14 +205,18 @@ def cmd_lm_build(args) -> int:
 def cmd_codec_calibrate(args) -> int:
     from splitasr.codecs.base import split_name
     from splitasr.codecs.state import shipped_state_dir
-    from splitasr.model.registry import load_model
+    from splitasr.model.registry import available_models, load_model
     from splitasr.training.calibrate import calibrate, collect_activations, entropy_report
 
     for name in args.codec:  # refuse a misspelt name before the slow part
         split_name(name)
+    if not args.out and args.model not in available_models():
+        raise SplitASRError(
+            f"{args.model}: give --out for a checkpoint file (the shipped state is the models')"
+        )
     model = load_model(args.model)
     acts = collect_activations(model, args.manifest, args.point, limit=args.limit)
-    out = Path(args.out) if args.out else shipped_state_dir(model.name, args.point)
+    out = Path(args.out) if args.out else shipped_state_dir(model.codec_home(args.point), args.point)
     for name in args.codec:
         for path in calibrate(name, acts, out):
             print(f"wrote {path}")

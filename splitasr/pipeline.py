@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -75,18 +75,19 @@ class CodecBank:
     """The codecs of one model, built once per ``(point, name)`` and then shared.
 
     State (calibration tables, learned weights) comes from ``state_dirs[point]`` when the
-    caller gives one, else from the shipped folder ``splitasr/assets/codecs/<model>/<point>``.
-    Thread-safe: building is locked, and a built codec is only read.
+    caller gives one, else from the shipped folder of the model at that point
+    (``splitasr/assets/codecs/<model.codec_home(point)>/<point>``). Thread-safe: building
+    is locked, and a built codec is only read.
     """
 
-    def __init__(self, model_name: str, state_dirs: dict[str, str | Path] | None = None):
-        self.model_name = model_name
+    def __init__(self, model: SplitModel, state_dirs: dict[str, str | Path] | None = None):
+        self.model = model
         self.state_dirs = dict(state_dirs or {})
         self._codecs: dict[tuple[str, str], Codec] = {}
         self._lock = threading.Lock()
 
     def state_dir(self, point: str) -> Path:
-        return Path(self.state_dirs.get(point) or shipped_state_dir(self.model_name, point))
+        return Path(self.state_dirs.get(point) or shipped_state_dir(self.model.codec_home(point), point))
 
     def get(self, name: str, point: str) -> Codec:
         """The codec ``name`` for activations at ``point``; raises CodecError for unknown
@@ -103,7 +104,7 @@ class Edge:
 
     def __init__(self, model: SplitModel, codecs: CodecBank | None = None):
         self.model = model
-        self.codecs = codecs or CodecBank(model.codec_home)
+        self.codecs = codecs or CodecBank(model)
 
     def head(self, wave: torch.Tensor, point: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The activation at ``point`` of one waveform ``(S,)``: ``(h (1, T, C), lens (1,))``
@@ -148,7 +149,7 @@ class Cloud:
         max_seconds: float = DEFAULT_MAX_SECONDS,
     ):
         self.model = model
-        self.codecs = codecs or CodecBank(model.codec_home)
+        self.codecs = codecs or CodecBank(model)
         self.decoder = decoder or model.make_decoder()
         self.max_seconds = max_seconds
         info = {p.name: p for p in model.point_info()}
@@ -172,19 +173,23 @@ class Cloud:
 
         Raises:
             CodecError: a malformed payload, or one larger than the limits allow.
-            PipelineError: the payload was made at another point or by another codec.
+            PipelineError: the payload was made at another point or by another codec, or
+                holds no audio.
         """
         _check_point(self.model, point)
         codec = self.codecs.get(codec, point) if isinstance(codec, str) else codec
-        header = read_header(payload)
+        resume = codec.decodes_to(point)
+        limits = self.limits(resume)
+        header = read_header(payload, replace(limits, channels=None))  # route first, then size
         if header.codec != codec.name:
             raise PipelineError(
                 f"payload was made by codec {header.codec!r}, the request says {codec.name!r}"
             )
         if header.point != self.model.split_points.index(point):
             raise PipelineError(f"payload was made at another split point than {point!r}")
-        resume = codec.decodes_to(point)
-        h, lens = codec.decompress(payload, self.limits(resume))
+        if header.shape[0] != 1 or min(header.lens) < 1:
+            raise PipelineError("a payload holds one utterance of at least one frame")
+        h, lens = codec.decompress(payload, limits)
         return h, lens, resume
 
     def tail(self, h: torch.Tensor, lens: torch.Tensor, point: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ import torch
 from splitasr.audio import SAMPLE_RATE, load_audio
 from splitasr.codecs import CodecError
 from splitasr.codecs.base import CODERS, TRANSFORMS
+from splitasr.errors import SplitASRError
 from splitasr.pipeline import Cloud, Edge, PipelineError, recognise
 
 LOSSLESS = sorted(f"{t}+{c}" for t, cls in TRANSFORMS.items() if cls.lossless for c in CODERS)
@@ -92,18 +93,19 @@ def test_audio_point_crosses_as_n_s_1(model, waves):
 
 
 def _outputs(model, jobs, threads: int):
-    """``(text, tail output)`` of each ``(wave, point)`` job through the split path
-    (f32+pack), run by ``threads`` threads at once sharing one Edge and one Cloud."""
-    edge, cloud = Edge(model), Cloud(model, decoder=model.make_decoder(beam=1))
+    """``(text, tail output)`` of each ``(wave, point, codec)`` job through the split path,
+    run by ``threads`` threads at once sharing one Edge, one Cloud and its default decoder
+    (Whisper beam 5; DS2 beam 32 with the word LM)."""
+    edge, cloud = Edge(model), Cloud(model)
     results: list = [None] * len(jobs)
     barrier = threading.Barrier(threads)
 
     def work(k: int):
         barrier.wait()  # all threads start together
         for i in range(k, len(jobs), threads):
-            wave, point = jobs[i]
-            sent = edge.encode(wave, point, "f32+pack")
-            h, lens, resume = cloud.activation(sent.payload, point, "f32+pack")
+            wave, point, codec = jobs[i]
+            sent = edge.encode(wave, point, codec)
+            h, lens, resume = cloud.activation(sent.payload, point, codec)
             out, out_lens = cloud.tail(h, lens, resume)
             text = cloud.decoder.decode(out[0], int(out_lens[0]))
             results[i] = (text, out.clone(), out_lens.clone())
@@ -116,19 +118,46 @@ def _outputs(model, jobs, threads: int):
     return results
 
 
+JOBS = {  # three split points each, codecs with and without shipped state
+    "whisper": [("features", "f32+pack"), ("stem", "deepcod+ans"), ("block2", "f32+zstd")],
+    "ds2": [("features", "f32+ans"), ("proj", "q8+ans"), ("gru1", "f32+pack")],
+}
+
+
 @pytest.mark.parametrize("name", ["whisper", "ds2"])
 def test_eight_threads_on_one_model_match_single_threaded_outputs_exactly(name, request, waves):
     """8 threads x 3 split points at once on one shared model: every output bit-identical to
     the same job run alone."""
     model = request.getfixturevalue("whisper" if name == "whisper" else "model")
-    points = ["features", "stem", "block2"] if name == "whisper" else ["features", "conv", "gru1"]
-    jobs = [(waves[i % len(waves)], points[i % 3]) for i in range(8)]
+    jobs = [(waves[i % len(waves)], *JOBS[name][i % 3]) for i in range(8)]
     alone = _outputs(model, jobs, threads=1)
     together = _outputs(model, jobs, threads=8)
     assert all(r is not None for r in together)
     for (t1, o1, l1), (t8, o8, l8) in zip(alone, together, strict=True):
         assert t1 == t8 and torch.equal(l1, l8) and torch.equal(o1, o8)
     assert len({t for t, _, _ in alone}) >= 5  # different inputs, different texts
+
+
+def _crafted(model, shape, lens, point="proj"):
+    """An ``f32+pack`` payload with a valid CRC declaring ``shape`` and ``lens``."""
+    import numpy as np
+
+    from splitasr.codecs import get_codec
+    from splitasr.codecs.base import Symbols
+
+    codec = get_codec("f32+pack")
+    sym = codec.transform.forward(np.zeros(shape, np.float32))
+    body = codec.coder.encode(sym.data, sym.alphabet)
+    return codec.pack_payload(
+        Symbols(sym.data, 256), body, shape, lens, point=model.split_points.index(point)
+    )
+
+
+def test_cloud_refuses_empty_payloads_with_a_clean_error(model):
+    cloud = Cloud(model, decoder=model.make_decoder(beam=1))
+    for shape, lens in (((0, 5, 256), ()), ((1, 5, 256), (0,)), ((2, 5, 256), (5, 5))):
+        with pytest.raises(SplitASRError):
+            cloud.transcribe(_crafted(model, shape, lens), "proj", "f32+pack")
 
 
 def test_cloud_refuses_a_payload_for_another_point_or_codec(model, waves):
@@ -149,5 +178,5 @@ def test_cloud_refuses_a_payload_longer_than_its_max_seconds(model, waves):
     cloud = Cloud(model, decoder=model.make_decoder(beam=1), max_seconds=0.5)
     sent = edge.encode(waves[0], "proj", "f32+pack")
     assert len(waves[0]) > SAMPLE_RATE  # over a second of speech
-    with pytest.raises(CodecError):
+    with pytest.raises(CodecError, match="frames per item, over the limit of 26"):  # 0.5 s x 50 Hz + 1
         cloud.transcribe(sent.payload, "proj", "f32+pack")

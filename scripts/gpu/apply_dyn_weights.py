@@ -56,8 +56,7 @@ def load_dyn(weights: str, margin: int = 0) -> W.WhisperModel:
     if missing:
         raise SystemExit(f"{weights}: missing tensors {missing[:5]}")
     model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
-    model.stages["features"].margin = margin
-    return model.eval()
+    return model.eval().prepare().variant(trim_margin=margin)
 
 
 def data(args) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ from splitasr.bench.report import machine_description, markdown_table, write_res
 from splitasr.codecs import get_codec
 from splitasr.codecs.base import CODERS, TRANSFORMS, read_header, split_name
 from splitasr.codecs.state import shipped_state_dir, state_path
+from splitasr.errors import ConfigError
 from splitasr.manifest import read_manifest
 from splitasr.model.registry import load_model
 from splitasr.pipeline import Cloud, Edge, recognise
@@ -72,7 +73,7 @@ def _state_dir_for(
     if not _needs_state(name):
         return None
     t, c = split_name(name)
-    shipped = shipped_state_dir(model.codec_home, point)
+    shipped = shipped_state_dir(model.codec_home(point), point)
     keys = [k for k, cls in ((t, TRANSFORMS[t]), (f"{t}+{c}", CODERS[c])) if hasattr(cls, "fit_state")]
     if all(state_path(shipped, k).is_file() for k in keys):
         return shipped
@@ -107,11 +108,16 @@ def run_tradeoff_bench(
         limit = limit or 30
         codecs = codecs or list(QUICK_CODECS)
         audio_codecs = audio_codecs if audio_codecs is not None else ["flac", "opus12"]
-        points = points or ["features", "proj", "gru1"]
+        points = points or model.split_points[1:4:2]  # the front end and one point deeper
     codecs = codecs or list(ACTIVATION_CODECS)
     learned_codecs = list(LEARNED_CODECS) if learned_codecs is None else learned_codecs
     audio_codecs = list(AUDIO_CODECS) if audio_codecs is None else audio_codecs
     points = points or [p for p in model.split_points if p not in ("audio", model.split_points[-1])]
+    unknown = [p for p in points if p not in model.split_points]
+    if unknown:
+        raise ConfigError(
+            f"{model.name} has no split point {unknown[0]!r}; choose from {', '.join(model.split_points)}"
+        )
     root = Path(manifest).parent
     utts = [
         Utt(w := torch.from_numpy(load_audio(u.resolve(root))), u.text, len(w) / model.sample_rate)
@@ -128,7 +134,7 @@ def run_tradeoff_bench(
     audio_s = sum(u.seconds for u in utts)
 
     jobs = [("audio", c) for c in audio_codecs] + [(p, c) for p in points for c in codecs]
-    shipped = {p: shipped_state_dir(model.codec_home, p) for p in model.split_points}
+    shipped = {p: shipped_state_dir(model.codec_home(p), p) for p in model.split_points}
     jobs += [
         (p, c)
         for p in ["audio", *points]

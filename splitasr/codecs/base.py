@@ -140,6 +140,8 @@ def read_varint(buf: bytes, pos: int, what: str = "value", limit: int = 2**32 - 
         value |= (b & 0x7F) << shift
         shift += 7
         if b < 0x80:
+            if b == 0 and i > 0:  # a trailing zero group: the same value has a shorter form
+                raise CodecError(f"{what} is not a canonical varint")
             if value > limit:
                 raise CodecError(f"{what} {value} is over the limit of {limit}")
             return value, pos + i + 1
@@ -281,6 +283,8 @@ def _parse(payload: bytes, limits: DecodeLimits) -> tuple[Header, bytes, int, in
     point, pos = read_varint(payload, pos, "split point id")
     tag = None
     if flags & FLAG_STATE:
+        if pos >= len(payload):
+            raise CodecError("payload truncated before its state tag")
         tag, pos = payload[pos], pos + 1
     n, pos = read_varint(payload, pos, "item count")
     t, pos = read_varint(payload, pos, "frame count")

@@ -42,6 +42,7 @@ Decoded symbols are stored at their narrowest width (uint8 up to 256 symbols).
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -194,6 +195,7 @@ def fit_counts(symbols: list[np.ndarray], alphabet: int, unseen_mass: float = 0.
 
 _STATIC_MODELS: dict[tuple, list] = {}  # learned models by (coder, streams, table hash)
 _STATIC_CACHE_SIZE = 16
+_STATIC_LOCK = threading.Lock()
 
 
 class _TableCoder(Coder):
@@ -227,11 +229,15 @@ class _TableCoder(Coder):
         if rows is None:
             return None
         key = (type(self).__name__, n_streams, self._hash)
-        if key not in _STATIC_MODELS:
-            if len(_STATIC_MODELS) >= _STATIC_CACHE_SIZE:
-                _STATIC_MODELS.pop(next(iter(_STATIC_MODELS)))
-            _STATIC_MODELS[key] = [self._model_from_counts(np.arange(alphabet), r) for r in rows]
-        return _STATIC_MODELS[key]
+        with _STATIC_LOCK:  # shared by every thread of a server: read, fill and evict under one lock
+            models = _STATIC_MODELS.get(key)
+        if models is None:  # built outside the lock; two threads may build the same, both correct
+            models = [self._model_from_counts(np.arange(alphabet), r) for r in rows]
+            with _STATIC_LOCK:
+                while len(_STATIC_MODELS) >= _STATIC_CACHE_SIZE:
+                    _STATIC_MODELS.pop(next(iter(_STATIC_MODELS)))
+                _STATIC_MODELS[key] = models
+        return models
 
     def _model_from_counts(self, ids: np.ndarray, counts: np.ndarray):
         raise NotImplementedError

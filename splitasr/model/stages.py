@@ -72,7 +72,6 @@ class SplitModel(nn.Module):
     """
 
     name: str = "model"
-    codec_state_name: str | None = None  # whose shipped codec state fits (None: this model's)
     default_beam: int = 1  # beam width of make_decoder(); 1 is greedy
     # What the last stage emits: "logits" (per-frame class scores, CTC-decodable) or
     # "encoder" (features a separate decoder attends to). Learned codecs distil on it.
@@ -106,10 +105,10 @@ class SplitModel(nn.Module):
             infos.append(SplitPointInfo(name, i, stage.out_dim, stage.out_rate, params))
         return infos
 
-    @property
-    def codec_home(self) -> str:
-        """The model name whose shipped codec state this model reads (its own by default)."""
-        return self.codec_state_name or self.name
+    def codec_home(self, point: str) -> str:
+        """The model whose codec state folder serves ``point`` (this model's own, unless a
+        model shares its first stages with another: see Whisper's dyn model)."""
+        return self.name
 
     def max_frames(self, point: str, seconds: float) -> int:
         """Most frames the activation at ``point`` can have for ``seconds`` of audio: what

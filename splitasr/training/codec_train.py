@@ -236,7 +236,7 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
         raise ConfigError(
             f"{ccfg.decodes_to} has {info[ccfg.decodes_to].dim} values per frame, not {ccfg.out_dim}"
         )
-    out = Path(cfg.out) if cfg.out else shipped_state_dir(model.name, ccfg.point)
+    out = Path(cfg.out) if cfg.out else shipped_state_dir(model.codec_home(ccfg.point), ccfg.point)
 
     start = _init_from(cfg.init, ccfg) if cfg.init else None  # refuse a mismatch before the slow part
     net, recipe = _fit(model.distilling(), cfg, info, start, progress)
@@ -376,7 +376,7 @@ def evaluate_codec(model, name: str, state_dir: str | Path, point: str, manifest
     from splitasr.wer import error_rates
 
     decoder = model.make_decoder(beam=1)
-    codecs = CodecBank(model.name, {point: state_dir})
+    codecs = CodecBank(model, {point: state_dir})
     edge, cloud = Edge(model, codecs), Cloud(model, codecs, decoder)
     root = Path(manifest).parent
     refs, base, hyps, nbytes, seconds = [], [], [], 0, 0.0

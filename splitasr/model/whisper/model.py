@@ -78,6 +78,8 @@ class WhisperConfig:
     trim: bool = False  # the encoder runs on the frames that hold audio only (module docstring)
     trim_margin: int = 0  # padding encoder frames kept after the audio when trimming
     uplink_trim: bool = True  # head() sends features/stem without their padding (exact)
+    name: str = NAME  # the registry name of these weights
+    base: str = ""  # a model whose front end and stem these weights share (its codecs fit)
     max_new_tokens: int = 224  # per 30-s window, as Whisper's sample_len
     sot: int = 50257  # <|startoftranscript|>
     eot: int = 50256  # <|endoftext|>
@@ -161,31 +163,31 @@ class WhisperFeatures(Stage):
     ``T`` is ``3000`` per 30-s window when padded; when trimmed (``trim=True``, a per-call
     argument: the stage holds no mode) the last window keeps only its audio frames (at
     least one) plus ``2 * margin`` padding frames. Features are computed per item over the
-    item's own samples, so a batch gives each item what it would get alone.
+    item's own samples, so a batch gives each item what it would get alone. ``trim`` and
+    ``margin`` are arguments of each call (the model passes its config's), not state.
     """
 
     def __init__(self, config: WhisperConfig):
         super().__init__()
         self.n_mels = config.n_mels
-        self.margin = config.trim_margin
         self.out_dim = config.n_mels
         self.out_rate = float(audio.FRAMES_PER_SECOND)
 
-    def frames(self, num_samples: int, trim: bool = False) -> int:
+    def frames(self, num_samples: int, trim: bool = False, margin: int = 0) -> int:
         """Feature frames this stage outputs for ``num_samples`` samples of audio."""
         c = num_samples // audio.HOP_LENGTH
         full = max(math.ceil(c / WINDOW_FRAMES), 1)
         if not trim:
             return full * WINDOW_FRAMES
-        last = max(c - (full - 1) * WINDOW_FRAMES, 1) + 2 * self.margin
+        last = max(c - (full - 1) * WINDOW_FRAMES, 1) + 2 * margin
         return (full - 1) * WINDOW_FRAMES + min(last, WINDOW_FRAMES)
 
-    def forward(self, x, x_lens, trim: bool = False):
+    def forward(self, x, x_lens, trim: bool = False, margin: int = 0):
         items = []
         for i in range(x.shape[0]):
             s = int(x_lens[i])
             feats = audio.whisper_log_mel(x[i, :s], n_mels=self.n_mels)  # (c, M)
-            out = feats.new_zeros((self.frames(s, trim), self.n_mels))  # zeros: Whisper's padding value
+            out = feats.new_zeros((self.frames(s, trim, margin), self.n_mels))  # zeros: Whisper's padding
             out[: feats.shape[0]] = feats
             items.append(out)
         lens = torch.tensor([o.shape[0] for o in items], dtype=torch.long)
@@ -370,6 +372,7 @@ class WhisperModel(SplitModel):
 
     def __init__(self, config: WhisperConfig = WhisperConfig()):
         self.config = config
+        self.name = config.name
         stages: list[tuple[str, Stage]] = [
             ("features", WhisperFeatures(config)),
             ("stem", WhisperStem(config)),
@@ -402,6 +405,14 @@ class WhisperModel(SplitModel):
         other.config = replace(self.config, **changes)
         return other
 
+    def codec_home(self, point: str) -> str:
+        """The base model's codec state at ``audio``, ``features`` and ``stem`` when this
+        model's front end and stem are its (``config.base``: the dyn model's are frozen),
+        else this model's own."""
+        if self.config.base and point in ("audio", *EXACT_TRIM_POINTS):
+            return self.config.base
+        return self.name
+
     def max_frames(self, point: str, seconds: float) -> int:
         """Most frames the activation at ``point`` can have for ``seconds`` of audio: whole
         30-s windows (3000 feature or 1500 encoder frames each) at every point but ``audio``."""
@@ -414,7 +425,10 @@ class WhisperModel(SplitModel):
     def _run(self, x, x_lens, start: int, stop: int, trim: bool | None = None):
         trim = self.config.trim if trim is None else trim
         for name, stage in list(self.stages.items())[start:stop]:
-            x, x_lens = stage(x, x_lens, trim=trim) if name == "features" else stage(x, x_lens)
+            if name == "features":
+                x, x_lens = stage(x, x_lens, trim=trim, margin=self.config.trim_margin)
+            else:
+                x, x_lens = stage(x, x_lens)
         return x, x_lens
 
     def head(

