@@ -45,10 +45,10 @@ train: corpus
 	$(BIN)/splitasr train --config configs/ds2-default.toml
 
 eval: deps
-	$(BIN)/splitasr bench asr --out results/asr $(foreach m,test_sentences_seen_voices test_sentences_heldout_voices test_digits_heldout_speaker,--manifest data/corpus/$(m).jsonl)
+	$(BIN)/splitasr bench asr --model ds2 --out results/asr $(foreach m,test_sentences_seen_voices test_sentences_heldout_voices test_digits_heldout_speaker,--manifest data/corpus/$(m).jsonl)
 
 bench-rtf: deps
-	$(BIN)/splitasr bench rtf --manifest data/corpus/test_sentences_seen_voices.jsonl --out results/rtf
+	$(BIN)/splitasr bench rtf --model ds2 --manifest data/corpus/test_sentences_seen_voices.jsonl --out results/rtf
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results

@@ -31,9 +31,8 @@ AUDIO = "audio"
 class Stage(nn.Module):
     """One step of the pipeline: ``(x, x_lens) -> (y, y_lens)``.
 
-    Subclasses set ``out_dim`` (features per frame of the output) and ``time_stride``
-    (output frames per input frame is ``1 / time_stride``; audio samples count as frames
-    for the front end).
+    Subclasses set ``out_dim`` (values per frame of the output) and ``out_rate`` (output
+    frames per second of audio).
     """
 
     out_dim: int = 0
