@@ -1,0 +1,264 @@
+"""The cloud server: a gRPC (asyncio) front for :class:`splitasr.pipeline.Cloud`.
+
+One :class:`Cloud` per model, loaded once at start and shared by every request; the split
+point, codec and beam are fields of each request. ``cloud.transcribe`` is CPU-bound and
+runs in a thread pool, so the event loop keeps accepting and answering while tails run.
+
+Errors map to gRPC status codes with a one-line message, and the server keeps serving:
+
+* unknown model -> ``NOT_FOUND``
+* unknown split point or codec, malformed or oversized payload, a payload for another
+  point or codec (any :class:`SplitASRError`) -> ``INVALID_ARGUMENT``
+* a message over ``max_message_bytes`` -> ``RESOURCE_EXHAUSTED`` (gRPC refuses it)
+* a token is set and the call's ``authorization: Bearer <token>`` differs -> ``UNAUTHENTICATED``
+* anything else -> ``INTERNAL`` (logged with its traceback)
+
+Each request logs one JSON line to the ``splitasr.server`` logger. Dynamic batching and the
+streaming call are not built yet (``TranscribeStream`` answers ``UNIMPLEMENTED``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from splitasr.decoding import Decoder
+from splitasr.errors import SplitASRError
+from splitasr.pipeline import Cloud
+from splitasr.transport import splitasr_pb2 as pb
+from splitasr.transport import splitasr_pb2_grpc as pb_grpc
+
+log = logging.getLogger("splitasr.server")
+
+SERVICE_NAME = "splitasr.v1.Cloud"
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # 2 min of 16-bit PCM is 3.84 MB
+MAX_BEAM = 128
+RECENT = 64  # requests in the mean service time
+
+
+class CloudService(pb_grpc.CloudServicer):
+    """The ``splitasr.v1.Cloud`` service over a set of loaded models.
+
+    Args:
+        clouds: model name -> its :class:`Cloud` (shared, read-only).
+        token: when set, every call must carry ``authorization: Bearer <token>``.
+        executor: where tails run (default: a pool of ``workers`` threads).
+    """
+
+    def __init__(
+        self,
+        clouds: Mapping[str, Cloud],
+        token: str | None = None,
+        executor: ThreadPoolExecutor | None = None,
+        workers: int = 2,
+    ):
+        self.clouds = dict(clouds)
+        self._token = f"Bearer {token}".encode() if token else None
+        self.executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud")
+        self._decoders: dict[tuple[str, int], Decoder] = {}
+        self._decoders_lock = threading.Lock()
+        self._pending = 0
+        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
+
+    def _authorised(self, context) -> bool:
+        if self._token is None:
+            return True
+        got = dict(context.invocation_metadata() or ()).get("authorization", "")
+        got = got.encode() if isinstance(got, str) else bytes(got)
+        return hmac.compare_digest(got, self._token)
+
+    def _decoder(self, name: str, beam: int | None) -> Decoder | None:
+        if beam is None:
+            return None  # the Cloud's default: the model's convention
+        if not 1 <= beam <= MAX_BEAM:
+            raise SplitASRError(f"beam {beam}: must be 1..{MAX_BEAM}")
+        with self._decoders_lock:
+            key = (name, beam)
+            if key not in self._decoders:
+                self._decoders[key] = self.clouds[name].model.make_decoder(beam=beam)
+            return self._decoders[key]
+
+    def load(self) -> pb.ServerLoad:
+        recent = list(self._recent)
+        mean = sum(recent) / len(recent) if recent else 0.0
+        return pb.ServerLoad(queue_depth=self._pending, mean_service_ms=round(mean, 3))
+
+    async def Transcribe(self, request: pb.TranscribeRequest, context) -> pb.TranscribeReply:
+        received, received_ns = time.perf_counter(), time.time_ns()
+        self._pending += 1
+        code, message, reply, started = grpc.StatusCode.OK, "", None, [received]
+        try:
+            if not self._authorised(context):
+                code, message = grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
+            elif request.model not in self.clouds:
+                code = grpc.StatusCode.NOT_FOUND
+                message = f"unknown model {request.model!r}; served: {', '.join(sorted(self.clouds))}"
+            else:
+                cloud = self.clouds[request.model]
+                decoder = self._decoder(request.model, request.beam if request.HasField("beam") else None)
+
+                def work():
+                    started[0] = time.perf_counter()
+                    return cloud.transcribe(request.payload, request.point, request.codec, decoder)
+
+                got = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+                total = _ms(time.perf_counter() - received)
+                self._recent.append(total)
+                timings = pb.ServerTimings(
+                    queue_ms=_ms(started[0] - received),
+                    decode_ms=got.decode_ms,
+                    tail_ms=got.tail_ms,
+                    text_ms=got.text_ms,
+                    total_ms=total,
+                )
+                reply = pb.TranscribeReply(
+                    request_id=request.request_id,
+                    text=got.text,
+                    timings=timings,
+                    received_unix_ns=received_ns,
+                )
+        except SplitASRError as exc:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, _one_line(exc)
+        except Exception as exc:  # a bug: answer, log, keep serving
+            log.exception("request %016x failed", request.request_id)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        finally:
+            self._pending -= 1
+        self._log(request, context, code, message, received, started[0])
+        if reply is None:
+            await context.abort(code, message)
+        reply.load.CopyFrom(self.load())
+        return reply
+
+    async def TranscribeStream(self, request_iterator, context) -> pb.TranscribeReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming is not served by this version")
+
+    def _log(self, request, context, code, message, received, started) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        now = time.perf_counter()
+        line = {
+            "event": "transcribe",
+            "request_id": f"{request.request_id:016x}",
+            "peer": context.peer(),
+            "model": request.model,
+            "point": request.point,
+            "codec": request.codec,
+            "payload_bytes": len(request.payload),
+            "status": code.name,
+            "queue_ms": _ms(started - received),
+            "total_ms": _ms(now - received),
+            "pending": self._pending,
+        }
+        if message:
+            line["error"] = message
+        log.info(json.dumps(line))
+
+
+def load_clouds(names: Iterable[str], max_seconds: float | None = None) -> dict[str, Cloud]:
+    """One :class:`Cloud` per model name, each loaded once (codec state included on use)."""
+    from splitasr.model.registry import load_model
+
+    clouds = {}
+    for name in names:
+        kwargs = {} if max_seconds is None else {"max_seconds": max_seconds}
+        clouds[name] = Cloud(load_model(name), **kwargs)
+    return clouds
+
+
+async def start(
+    clouds: Mapping[str, Cloud],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    workers: int = 2,
+) -> tuple[grpc.aio.Server, int]:
+    """Start a server on ``host:port`` (port 0: an ephemeral one) in the running loop; returns
+    the server and the bound port. Stop it with ``await server.stop(grace)``."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+    )
+    pb_grpc.add_CloudServicer_to_server(CloudService(clouds, token=token, workers=workers), server)
+    checker = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise SplitASRError(f"cannot listen on {host}:{port}")
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await checker.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound
+
+
+async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kwargs) -> None:
+    """Serve until SIGTERM or SIGINT, then stop taking calls and drain in-flight ones for up
+    to ``grace_s`` seconds (what ``splitasr serve`` runs)."""
+    server, port = await start(clouds, **kwargs)
+    log.info(json.dumps({"event": "listening", "port": port, "models": sorted(clouds)}))
+    print(f"splitasr serve: listening on {kwargs.get('host', '127.0.0.1')}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info(json.dumps({"event": "stopping", "grace_s": grace_s}))
+    await server.stop(grace_s)
+
+
+class ServerThread:
+    """A server on its own event loop in a background thread (tests, demos, in-process
+    use): ``with ServerThread(clouds) as s: CloudClient(f"127.0.0.1:{s.port}")``."""
+
+    def __init__(self, clouds: Mapping[str, Cloud], **kwargs):
+        self._clouds, self._kwargs = clouds, kwargs
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="splitasr-server", daemon=True)
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(start(self._clouds, **self._kwargs), self._loop)
+        self.server, self.port = fut.result(timeout=30)
+        return self
+
+    def stop(self, grace_s: float | None = 0) -> None:
+        if self.server is not None:
+            asyncio.run_coroutine_threadsafe(self.server.stop(grace_s), self._loop).result(timeout=30)
+            self.server = None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _ms(seconds: float) -> float:
+    return round(1000 * seconds, 3)
+
+
+__all__ = ["CloudService", "ServerThread", "load_clouds", "serve_forever", "start"]
