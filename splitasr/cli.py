@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -254,6 +255,95 @@ def cmd_codec_list(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import asyncio
+    import logging
+
+    from splitasr.model.registry import DEFAULT_MODEL, available_models
+    from splitasr.transport.server import load_clouds, serve_forever
+
+    _setup_threads(args)
+    names = [DEFAULT_MODEL] if args.models is None else _csv(args.models)
+    unknown = [n for n in names if n not in available_models()]
+    if not names or unknown:
+        raise ConfigError(
+            f"--models {args.models}: unknown {', '.join(unknown) or 'none given'}; "
+            f"choose from {', '.join(available_models())}"
+        )
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: must be 0..65535 (0: any free port)")
+    if args.max_message_mb <= 0 or args.workers < 1:
+        raise ConfigError("--max-message-mb must be positive and --workers at least 1")
+    token = args.token or os.environ.get("SPLITASR_TOKEN") or None
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    print(f"splitasr serve: loading {', '.join(names)}", file=sys.stderr, flush=True)
+    clouds = load_clouds(names, max_seconds=args.max_seconds)
+    asyncio.run(
+        serve_forever(
+            clouds,
+            grace_s=args.grace,
+            host=args.host,
+            port=args.port,
+            token=token,
+            max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+            workers=args.workers,
+        )
+    )
+    return 0
+
+
+def cmd_edge_transcribe(args) -> int:
+    import torch
+
+    from splitasr.audio import load_audio
+    from splitasr.model.registry import load_model
+    from splitasr.transport.client import CloudClient, EdgeClient
+
+    _setup_threads(args)
+    mode = args.mode or "split"
+    if mode == "split" and not (args.split and args.codec):
+        raise ConfigError("split mode needs --split POINT and --codec CODEC (or --mode edge|cloud)")
+    if mode == "edge" and (args.split or args.codec):
+        raise ConfigError("--mode edge runs the whole model here: no --split or --codec")
+    if mode == "cloud" and args.split:
+        raise ConfigError("--mode cloud sends the audio itself: no --split (--codec picks pcm16, flac, opus)")
+    if mode != "edge" and not args.cloud:
+        raise ConfigError(f"--mode {mode} needs --cloud HOST:PORT")
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout {args.timeout}: must be positive")
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam {args.beam}: must be at least 1 (1: greedy)")
+    model = load_model(args.model)
+    if mode == "split" and args.split not in model.split_points:
+        raise ConfigError(f"--split {args.split}: choose from {', '.join(model.split_points)}")
+    token = args.token or os.environ.get("SPLITASR_TOKEN") or None
+    cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout) if args.cloud else None
+    client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam))
+    failed = 0
+    try:
+        for f in args.files:
+            try:
+                wave = torch.from_numpy(load_audio(f, max_seconds=args.max_seconds))
+                r = client.transcribe(wave, args.split, args.codec, mode=mode, beam=args.beam)
+            except SplitASRError as exc:
+                failed += 1
+                print(f"splitasr: error: {exc}", file=sys.stderr)
+                continue
+            if r.fallback:
+                print(f"splitasr: {f}: cloud failed ({r.fallback}); finished on the edge", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": str(f), **r.to_dict()}), flush=True)
+                continue
+            print(f"{f}\t{r.text}" if len(args.files) > 1 else r.text, flush=True)
+            where = "edge (fallback)" if r.fallback else r.mode
+            stages = " ".join(f"{k}={v:.1f}" for k, v in r.timings.items())
+            print(f"  [{where} {r.point or ''} {r.codec or ''} {r.bytes_up} B up] ms: {stages}", flush=True)
+    finally:
+        if cloud is not None:
+            cloud.close()
+    return EXIT_USER_ERROR if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splitasr", description="Split edge-cloud speech recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -365,6 +455,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_codec)
     p = codec.add_parser("list", help="every registered codec name")
     p.set_defaults(func=cmd_codec_list)
+
+    p = sub.add_parser("serve", help="the cloud server: gRPC, the tails of the models named")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=50051, help="0: any free port (printed)")
+    p.add_argument("--models", default=None, help="comma-separated model names (default: the default model)")
+    p.add_argument("--token", help="require 'authorization: Bearer TOKEN' (default: $SPLITASR_TOKEN)")
+    p.add_argument("--max-message-mb", type=float, default=4.0, help="refuse larger requests")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="longest audio a payload may stand for")
+    p.add_argument("--workers", type=int, default=2, help="threads running tails")
+    p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
+    p.set_defaults(func=cmd_serve)
+
+    edge = sub.add_parser("edge", help="the device: head here, tail in the cloud")
+    edge = edge.add_subparsers(dest="edge_command", required=True)
+    p = edge.add_parser("transcribe", help="transcribe files through a splitasr server")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--cloud", help="the server, HOST:PORT")
+    p.add_argument("--split", help="split point (splitasr info)")
+    p.add_argument("--codec", help="codec for what crosses the split (splitasr codec list)")
+    p.add_argument("--mode", choices=["split", "edge", "cloud"], help="default: split")
+    p.add_argument("--beam", type=int, help="beam width (default: the model's own)")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each cloud call, seconds")
+    p.add_argument("--token", help="the server's bearer token (default: $SPLITASR_TOKEN)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer files")
+    p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    _add_model_arg(p)
+    p.set_defaults(func=cmd_edge_transcribe)
     return parser
 
 
