@@ -8,7 +8,7 @@ APT_PACKAGES := espeak-ng flite libsndfile1 wordnet-base
 SHARED ?= ../shared
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint deps system-deps corpus train eval bench-rtf clean
+.PHONY: demo test lint deps system-deps corpus train eval bench-rtf proto clean
 
 demo: deps
 	$(BIN)/splitasr demo
@@ -22,6 +22,9 @@ lint: deps
 	$(BIN)/ruff format --check splitasr tests
 
 deps: system-deps $(VENV)/.stamp-deps
+
+proto: deps  # regenerate splitasr/transport/splitasr_pb2*.py from splitasr.proto
+	PYTHON=$(BIN)/python scripts/gen_proto.sh
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
