@@ -128,6 +128,11 @@ class CloudService(pb_grpc.CloudServicer):
                     timings=timings,
                     received_unix_ns=received_ns,
                 )
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            self._log(
+                request, context, grpc.StatusCode.CANCELLED, "cancelled by the client", received, started[0]
+            )
+            raise
         except SplitASRError as exc:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, _one_line(exc)
         except Exception as exc:  # a bug: answer, log, keep serving
@@ -184,16 +189,19 @@ async def start(
     token: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     workers: int = 2,
+    service: CloudService | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``host:port`` (port 0: an ephemeral one) in the running loop; returns
-    the server and the bound port. Stop it with ``await server.stop(grace)``."""
+    the server and the bound port. Stop it with ``await server.stop(grace)`` (and shut down
+    ``service.executor`` when you passed the service)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
     )
-    pb_grpc.add_CloudServicer_to_server(CloudService(clouds, token=token, workers=workers), server)
+    service = service or CloudService(clouds, token=token, workers=workers)
+    pb_grpc.add_CloudServicer_to_server(service, server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -208,7 +216,8 @@ async def start(
 async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kwargs) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking calls and drain in-flight ones for up
     to ``grace_s`` seconds (what ``splitasr serve`` runs)."""
-    server, port = await start(clouds, **kwargs)
+    service = CloudService(clouds, token=kwargs.pop("token", None), workers=kwargs.pop("workers", 2))
+    server, port = await start(clouds, service=service, **kwargs)
     log.info(json.dumps({"event": "listening", "port": port, "models": sorted(clouds)}))
     print(f"splitasr serve: listening on {kwargs.get('host', '127.0.0.1')}:{port}", flush=True)
     stop = asyncio.Event()
@@ -218,14 +227,16 @@ async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kw
     await stop.wait()
     log.info(json.dumps({"event": "stopping", "grace_s": grace_s}))
     await server.stop(grace_s)
+    service.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ServerThread:
     """A server on its own event loop in a background thread (tests, demos, in-process
     use): ``with ServerThread(clouds) as s: CloudClient(f"127.0.0.1:{s.port}")``."""
 
-    def __init__(self, clouds: Mapping[str, Cloud], **kwargs):
-        self._clouds, self._kwargs = clouds, kwargs
+    def __init__(self, clouds: Mapping[str, Cloud], token: str | None = None, workers: int = 2, **kwargs):
+        self.service = CloudService(clouds, token=token, workers=workers)
+        self._clouds, self._kwargs = clouds, {**kwargs, "service": self.service}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="splitasr-server", daemon=True)
         self.server: grpc.aio.Server | None = None
@@ -241,6 +252,7 @@ class ServerThread:
         if self.server is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(grace_s), self._loop).result(timeout=30)
             self.server = None
+        self.service.executor.shutdown(wait=True, cancel_futures=True)
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)

@@ -191,9 +191,12 @@ class _Slow(Cloud):
         return super().transcribe(*args, **kwargs)
 
 
-def test_the_edge_finishes_alone_when_the_cloud_misses_the_deadline(model, waves):
-    with ServerThread({"ds2": _Slow(model)}) as s, CloudClient(f"127.0.0.1:{s.port}", timeout_s=0.3) as c:
-        r = EdgeClient(model, c).transcribe(waves[0], "proj", "q8+ans")
+def test_the_edge_finishes_alone_when_the_cloud_misses_the_deadline(model, waves, caplog):
+    with caplog.at_level(logging.INFO, "splitasr.server"):
+        with ServerThread({"ds2": _Slow(model)}) as s, CloudClient(f"127.0.0.1:{s.port}", timeout_s=0.3) as c:
+            r = EdgeClient(model, c).transcribe(waves[0], "proj", "q8+ans")
+    logged = [json.loads(x.getMessage()) for x in caplog.records if x.name == "splitasr.server"]
+    assert [x["status"] for x in logged] == ["CANCELLED"]  # the server saw the client give up
     assert r.fallback and "DEADLINE_EXCEEDED" in r.fallback
     assert r.timings["round_trip"] < 1000
     assert r.text == recognise(model, waves[0], model.make_decoder())
