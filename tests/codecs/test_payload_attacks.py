@@ -65,7 +65,7 @@ def _setup(name: str):
     else:
         codec = get_codec(name, shipped_state_dir("ds2", "audio" if t == "bnf" else "proj"))
         limits = DecodeLimits.for_point(50, 256, MAX_SECONDS)
-    return codec, codec.compress(x), limits
+    return codec, codec.compress(x), limits, x
 
 
 def _refusal(codec, payload: bytes, limits: DecodeLimits) -> tuple[str, float, int]:
@@ -125,7 +125,7 @@ def no_torch(monkeypatch):
 
 @pytest.mark.parametrize("name", available_codecs())
 def test_crafted_payloads_with_a_valid_crc_are_refused_fast_and_small(name, no_torch):
-    codec, payload, limits = _setup(name)
+    codec, payload, limits, _ = _setup(name)
     for attack, (bad, lim) in attacks(codec, payload, limits).items():
         message, elapsed, peak = _refusal(codec, bad, lim)
         assert elapsed < TIME_LIMIT_S, f"{attack}: {elapsed * 1000:.0f} ms ({message})"
@@ -134,7 +134,7 @@ def test_crafted_payloads_with_a_valid_crc_are_refused_fast_and_small(name, no_t
 
 @pytest.mark.parametrize("name", available_codecs())
 def test_a_flip_in_any_header_byte_is_refused(name):
-    codec, payload, limits = _setup(name)
+    codec, payload, limits, _ = _setup(name)
     size = codec.read_header(payload).size
     for i in range(size):
         for mask in (0x01, 0x80, 0xFF):
@@ -146,9 +146,11 @@ def test_a_flip_in_any_header_byte_is_refused(name):
 
 @pytest.mark.parametrize("name", available_codecs())
 def test_honest_payloads_decode_under_the_pipeline_limits(name):
-    codec, payload, limits = _setup(name)
+    codec, payload, limits, original = _setup(name)
     x, lens = codec.decompress(payload, limits)
     assert x.shape == read_header(payload, limits).shape and lens.tolist() == [x.shape[1]]
+    if codec.lossless:  # the very same float bits come back
+        assert torch.equal(x.view(torch.int32), original.view(torch.int32))
 
 
 def test_opus_packets_are_counted_before_any_is_decoded(no_torch):
