@@ -41,7 +41,7 @@ class CodecTrainConfig:
     """A learned codec's recipe (TOML: top-level keys, and ``[codec]`` for the network)."""
 
     codec: LearnedCodecConfig = field(default_factory=LearnedCodecConfig)
-    model: str = "ds2"  # model name or checkpoint path; frozen
+    model: str = ""  # model name or checkpoint path, frozen; required (a codec fits one model)
     train: list[str] = field(default_factory=list)  # manifests
     dev: str = ""  # manifest for the WER check after training
     limit_per_manifest: int = 3000
@@ -215,6 +215,8 @@ def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
 
     if not cfg.train:
         raise ConfigError("the codec recipe names no training manifests (train = [...])")
+    if not cfg.model:
+        raise ConfigError('the codec recipe names no model (model = "ds2", "whisper-tiny.en", ...)')
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -119,7 +119,8 @@ def test_train_codec_cli_trains_saves_and_reports_a_codec_that_decodes(speech_ma
     manifest = speech_manifest
     recipe = tmp_path / "deepcod.toml"
     recipe.write_text(
-        f'train = ["{manifest}"]\ndev = "{manifest}"\nsteps = 3\ncache_dir = ""\nbatch_seconds = 10.0\n'
+        f'model = "ds2"\ntrain = ["{manifest}"]\ndev = "{manifest}"\nsteps = 3\ncache_dir = ""\n'
+        "batch_seconds = 10.0\n"
         '[codec]\nkind = "deepcod"\nlatent_dim = 8\nbits = 3\nhidden = 32\n'
     )
     out = tmp_path / "state"
@@ -141,6 +142,9 @@ def test_train_codec_cli_trains_saves_and_reports_a_codec_that_decodes(speech_ma
     recipe.write_text(again.replace("latent_dim = 8", "latent_dim = 9"))
     assert main(["train-codec", "--config", str(recipe), "--out", str(tmp_path / "three")]) == 2
     assert "another config" in capsys.readouterr().err
+    recipe.write_text(again.replace('model = "ds2"\n', ""))  # a codec fits one model: the recipe names it
+    assert main(["train-codec", "--config", str(recipe), "--out", str(tmp_path / "four")]) == 2
+    assert "names no model" in capsys.readouterr().err
 
 
 def test_distillation_targets_follow_what_the_tail_emits():
