@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from splitasr.errors import CheckpointError
 from splitasr.model.ds2 import DS2Config, DS2Model
 from splitasr.model.stages import SplitModel
@@ -58,4 +60,6 @@ def load_checkpoint(path: str | Path) -> SplitModel:
             f"{path}: weights do not match the model ({str(exc).splitlines()[0]})"
         ) from None
     model.eval()
+    with torch.inference_mode():  # fill the front end's caches (window, mel filters) at load, not mid-call
+        model(torch.zeros(1, 1600))
     return model
