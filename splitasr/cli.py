@@ -274,6 +274,8 @@ def cmd_serve(args) -> int:
         raise ConfigError(f"--port {args.port}: must be 0..65535 (0: any free port)")
     if args.max_message_mb <= 0 or args.workers < 1:
         raise ConfigError("--max-message-mb must be positive and --workers at least 1")
+    if args.max_batch < 1 or args.max_wait_ms < 0:
+        raise ConfigError("--max-batch must be at least 1 and --max-wait-ms not negative")
     token = args.token or os.environ.get("SPLITASR_TOKEN") or None
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     print(f"splitasr serve: loading {', '.join(names)}", file=sys.stderr, flush=True)
@@ -287,6 +289,8 @@ def cmd_serve(args) -> int:
             token=token,
             max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             workers=args.workers,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
         )
     )
     return 0
@@ -464,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-mb", type=float, default=4.0, help="refuse larger requests")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest audio a payload may stand for")
     p.add_argument("--workers", type=int, default=2, help="threads running tails")
+    p.add_argument(
+        "--max-batch", type=int, default=8, help="most requests whose tails run as one batch (1: none)"
+    )
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
     p.set_defaults(func=cmd_serve)
