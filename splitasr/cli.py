@@ -255,6 +255,32 @@ def cmd_codec_list(args) -> int:
     return 0
 
 
+def cmd_bench_load(args) -> int:
+    from splitasr.bench.load import run_load_bench
+
+    _setup_threads(args)
+    batches = [int(x) for x in _csv(args.max_batch)]
+    if not batches or min(batches) < 1 or args.clients < 1 or args.requests < 1:
+        raise ConfigError("--max-batch needs values >= 1; --clients and --requests at least 1")
+    run_load_bench(
+        args.model,
+        args.manifest,
+        args.out,
+        point=args.point,
+        codec=args.codec,
+        max_batches=batches,
+        clients=args.clients,
+        requests=args.requests,
+        max_wait_ms=args.max_wait_ms,
+        limit=args.limit,
+        workers=args.workers,
+        server_threads=args.server_threads,
+        max_seconds=args.max_seconds,
+        command="splitasr " + " ".join(args.argv),
+    )
+    return 0
+
+
 def cmd_serve(args) -> int:
     import asyncio
     import logging
@@ -432,6 +458,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_tradeoff)
 
+    p = bench.add_parser("load", help="server throughput and latency under concurrent clients, per max batch")
+    p.add_argument("--manifest", required=True, help="utterances whose payloads are sent")
+    p.add_argument("--out", default="results/load")
+    p.add_argument("--point", default="proj", help="split point of the payloads")
+    p.add_argument("--codec", default="q8+ans")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    p.add_argument("--requests", type=int, default=200, help="requests per setting, all clients together")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="stop a setting after this long")
+    p.add_argument("--max-batch", default="1,8", help="comma-separated server --max-batch settings")
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--workers", type=int, default=2, help="server worker threads")
+    p.add_argument("--server-threads", type=int, default=1, help="server PyTorch threads")
+    p.add_argument("--limit", type=int, help="first N utterances")
+    _add_model_arg(p)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_bench_load)
+
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
     p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")
     p.add_argument("--out", required=True)
@@ -497,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what the benchmarks record
     try:
         return args.func(args)
     except SplitASRError as exc:
