@@ -276,6 +276,7 @@ def cmd_bench_load(args) -> int:
         workers=args.workers,
         server_threads=args.server_threads,
         max_seconds=args.max_seconds,
+        beam=args.beam,
         command="splitasr " + " ".join(args.argv),
     )
     return 0
@@ -472,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-threads", type=int, default=1, help="server PyTorch threads")
     p.add_argument("--limit", type=int, help="first N utterances")
     _add_model_arg(p)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--beam", type=int, help="decoding beam of the requests (default: the model's; 1: greedy)")
+    p.add_argument("--threads", type=int, default=0, help="PyTorch threads of the client process")
     p.set_defaults(func=cmd_bench_load)
 
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)

@@ -78,6 +78,7 @@ async def _drive(
     requests: int,
     max_seconds: float,
     warmup: int,
+    beam: int | None = None,
 ) -> dict:
     import grpc
 
@@ -97,6 +98,7 @@ async def _drive(
             payload=payloads[j],
             request_id=rng.getrandbits(64),
             sent_unix_ns=time.time_ns(),
+            beam=beam,
         )
         t0 = time.perf_counter()
         reply = await stub.Transcribe(req, timeout=120)
@@ -161,6 +163,7 @@ def run_load_bench(
     workers: int = 2,
     server_threads: int = 1,
     max_seconds: float = 120.0,
+    beam: int | None = None,
     command: str = "",
 ) -> dict:
     """Run the load benchmark and write results.json, table.md and load.png to ``out``."""
@@ -177,12 +180,13 @@ def run_load_bench(
     if not utts:
         raise ValueError(f"{manifest}: no utterances")
     edge, cloud = Edge(model), Cloud(model)
+    decoder = None if beam is None else model.make_decoder(beam=beam)
     payloads, want, seconds = [], [], []
     for u in utts:
         wave = torch.from_numpy(load_audio(u.resolve(root)))
         sent = edge.encode(wave, point, codec)
         payloads.append(sent.payload)
-        want.append(cloud.transcribe(sent.payload, point, codec).text)
+        want.append(cloud.transcribe(sent.payload, point, codec, decoder).text)
         seconds.append(len(wave) / model.sample_rate)
     rows = []
     for mb in max_batches:
@@ -192,7 +196,17 @@ def run_load_bench(
         try:
             got = asyncio.run(
                 _drive(
-                    port, model_name, point, codec, payloads, want, clients, requests, max_seconds, warmup=4
+                    port,
+                    model_name,
+                    point,
+                    codec,
+                    payloads,
+                    want,
+                    clients,
+                    requests,
+                    max_seconds,
+                    warmup=4,
+                    beam=beam,
                 )
             )
         finally:
@@ -213,6 +227,7 @@ def run_load_bench(
         "model": model_name,
         "point": point,
         "codec": codec,
+        "beam": beam if beam is not None else model.default_beam,
         "utterances": len(utts),
         "audio_s_mean": round(float(np.mean(seconds)), 3),
         "payload_bytes_mean": round(float(np.mean([len(p) for p in payloads])), 1),
@@ -235,7 +250,7 @@ def run_load_bench(
     ]
     table = (
         f"{model_name} at `{point}` with `{codec}`, {len(utts)} utterances "
-        f"(mean {payload['audio_s_mean']:.2f} s), max wait {max_wait_ms} ms.  \n"
+        f"(mean {payload['audio_s_mean']:.2f} s), beam {payload['beam']}, max wait {max_wait_ms} ms.  \n"
         f"Setting: {machine['setting']}\n\n" + markdown_table(rows, columns)
     )
     write_results(out_dir, payload, table, command)

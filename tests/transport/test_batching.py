@@ -102,3 +102,29 @@ def test_server_batches_concurrent_requests_and_answers_each_its_own(model, jobs
         assert reply.request_id == i and reply.text == want[i % len(proj)]
         assert 1 <= reply.timings.batch_size <= 8
     assert max(r.timings.batch_size for r in replies.values()) > 1
+
+
+def test_a_request_cancelled_while_batched_does_not_break_the_others(model, jobs):
+    cloud = Cloud(model)
+    p, point, codec = next(j for j in jobs if j[1] == "proj")
+    want = cloud.transcribe(p, point, codec).text
+    results = {}
+    with ServerThread({"ds2": cloud}, max_batch=8, max_wait_ms=300) as s:
+
+        def run(i, timeout_s):
+            with CloudClient(f"127.0.0.1:{s.port}", timeout_s=timeout_s) as c:
+                try:
+                    results[i] = c.transcribe(p, "ds2", point, codec, request_id=i).text
+                except Exception as exc:  # noqa: BLE001 - checked below
+                    results[i] = exc
+
+        # 0 and 2 give up while the batch still waits for more requests; 1 and 3 wait
+        threads = [threading.Thread(target=run, args=(i, 0.1 if i % 2 == 0 else 30)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        run(4, 30)  # and the server keeps serving
+    assert results[1] == results[3] == results[4] == want
+    for i in (0, 2):
+        assert results[i].code.name == "DEADLINE_EXCEEDED"

@@ -21,6 +21,6 @@ def test_bench_load_writes_results_table_and_chart(speech_manifest, tmp_path):
     for row in got["rows"]:
         assert row["completed"] == 4 and row["mismatches"] == 0 and row["errors"] == 0
         assert row["throughput_rps"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0
-    assert got["rows"][0]["mean_batch"] == 1.0
+    assert got["rows"][0]["mean_batch"] == 1.0 and got["beam"] == 32
     table = (out / "table.md").read_text()
     assert "bench load" in table and "loopback" in table and "| 4 |" in table
