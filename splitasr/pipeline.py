@@ -239,10 +239,12 @@ class Cloud:
           rows agree with single-item runs within 3e-6 (not bit for bit: the matrix
           products block differently) and the texts are identical
           (``tests/transport/test_batching.py``).
-        * Whisper (padded ``whisper-tiny.en`` and ``whisper-tiny.en-dyn``): measured at
-          ``stem`` with ``deepcod+ans`` on 4 test utterances, batched rows equal single runs
-          bit for bit with identical texts (the padded model completes every item to its own
-          30-s window; the trimmed one masks by length), so Whisper tails batch too. It buys
+        * Whisper (padded ``whisper-tiny.en`` and ``whisper-tiny.en-dyn``): measured on
+          utterances of ``test_sentences_seen_voices`` (``-dyn``: 8 at ``stem`` with
+          ``deepcod+ans``; the padded model: 4 at ``stem``, 8 at ``features`` with
+          ``f32+pack``), batched rows equal single runs bit for bit with identical texts
+          (the padded model completes every item to its own 30-s window; the trimmed one
+          masks by length), so Whisper tails batch too. It buys
           no speed there (1 thread, 4 items: padded 1.85 s batched vs 1.64 s one by one, the
           encoder costs the same per item; ``-dyn`` 0.17 s either way), and its text decoder
           still runs per item here.

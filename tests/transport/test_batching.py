@@ -128,3 +128,22 @@ def test_a_request_cancelled_while_batched_does_not_break_the_others(model, jobs
     assert results[1] == results[3] == results[4] == want
     for i in (0, 2):
         assert results[i].code.name == "DEADLINE_EXCEEDED"
+
+
+@pytest.mark.parametrize("name", ["whisper-tiny.en", "whisper-tiny.en-dyn"])
+def test_batched_whisper_tails_equal_single_runs_bit_for_bit(whisper, name, waves):
+    from splitasr.model.registry import load_model
+
+    model = whisper if name == "whisper-tiny.en" else load_model(name)
+    edge, cloud = Edge(model), Cloud(model, decoder=model.make_decoder(beam=1))
+    items = [(edge.encode(w, "stem", "deepcod+ans").payload, "stem", "deepcod+ans", None) for w in waves]
+    items.append((edge.encode(waves[0][: len(waves[0]) // 2], "stem", "deepcod+ans").payload, *items[0][1:]))
+    got = cloud.transcribe_batch(items)
+    assert [g.text for g in got] == [cloud.transcribe(*i).text for i in items]
+    assert {g.batch for g in got} == {len(items)}
+    acts = [cloud.activation(*i[:3]) for i in items]
+    out, out_lens = cloud.tail(*_pad([a[0] for a in acts], [a[1] for a in acts]), acts[0][2])
+    for row, (h, lens, resume) in enumerate(acts):
+        one, one_lens = cloud.tail(h, lens, resume)
+        n = int(one_lens[0])
+        assert int(out_lens[row]) == n and torch.equal(out[row, :n], one[0, :n])
