@@ -255,6 +255,33 @@ def cmd_codec_list(args) -> int:
     return 0
 
 
+def cmd_bench_load(args) -> int:
+    from splitasr.bench.load import run_load_bench
+
+    _setup_threads(args)
+    batches = [int(x) for x in _csv(args.max_batch)]
+    if not batches or min(batches) < 1 or args.clients < 1 or args.requests < 1:
+        raise ConfigError("--max-batch needs values >= 1; --clients and --requests at least 1")
+    run_load_bench(
+        args.model,
+        args.manifest,
+        args.out,
+        point=args.point,
+        codec=args.codec,
+        max_batches=batches,
+        clients=args.clients,
+        requests=args.requests,
+        max_wait_ms=args.max_wait_ms,
+        limit=args.limit,
+        workers=args.workers,
+        server_threads=args.server_threads,
+        max_seconds=args.max_seconds,
+        beam=args.beam,
+        command="splitasr " + " ".join(args.argv),
+    )
+    return 0
+
+
 def cmd_serve(args) -> int:
     import asyncio
     import logging
@@ -274,6 +301,8 @@ def cmd_serve(args) -> int:
         raise ConfigError(f"--port {args.port}: must be 0..65535 (0: any free port)")
     if args.max_message_mb <= 0 or args.workers < 1:
         raise ConfigError("--max-message-mb must be positive and --workers at least 1")
+    if args.max_batch < 1 or args.max_wait_ms < 0:
+        raise ConfigError("--max-batch must be at least 1 and --max-wait-ms not negative")
     token = args.token or os.environ.get("SPLITASR_TOKEN") or None
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     print(f"splitasr serve: loading {', '.join(names)}", file=sys.stderr, flush=True)
@@ -287,6 +316,8 @@ def cmd_serve(args) -> int:
             token=token,
             max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             workers=args.workers,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
         )
     )
     return 0
@@ -428,6 +459,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_tradeoff)
 
+    p = bench.add_parser("load", help="server throughput and latency under concurrent clients, per max batch")
+    p.add_argument("--manifest", required=True, help="utterances whose payloads are sent")
+    p.add_argument("--out", default="results/load")
+    p.add_argument("--point", default="proj", help="split point of the payloads")
+    p.add_argument("--codec", default="q8+ans")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    p.add_argument("--requests", type=int, default=200, help="requests per setting, all clients together")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="stop a setting after this long")
+    p.add_argument("--max-batch", default="1,8", help="comma-separated server --max-batch settings")
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--workers", type=int, default=2, help="server worker threads")
+    p.add_argument("--server-threads", type=int, default=1, help="server PyTorch threads")
+    p.add_argument("--limit", type=int, help="first N utterances")
+    _add_model_arg(p)
+    p.add_argument("--beam", type=int, help="decoding beam of the requests (default: the model's; 1: greedy)")
+    p.add_argument("--threads", type=int, default=0, help="PyTorch threads of the client process")
+    p.set_defaults(func=cmd_bench_load)
+
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
     p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")
     p.add_argument("--out", required=True)
@@ -464,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-mb", type=float, default=4.0, help="refuse larger requests")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest audio a payload may stand for")
     p.add_argument("--workers", type=int, default=2, help="threads running tails")
+    p.add_argument(
+        "--max-batch", type=int, default=8, help="most requests whose tails run as one batch (1: none)"
+    )
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
     p.set_defaults(func=cmd_serve)
@@ -489,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what the benchmarks record
     try:
         return args.func(args)
     except SplitASRError as exc:

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -62,6 +64,16 @@ class Decoded:
     decode_ms: float  # codec decompress
     tail_ms: float  # the model's tail
     text_ms: float  # the decoder (CTC search, or Whisper's text decoder)
+    batch: int = 1  # items the tail ran with (Cloud.transcribe_batch); 1 when alone
+
+
+class BatchItem(NamedTuple):
+    """One request of :meth:`Cloud.transcribe_batch` (a plain 4-tuple works as well)."""
+
+    payload: bytes
+    point: str
+    codec: str | Codec
+    decoder: Decoder | None = None
 
 
 def recognise(model: SplitModel, wave: torch.Tensor, decoder: Decoder) -> str:
@@ -211,6 +223,76 @@ class Cloud:
         t3 = time.perf_counter()
         return Decoded(text, _ms(t1 - t0), _ms(t2 - t1), _ms(t3 - t2))
 
+    def transcribe_batch(self, items: Sequence[BatchItem | tuple]) -> list[Decoded | Exception]:
+        """Texts of several payloads, one result per item, in order: a :class:`Decoded`, or
+        the exception that item raised (a bad payload fails only its own item).
+
+        Each item ``(payload, point, codec, decoder)`` is decoded and checked on its own, as
+        :meth:`activation` does. Items that resume at the same point are padded with zeros
+        into one batch ``(B, T_max, C)`` with their lengths, and the tail runs once for the
+        group; each item's text is decoded from its own row, within its own length.
+        ``Decoded.tail_ms`` is the group's tail time and ``Decoded.batch`` its size.
+
+        The tails are length-aware, so a batched row equals the item's single run:
+
+        * DS2: the convolutions mask each item's padding and the GRUs pack the sequences;
+          rows agree with single-item runs within 3e-6 (not bit for bit: the matrix
+          products block differently) and the texts are identical
+          (``tests/transport/test_batching.py``).
+        * Whisper (padded ``whisper-tiny.en`` and ``whisper-tiny.en-dyn``): measured on
+          utterances of ``test_sentences_seen_voices`` (``-dyn``: 8 at ``stem`` with
+          ``deepcod+ans``; the padded model: 4 at ``stem``, 8 at ``features`` with
+          ``f32+pack``), batched rows equal single runs bit for bit with identical texts
+          (the padded model completes every item to its own 30-s window; the trimmed one
+          masks by length), so Whisper tails batch too. It buys
+          no speed there (1 thread, 4 items: padded 1.85 s batched vs 1.64 s one by one, the
+          encoder costs the same per item; ``-dyn`` 0.17 s either way), and its text decoder
+          still runs per item here.
+        """
+        results: list[Decoded | Exception | None] = [None] * len(items)
+        groups: dict[str, list[tuple[int, torch.Tensor, torch.Tensor, Decoder | None, float]]] = {}
+        for i, item in enumerate(items):
+            payload, point, codec, decoder = BatchItem(*item)
+            t0 = time.perf_counter()
+            try:
+                h, lens, resume = self.activation(payload, point, codec)
+            except Exception as exc:  # this item only
+                results[i] = exc
+                continue
+            groups.setdefault(resume, []).append((i, h, lens, decoder, _ms(time.perf_counter() - t0)))
+        for resume, group in groups.items():
+            t0 = time.perf_counter()
+            try:
+                h, lens = _pad([g[1] for g in group], [g[2] for g in group])
+                out, out_lens = self.tail(h, lens, resume)
+            except Exception as exc:  # noqa: BLE001 - the group's items report it
+                for g in group:
+                    results[g[0]] = exc
+                continue
+            tail_ms = _ms(time.perf_counter() - t0)
+            for row, (i, _, _, decoder, decode_ms) in enumerate(group):
+                t1 = time.perf_counter()
+                try:
+                    with torch.inference_mode():
+                        text = (decoder or self.decoder).decode(out[row], int(out_lens[row]))
+                except Exception as exc:  # noqa: BLE001
+                    results[i] = exc
+                    continue
+                text_ms = _ms(time.perf_counter() - t1)
+                results[i] = Decoded(text, decode_ms, tail_ms, text_ms, batch=len(group))
+        return results  # type: ignore[return-value]
+
+
+def _pad(hs: list[torch.Tensor], lens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch ``(B, T_max, C)`` of single-item activations ``(1, T, C)``, zero-padded."""
+    if len(hs) == 1:
+        return hs[0], lens[0]
+    t_max = max(h.shape[1] for h in hs)
+    batch = hs[0].new_zeros((len(hs), t_max, hs[0].shape[2]))
+    for row, h in enumerate(hs):
+        batch[row, : h.shape[1]] = h[0]
+    return batch, torch.cat([x.reshape(1) for x in lens])
+
 
 def _check_point(model: SplitModel, point: str) -> None:
     if point not in model.split_points:
@@ -221,4 +303,14 @@ def _ms(seconds: float) -> float:
     return round(1000 * seconds, 3)
 
 
-__all__ = ["AUDIO", "Cloud", "CodecBank", "Decoded", "Edge", "Encoded", "PipelineError", "recognise"]
+__all__ = [
+    "AUDIO",
+    "BatchItem",
+    "Cloud",
+    "CodecBank",
+    "Decoded",
+    "Edge",
+    "Encoded",
+    "PipelineError",
+    "recognise",
+]

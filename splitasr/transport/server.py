@@ -13,8 +13,17 @@ Errors map to gRPC status codes with a one-line message, and the server keeps se
 * a token is set and the call's ``authorization: Bearer <token>`` differs -> ``UNAUTHENTICATED``
 * anything else -> ``INTERNAL`` (logged with its traceback)
 
-Each request logs one JSON line to the ``splitasr.server`` logger. Dynamic batching and the
-streaming call are not built yet (``TranscribeStream`` answers ``UNIMPLEMENTED``).
+**Dynamic batching** (``max_batch > 1``): requests for one model go into an asyncio queue;
+that model's batcher waits for a free worker, takes the first request, waits at most
+``max_wait_ms`` for up to ``max_batch - 1`` more, and runs :meth:`Cloud.transcribe_batch`
+on the thread pool; each request gets its own result or status (a bad payload fails only
+its own request). A request cancelled while queued is dropped from its batch; one cancelled
+while its batch runs is simply not answered. ``queue_ms`` includes the batching wait and
+``timings.batch_size`` says how many requests the tail ran with. ``max_batch = 1`` runs each
+request alone on a worker thread, as before batching existed.
+
+Each request logs one JSON line to the ``splitasr.server`` logger. The streaming call is not
+built yet (``TranscribeStream`` answers ``UNIMPLEMENTED``).
 """
 
 from __future__ import annotations
@@ -45,6 +54,18 @@ SERVICE_NAME = "splitasr.v1.Cloud"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # 2 min of 16-bit PCM is 3.84 MB
 MAX_BEAM = 128
 RECENT = 64  # requests in the mean service time
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_WAIT_MS = 5.0
+
+
+class _Queued:
+    """A request waiting for its batch: what to run, and the future its handler awaits."""
+
+    __slots__ = ("payload", "point", "codec", "decoder", "future", "started")
+
+    def __init__(self, request, decoder, future):
+        self.payload, self.point, self.codec = request.payload, request.point, request.codec
+        self.decoder, self.future, self.started = decoder, future, None
 
 
 class CloudService(pb_grpc.CloudServicer):
@@ -54,6 +75,8 @@ class CloudService(pb_grpc.CloudServicer):
         clouds: model name -> its :class:`Cloud` (shared, read-only).
         token: when set, every call must carry ``authorization: Bearer <token>``.
         executor: where tails run (default: a pool of ``workers`` threads).
+        max_batch: most requests of one model whose tails run as one batch (1: no batching).
+        max_wait_ms: how long a batch waits for more requests after its first one.
     """
 
     def __init__(
@@ -62,14 +85,25 @@ class CloudService(pb_grpc.CloudServicer):
         token: str | None = None,
         executor: ThreadPoolExecutor | None = None,
         workers: int = 2,
+        max_batch: int = 1,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     ):
+        if max_batch < 1 or max_wait_ms < 0:
+            raise SplitASRError(f"max_batch {max_batch} must be >= 1 and max_wait_ms {max_wait_ms} >= 0")
         self.clouds = dict(clouds)
+        self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000
+        self.workers = executor._max_workers if executor is not None else workers
         self._token = f"Bearer {token}".encode() if token else None
         self.executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud")
         self._decoders: dict[tuple[str, int], Decoder] = {}
         self._decoders_lock = threading.Lock()
         self._pending = 0
         self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
+        # Batching machinery, made in the serving loop on first use (one queue and batcher
+        # per model, one semaphore of free workers); the models themselves stay read-only.
+        self._queues: dict[str, asyncio.Queue[_Queued]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._free: asyncio.Semaphore | None = None
 
     def _authorised(self, context) -> bool:
         if self._token is None:
@@ -97,7 +131,7 @@ class CloudService(pb_grpc.CloudServicer):
     async def Transcribe(self, request: pb.TranscribeRequest, context) -> pb.TranscribeReply:
         received, received_ns = time.perf_counter(), time.time_ns()
         self._pending += 1
-        code, message, reply, started = grpc.StatusCode.OK, "", None, [received]
+        code, message, reply, started, batch = grpc.StatusCode.OK, "", None, [received], [0]
         try:
             if not self._authorised(context):
                 code, message = grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
@@ -107,12 +141,18 @@ class CloudService(pb_grpc.CloudServicer):
             else:
                 cloud = self.clouds[request.model]
                 decoder = self._decoder(request.model, request.beam if request.HasField("beam") else None)
+                if self.max_batch == 1:
 
-                def work():
-                    started[0] = time.perf_counter()
-                    return cloud.transcribe(request.payload, request.point, request.codec, decoder)
+                    def work():
+                        started[0] = time.perf_counter()
+                        return cloud.transcribe(request.payload, request.point, request.codec, decoder)
 
-                got = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+                    got = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+                else:
+                    got, started[0] = await self._batched(request, decoder)
+                    if isinstance(got, Exception):
+                        raise got
+                batch[0] = got.batch
                 total = _ms(time.perf_counter() - received)
                 self._recent.append(total)
                 timings = pb.ServerTimings(
@@ -121,6 +161,7 @@ class CloudService(pb_grpc.CloudServicer):
                     tail_ms=got.tail_ms,
                     text_ms=got.text_ms,
                     total_ms=total,
+                    batch_size=got.batch,
                 )
                 reply = pb.TranscribeReply(
                     request_id=request.request_id,
@@ -130,7 +171,13 @@ class CloudService(pb_grpc.CloudServicer):
                 )
         except asyncio.CancelledError:  # the client went away or its deadline passed
             self._log(
-                request, context, grpc.StatusCode.CANCELLED, "cancelled by the client", received, started[0]
+                request,
+                context,
+                grpc.StatusCode.CANCELLED,
+                "cancelled by the client",
+                received,
+                started[0],
+                batch[0],
             )
             raise
         except SplitASRError as exc:
@@ -140,16 +187,96 @@ class CloudService(pb_grpc.CloudServicer):
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
         finally:
             self._pending -= 1
-        self._log(request, context, code, message, received, started[0])
+        self._log(request, context, code, message, received, started[0], batch[0])
         if reply is None:
             await context.abort(code, message)
         reply.load.CopyFrom(self.load())
         return reply
 
+    async def _batched(self, request: pb.TranscribeRequest, decoder: Decoder | None):
+        """Queue one request for its model's batcher; ``(Decoded | Exception, started)``."""
+        queue = self._queues.get(request.model)
+        if queue is None:
+            if self._free is None:
+                self._free = asyncio.Semaphore(self.workers)
+            queue = self._queues[request.model] = asyncio.Queue()
+            self._spawn(self._batcher(self.clouds[request.model], queue))
+        item = _Queued(request, decoder, asyncio.get_running_loop().create_future())
+        queue.put_nowait(item)
+        got = await item.future  # cancelling the call cancels the future: the batcher skips it
+        return got, item.started
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _batcher(self, cloud: Cloud, queue: asyncio.Queue[_Queued]) -> None:
+        """Forever: wait for a free worker and a first request, gather up to ``max_batch``
+        within ``max_wait_ms`` of it, and start the batch on the worker."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._free.acquire()
+            try:
+                batch = [await queue.get()]
+                deadline = loop.time() + self.max_wait_s
+                while len(batch) < self.max_batch:
+                    if queue.empty():
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            break
+                        # not wait_for: on Python 3.11 it can drop an item that arrives
+                        # just as the time runs out
+                        getter = asyncio.ensure_future(queue.get())
+                        await asyncio.wait({getter}, timeout=left)
+                        if not getter.done():
+                            getter.cancel()
+                            await asyncio.wait({getter})
+                        if getter.cancelled():
+                            break
+                        batch.append(getter.result())
+                    else:
+                        batch.append(queue.get_nowait())
+                batch = [b for b in batch if not b.future.done()]  # cancelled while queued
+            except BaseException:
+                self._free.release()
+                raise
+            if not batch:
+                self._free.release()
+                continue
+            self._spawn(self._run_batch(cloud, batch))
+
+    async def _run_batch(self, cloud: Cloud, batch: list[_Queued]) -> None:
+        def work():
+            started = time.perf_counter()
+            for b in batch:
+                b.started = started
+            return cloud.transcribe_batch([(b.payload, b.point, b.codec, b.decoder) for b in batch])
+
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+        except Exception as exc:  # a bug in the batch as a whole: every request reports it
+            results = [exc] * len(batch)
+        finally:
+            self._free.release()
+        for b, got in zip(batch, results, strict=True):
+            if not b.future.done():  # a request cancelled while its batch ran is not answered
+                b.future.set_result(got)
+
+    async def close(self) -> None:
+        """Stop the batchers (after the server stopped taking calls)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
     async def TranscribeStream(self, request_iterator, context) -> pb.TranscribeReply:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming is not served by this version")
 
-    def _log(self, request, context, code, message, received, started) -> None:
+    def _log(self, request, context, code, message, received, started, batch=0) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         now = time.perf_counter()
@@ -165,6 +292,7 @@ class CloudService(pb_grpc.CloudServicer):
             "queue_ms": _ms(started - received),
             "total_ms": _ms(now - received),
             "pending": self._pending,
+            "batch": batch,
         }
         if message:
             line["error"] = message
@@ -190,6 +318,8 @@ async def start(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     workers: int = 2,
     service: CloudService | None = None,
+    max_batch: int = 1,
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``host:port`` (port 0: an ephemeral one) in the running loop; returns
     the server and the bound port. Stop it with ``await server.stop(grace)`` (and shut down
@@ -200,7 +330,9 @@ async def start(
             ("grpc.max_send_message_length", max_message_bytes),
         ]
     )
-    service = service or CloudService(clouds, token=token, workers=workers)
+    service = service or CloudService(
+        clouds, token=token, workers=workers, max_batch=max_batch, max_wait_ms=max_wait_ms
+    )
     pb_grpc.add_CloudServicer_to_server(service, server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -216,7 +348,13 @@ async def start(
 async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kwargs) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking calls and drain in-flight ones for up
     to ``grace_s`` seconds (what ``splitasr serve`` runs)."""
-    service = CloudService(clouds, token=kwargs.pop("token", None), workers=kwargs.pop("workers", 2))
+    service = CloudService(
+        clouds,
+        token=kwargs.pop("token", None),
+        workers=kwargs.pop("workers", 2),
+        max_batch=kwargs.pop("max_batch", 1),
+        max_wait_ms=kwargs.pop("max_wait_ms", DEFAULT_MAX_WAIT_MS),
+    )
     server, port = await start(clouds, service=service, **kwargs)
     log.info(json.dumps({"event": "listening", "port": port, "models": sorted(clouds)}))
     print(f"splitasr serve: listening on {kwargs.get('host', '127.0.0.1')}:{port}", flush=True)
@@ -227,6 +365,7 @@ async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kw
     await stop.wait()
     log.info(json.dumps({"event": "stopping", "grace_s": grace_s}))
     await server.stop(grace_s)
+    await service.close()
     service.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -234,8 +373,18 @@ class ServerThread:
     """A server on its own event loop in a background thread (tests, demos, in-process
     use): ``with ServerThread(clouds) as s: CloudClient(f"127.0.0.1:{s.port}")``."""
 
-    def __init__(self, clouds: Mapping[str, Cloud], token: str | None = None, workers: int = 2, **kwargs):
-        self.service = CloudService(clouds, token=token, workers=workers)
+    def __init__(
+        self,
+        clouds: Mapping[str, Cloud],
+        token: str | None = None,
+        workers: int = 2,
+        max_batch: int = 1,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        **kwargs,
+    ):
+        self.service = CloudService(
+            clouds, token=token, workers=workers, max_batch=max_batch, max_wait_ms=max_wait_ms
+        )
         self._clouds, self._kwargs = clouds, {**kwargs, "service": self.service}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="splitasr-server", daemon=True)
@@ -251,6 +400,7 @@ class ServerThread:
     def stop(self, grace_s: float | None = 0) -> None:
         if self.server is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(grace_s), self._loop).result(timeout=30)
+            asyncio.run_coroutine_threadsafe(self.service.close(), self._loop).result(timeout=30)
             self.server = None
         self.service.executor.shutdown(wait=True, cancel_futures=True)
         if self._thread.is_alive():

@@ -46,18 +46,20 @@ class AudioChunk(_message.Message):
     def __init__(self, model: _Optional[str] = ..., point: _Optional[str] = ..., codec: _Optional[str] = ..., request_id: _Optional[int] = ..., beam: _Optional[int] = ..., seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., sent_unix_ns: _Optional[int] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class ServerTimings(_message.Message):
-    __slots__ = ("queue_ms", "decode_ms", "tail_ms", "text_ms", "total_ms")
+    __slots__ = ("queue_ms", "decode_ms", "tail_ms", "text_ms", "total_ms", "batch_size")
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     TAIL_MS_FIELD_NUMBER: _ClassVar[int]
     TEXT_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     queue_ms: float
     decode_ms: float
     tail_ms: float
     text_ms: float
     total_ms: float
-    def __init__(self, queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., tail_ms: _Optional[float] = ..., text_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    batch_size: int
+    def __init__(self, queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., tail_ms: _Optional[float] = ..., text_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class ServerLoad(_message.Message):
     __slots__ = ("queue_depth", "mean_service_ms")
