@@ -349,7 +349,9 @@ def cmd_edge_transcribe(args) -> int:
         raise ConfigError(f"--split {args.split}: choose from {', '.join(model.split_points)}")
     token = args.token or os.environ.get("SPLITASR_TOKEN") or None
     cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout) if args.cloud else None
-    client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam))
+    if args.slowdown < 1:
+        raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
+    client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam), slowdown=args.slowdown)
     failed = 0
     try:
         for f in args.files:
@@ -535,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer files")
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    p.add_argument(
+        "--slowdown", type=float, default=1.0, help="emulate a device this many times slower (1: as is)"
+    )
     _add_model_arg(p)
     p.set_defaults(func=cmd_edge_transcribe)
     return parser

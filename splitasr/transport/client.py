@@ -121,7 +121,11 @@ class EdgeResult:
     ``timings`` (ms): ``head`` and ``encode`` on the device; ``round_trip`` (request sent ->
     reply received); ``network`` = round trip minus the server's total (the link, the
     protocol and gRPC's own queues); the server's ``queue``, ``decode``, ``tail``, ``text``;
-    ``edge`` for the whole local model when the edge finished alone; ``total``.
+    ``edge`` for the whole local model when the edge finished alone; ``total``. Device
+    times include the emulated slowdown (``EdgeClient(slowdown=F)``).
+
+    ``bytes_up`` is the payload; ``request_bytes`` / ``reply_bytes`` the protobuf messages
+    (payload included; gRPC's HTTP/2 framing and headers come on top, see docs/transport.md).
     """
 
     text: str
@@ -134,6 +138,8 @@ class EdgeResult:
     fallback: str | None = None  # why the edge finished alone, when it did
     request_id: int | None = None
     server_load: dict[str, float] | None = None
+    request_bytes: int = 0
+    reply_bytes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +154,10 @@ class EdgeClient:
         cloud: the server's client; ``None`` runs every utterance on the edge.
         decoder: the decoder of the local fallback (default: the model's convention).
         model_name: the name the server serves the model under (default: ``model.name``).
+        slowdown: emulate a device ``slowdown`` times slower than this machine: after each
+            local compute step (head + encode, or the whole model) the client waits
+            ``slowdown - 1`` times as long as the step took, and reports the stretched time
+            (1: this machine as it is). How ``bench e2e`` stands a phone-class CPU in.
     """
 
     def __init__(
@@ -156,8 +166,11 @@ class EdgeClient:
         cloud: CloudClient | None,
         decoder: Decoder | None = None,
         model_name: str | None = None,
+        slowdown: float = 1.0,
     ):
-        self.model, self.cloud = model, cloud
+        if not slowdown >= 1.0:
+            raise SplitASRError(f"slowdown {slowdown}: must be >= 1 (1: this machine as it is)")
+        self.model, self.cloud, self.slowdown = model, cloud, float(slowdown)
         self.edge = Edge(model)
         self.model_name = model_name or model.name
         self._decoder = decoder
@@ -191,7 +204,9 @@ class EdgeClient:
         if not point or not codec:
             raise SplitASRError("split mode needs a split point and a codec")
         sent = self.edge.encode(wave, point, codec)
-        timings = {"head": sent.head_ms, "encode": sent.encode_ms}
+        self._stall(sent.head_ms + sent.encode_ms)
+        f = self.slowdown
+        timings = {"head": round(f * sent.head_ms, 3), "encode": round(f * sent.encode_ms, 3)}
         request = self.cloud.request(sent.payload, self.model_name, point, sent.codec, beam)
         t1 = time.perf_counter()
         try:
@@ -226,12 +241,21 @@ class EdgeClient:
                 "queue_depth": reply.load.queue_depth,
                 "mean_service_ms": reply.load.mean_service_ms,
             },
+            request_bytes=request.ByteSize(),
+            reply_bytes=reply.ByteSize(),
         )
+
+    def _stall(self, compute_ms: float) -> None:
+        """Wait out the rest of an emulated slower device's ``compute_ms``."""
+        if self.slowdown > 1.0:
+            time.sleep((self.slowdown - 1.0) * compute_ms / 1000)
 
     def _local(self, wave, mode: str, t0: float, reason: str | None, timings: dict) -> EdgeResult:
         t = time.perf_counter()
         text = recognise(self.model, wave, self.decoder)
-        timings = {**timings, "edge": _ms(time.perf_counter() - t), "total": _ms(time.perf_counter() - t0)}
+        spent = _ms(time.perf_counter() - t)
+        self._stall(spent)
+        timings = {**timings, "edge": round(self.slowdown * spent, 3), "total": _ms(time.perf_counter() - t0)}
         return EdgeResult(text, mode, self.model_name, None, None, timings=timings, fallback=reason)
 
 

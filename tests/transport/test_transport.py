@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitasr.errors import SplitASRError
 from splitasr.pipeline import Cloud, Edge, recognise
 from splitasr.transport import splitasr_pb2 as pb
 from splitasr.transport import splitasr_pb2_grpc as pb_grpc
@@ -57,6 +58,21 @@ def test_edge_client_split_and_cloud_modes_report_each_stage(model, client, wave
     assert cloud.text == recognise(model, waves[0], model.make_decoder())  # lossless: the whole model
     local = edge.transcribe(waves[0], mode="edge")
     assert local.text == cloud.text and local.bytes_up == 0 and local.fallback is None
+    # the messages: the payload plus the protocol's own bytes (docs/transport.md)
+    assert 0 < split.request_bytes - split.bytes_up <= 64 and split.reply_bytes > len(split.text)
+
+
+def test_an_emulated_slower_edge_stretches_device_time_and_wall_clock(model, client, waves):
+    fast = EdgeClient(model, client, model_name="ds2").transcribe(waves[0], "proj", "q8+ans")
+    slow = EdgeClient(model, client, model_name="ds2", slowdown=3).transcribe(waves[0], "proj", "q8+ans")
+    assert slow.text == fast.text
+    device = slow.timings["head"] + slow.timings["encode"]
+    # the device's (stretched) time is spent before the request leaves, so it is in the total
+    assert slow.timings["total"] >= device + slow.timings["round_trip"] - 1.0
+    local = EdgeClient(model, None, slowdown=3).transcribe(waves[0], mode="edge")
+    assert local.timings["total"] >= local.timings["edge"] - 1.0
+    with pytest.raises(SplitASRError, match="slowdown"):
+        EdgeClient(model, client, slowdown=0.5)
 
 
 @pytest.fixture(scope="module")
