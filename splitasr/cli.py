@@ -137,8 +137,13 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     from splitasr.demo import run_demo
+    from splitasr.netem import available_profiles
 
-    run_demo(model_path=args.model)
+    profiles = tuple(p for p in args.profiles.split(",") if p)
+    unknown = [p for p in profiles if p not in available_profiles()]
+    if unknown or not profiles:
+        raise ConfigError(f"--profiles {args.profiles}: choose from {', '.join(available_profiles())}")
+    run_demo(model_name=args.model, profiles=profiles)
     return 0
 
 
@@ -323,6 +328,58 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_bench_e2e(args) -> int:
+    from splitasr.bench.e2e import PAPER000_COUNTS, run_e2e
+    from splitasr.model.registry import available_models
+
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in available_models()]
+    if unknown or not models:
+        raise ConfigError(f"--models {args.models}: choose from {', '.join(available_models())}")
+    profiles = tuple(p for p in args.profiles.split(",") if p)
+    slowdowns = _floats(args.slowdowns, "--slowdowns")
+    if any(f < 1 for f in slowdowns) or not slowdowns:
+        raise ConfigError(f"--slowdowns {args.slowdowns}: factors >= 1")
+    manifests = {}
+    for item in args.manifest:
+        name, _, path = item.partition("=")
+        if not path:
+            raise ConfigError(f"--manifest {item}: expected MODEL=PATH")
+        manifests[name] = path
+    if args.paper000_counts is None:
+        counts = {m: PAPER000_COUNTS if m == "ds2" else PAPER000_COUNTS[:2] for m in models}
+    else:
+        c = tuple(int(x) for x in _floats(args.paper000_counts, "--paper000-counts"))
+        counts = dict.fromkeys(models, c)
+    if args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    try:
+        run_e2e(
+            models,
+            args.out,
+            profiles=profiles,
+            slowdowns=slowdowns,
+            manifests=manifests,
+            limit=args.limit,
+            paper000_counts=counts,
+            paper000_slowdowns=_floats(args.paper000_slowdowns, "--paper000-slowdowns"),
+            paper000_max_seconds=args.paper000_max_seconds,
+            server_threads=args.server_threads,
+            command="splitasr " + " ".join(args.argv),
+        )
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(Path(args.out, "table.md").read_text())
+    return 0
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text}: expected comma-separated numbers") from None
+
+
 def cmd_edge_transcribe(args) -> int:
     import torch
 
@@ -417,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arg(p)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="synthesise a few utterances and transcribe them")
+    p = sub.add_parser("demo", help="the shipped samples over emulated links: split vs cloud vs edge")
+    p.add_argument("--profiles", default="lte,3g", help="link profiles (splitasr netem)")
     _add_model_arg(p)
     p.set_defaults(func=cmd_demo)
 
@@ -478,6 +536,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, help="decoding beam of the requests (default: the model's; 1: greedy)")
     p.add_argument("--threads", type=int, default=0, help="PyTorch threads of the client process")
     p.set_defaults(func=cmd_bench_load)
+
+    p = bench.add_parser(
+        "e2e", help="end-to-end latency: server, link emulator and device as processes, per link profile"
+    )
+    p.add_argument("--models", default="ds2,whisper-tiny.en", help="comma-separated model names")
+    p.add_argument("--profiles", default="wifi,lte,3g", help="link profiles (splitasr netem)")
+    p.add_argument("--slowdowns", default="1,4", help="edge slowdown factors against this machine")
+    p.add_argument("--limit", type=int, default=20, help="utterances per setup and profile")
+    p.add_argument(
+        "--manifest", action="append", default=[], help="MODEL=PATH (default: bench/e2e.py MANIFESTS)"
+    )
+    p.add_argument(
+        "--paper000-counts", default=None, help="e.g. 100,500,1000,1500 (default: ds2 all, Whisper 100,500)"
+    )
+    p.add_argument(
+        "--paper000-slowdowns", default="1", help="slowdowns paper 000's experiment runs at ('': none)"
+    )
+    p.add_argument(
+        "--paper000-max-seconds", type=float, default=120.0, help="cap per run; beyond: extrapolated"
+    )
+    p.add_argument("--server-threads", type=int, default=2)
+    p.add_argument("--out", default="results/e2e")
+    p.set_defaults(func=cmd_bench_e2e)
 
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
     p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")
