@@ -50,6 +50,7 @@ MANIFESTS = {  # what each model is measured on (data/corpus: `make corpus`)
     "whisper-tiny.en": "data/corpus/test_digits_heldout_speaker.jsonl",
     "whisper-tiny.en-dyn": "data/corpus/test_digits_heldout_speaker.jsonl",
 }
+LOCAL = "none"  # the "profile" of edge-only rows: no link involved
 STAGES = ("edge", "head", "encode", "network", "queue", "decode", "tail", "text")
 
 
@@ -174,32 +175,34 @@ def device_main(spec_path: str) -> int:
             "timings": r.timings,
         }
 
+    def measure(client: EdgeClient, setup: Setup, profile: str) -> None:
+        for i in range(spec["warmup"]):  # codec state, first-call costs, the connection
+            run(client, setup, i)
+        t0 = time.perf_counter()
+        for i in range(spec["limit"]):
+            row = {"kind": "utterance", "profile": profile, **asdict(setup), **run(client, setup, i)}
+            out.write(json.dumps(row) + "\n")
+        out.flush()
+        print(
+            f"  {spec['model']} x{spec['slowdown']:g} {profile:5} {setup.label:32} "
+            f"{spec['limit']} in {time.perf_counter() - t0:6.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
     try:
+        # edge-only does not touch the link: measured once, shown under every profile
+        local = EdgeClient(model, None, decoder=decoder, model_name=spec["model"], slowdown=spec["slowdown"])
+        for setup in (s for s in setups if s.mode == "edge"):
+            measure(local, setup, LOCAL)
         for profile, target in spec["targets"].items():
             link.update(calls=0, request_bytes=0, reply_bytes=0)
             with CloudClient(target, timeout_s=spec["timeout_s"]) as cloud:
                 client = EdgeClient(
                     model, cloud, decoder=decoder, model_name=spec["model"], slowdown=spec["slowdown"]
                 )
-                for setup in setups:
-                    for i in range(spec["warmup"]):  # codec state, first-call costs, the connection
-                        run(client, setup, i)
-                    t0 = time.perf_counter()
-                    for i in range(spec["limit"]):
-                        row = {
-                            "kind": "utterance",
-                            "profile": profile,
-                            **asdict(setup),
-                            **run(client, setup, i),
-                        }
-                        out.write(json.dumps(row) + "\n")
-                    out.flush()
-                    print(
-                        f"  {spec['model']} x{spec['slowdown']:g} {profile:5} {setup.label:32} "
-                        f"{spec['limit']} in {time.perf_counter() - t0:6.1f} s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                for setup in (s for s in setups if s.mode != "edge"):
+                    measure(client, setup, profile)
                 p0 = spec.get("paper000")
                 if p0:
                     for setup in map(lambda s: Setup(**s), p0["setups"]):
@@ -434,6 +437,11 @@ def _report(
                 key = f"{m}|{f}|{r['profile']}"
                 label = Setup(r["mode"], r["point"], r["codec"]).label
                 summary.setdefault(key, {}).setdefault(label, []).append(r)
+    for path in jsonl:  # edge-only rows (measured once) join every profile's table
+        m, f = path.stem.removeprefix("device-").rsplit("-x", 1)
+        local = summary.pop(f"{m}|{f}|{LOCAL}", {})
+        for key in [k for k in summary if k.startswith(f"{m}|{f}|")]:
+            summary[key] = {**local, **summary[key]}
     summary = {k: {label: summarise(rs) for label, rs in v.items()} for k, v in summary.items()}
     p0 = {}
     for path in jsonl:
