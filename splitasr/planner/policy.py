@@ -155,7 +155,7 @@ class Planner:
             remote = cloud.codec(c.point, c.codec)
             resume = c.resume or c.point
             head, tail = edge.point(c.point), cloud.point(resume)
-            if remote is None or head is None or tail is None:
+            if remote is None or head is None or tail is None or head.head_ms is None or tail.tail_ms is None:
                 continue
             kind = "cloud" if c.point == AUDIO and resume == AUDIO else "split"
             opts.append(Option(kind, c.point, c.codec, None if resume == c.point else resume))

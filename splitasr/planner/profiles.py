@@ -87,8 +87,11 @@ class Fit:
 
 def fit_samples(samples: typing.Sequence[Sample]) -> Fit:
     """Least-squares line through the samples' means (each length weighs the same, as
-    paper 001 fits the mean of each length). One length gives a constant (``b = 0``) and
-    no scores; R^2 is ``None`` when the means do not vary."""
+    paper 001 fits the mean of each length), constrained to ``a >= 0`` and ``b >= 0`` (a
+    time or a size never shrinks below zero nor with more audio; where the free line
+    breaks a constraint, the best line on that boundary is taken: through the origin, or
+    flat at the mean). One length gives a constant and no scores; R^2 is ``None`` when the
+    means do not vary."""
     samples = tuple(sorted(samples, key=lambda s: s.seconds))
     if not samples:
         raise ValueError("a fit needs at least one sample")
@@ -98,9 +101,13 @@ def fit_samples(samples: typing.Sequence[Sample]) -> Fit:
     mx, my = sum(xs) / n, sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
     if n < 2 or sxx == 0.0:
-        return Fit(my, 0.0, None, None, samples)
+        return Fit(max(my, 0.0), 0.0, None, None, samples)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     a = my - b * mx
+    if b < 0:
+        a, b = max(my, 0.0), 0.0
+    elif a < 0:
+        a, b = 0.0, max(sum(x * y for x, y in zip(xs, ys, strict=True)) / sum(x * x for x in xs), 0.0)
     sse = sum((y - (a + b * x)) ** 2 for x, y in zip(xs, ys, strict=True))
     syy = sum((y - my) ** 2 for y in ys)
     r2 = 1.0 - sse / syy if syy > 0 else None
@@ -132,9 +139,12 @@ class Machine:
 
 @dataclass(frozen=True)
 class PointProfile:
+    """One split point; ``None``: not measured (a point only codecs resume at has no head,
+    one whose codecs all resume elsewhere no tail)."""
+
     point: str
-    head_ms: Fit  # waveform -> activation at this point, the front end included
-    tail_ms: Fit  # activation at this point -> the model's output (before text decoding)
+    head_ms: Fit | None  # waveform -> activation at this point, the front end included
+    tail_ms: Fit | None  # activation at this point -> the model's output (before text decoding)
 
 
 @dataclass(frozen=True)
@@ -217,7 +227,12 @@ class Profile:
             full_ms=self.full_ms.scaled(factor),
             text=self.text.scaled(factor),
             points=tuple(
-                PointProfile(p.point, p.head_ms.scaled(factor), p.tail_ms.scaled(factor)) for p in self.points
+                PointProfile(
+                    p.point,
+                    None if p.head_ms is None else p.head_ms.scaled(factor),
+                    None if p.tail_ms is None else p.tail_ms.scaled(factor),
+                )
+                for p in self.points
             ),
             codecs=tuple(
                 dataclasses.replace(
@@ -379,15 +394,17 @@ def check_profile(p: Profile, name: str) -> None:
     if len(set(names)) != len(names):
         raise ProfileError(f"{name}: split point listed twice in points")
     for pp in p.points:
-        _check_fit(pp.head_ms, f"{name}: point {pp.point} head_ms")
-        _check_fit(pp.tail_ms, f"{name}: point {pp.point} tail_ms")
+        for label in ("head_ms", "tail_ms"):
+            if getattr(pp, label) is not None:
+                _check_fit(getattr(pp, label), f"{name}: point {pp.point} {label}")
     seen = set()
     for c in p.codecs:
         if (c.point, c.codec) in seen:
             raise ProfileError(f"{name}: codec {c.codec} at {c.point} listed twice")
         seen.add((c.point, c.codec))
-        for pt in (c.point, c.resume):
-            if pt is not None and pt not in names:
+        for pt, label in ((c.point, "head_ms"), (c.resume or c.point, "tail_ms")):
+            pp = p.point(pt)
+            if pp is None or getattr(pp, label) is None:
                 raise ProfileError(
                     f"{name}: codec {c.codec} names split point {pt!r}, which has no entry in points"
                 )
