@@ -406,7 +406,7 @@ def check_profile(p: Profile, name: str) -> None:
             pp = p.point(pt)
             if pp is None or getattr(pp, label) is None:
                 raise ProfileError(
-                    f"{name}: codec {c.codec} names split point {pt!r}, which has no entry in points"
+                    f"{name}: codec {c.codec} at {c.point} needs {label} of point {pt!r} in points"
                 )
         for label in ("encode_ms", "decode_ms", "payload_bytes"):
             _check_fit(getattr(c, label), f"{name}: codec {c.codec} at {c.point} {label}")
