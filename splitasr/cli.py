@@ -404,8 +404,9 @@ def cmd_profile(args) -> int:
     )
     p = run.profile
     print(f"{args.out}: {p.model} {p.role}, {len(p.points)} points, {len(p.codecs)} point x codec pairs")
-    for line in run.skipped:
-        print(f"  skipped {line}", file=sys.stderr)
+    if run.skipped:
+        pairs = ", ".join(line.split(":")[0] for line in run.skipped)
+        print(f"  skipped (no codec state there): {pairs}", file=sys.stderr)
     return 0
 
 

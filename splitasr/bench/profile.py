@@ -65,8 +65,8 @@ ACTIVATION_CODECS = (
     "dct50+huffman",
     "ae+ans",
     "deepcod+ans",
-    "bnf+ans",
 )
+AUDIO_POINT_CODECS = (*AUDIO_CODECS, "bnf+ans")  # bnf is made from the audio (it resumes at DS2's proj)
 FSDD = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
 MAX_LENGTH_S = 120.0
 
@@ -134,7 +134,8 @@ def run_profile(
         threads: PyTorch threads (``None``: its default).
         slowdown: multiply every time by this (an emulated slower device).
         points: split points (default: all of the model's); ``audio`` gets
-            ``audio_codecs`` (default: PCM, FLAC, Opus 6..24), the others ``codecs``.
+            ``audio_codecs`` (default: PCM, FLAC, Opus 6..24, and ``bnf+ans`` where it is
+            trained), the others ``codecs``.
         beam: the text decoder's beam (default: the model's convention).
     """
     if role not in ("edge", "cloud"):
@@ -160,7 +161,7 @@ def run_profile(
     skipped: list[str] = []
     for p in points:
         for c in (
-            (AUDIO_CODECS if audio_codecs is None else audio_codecs)
+            (AUDIO_POINT_CODECS if audio_codecs is None else audio_codecs)
             if p == AUDIO
             else (ACTIVATION_CODECS if codecs is None else codecs)
         ):
@@ -212,9 +213,7 @@ def run_profile(
                     put(f"tail {resume}", seconds, 1000 * (time.perf_counter() - t5))
                 tails_done.add(resume)
 
-    say(
-        f"profiling {model_name} {role}: {len(plan)} point x codec pairs, lengths {list(lengths)} x{repeats}"
-    )
+    say(f"profiling {model_name} {role}: {len(plan)} point x codec pairs, lengths {list(lengths)} x{repeats}")
     one_round(min(lengths), waves[min(lengths)], record=False)  # warm-up
     for r in range(repeats):
         for s in lengths:
