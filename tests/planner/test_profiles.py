@@ -133,3 +133,51 @@ def test_plan_cli_explains_and_refuses_a_bad_profile_in_one_line(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"splitasr: error: {tmp_path / 'c.json'}: Profile needs field 'model'"
+
+
+def test_the_hand_written_cortex_a53_example_loads_and_plans():
+    from pathlib import Path
+
+    from splitasr.planner import NetworkEstimate, Planner
+
+    a53 = load_profile(Path(__file__).resolve().parents[2] / "configs" / "profiles" / "cortex-a53-ds2.json")
+    assert a53.role == "edge" and a53.model == "ds2" and "Cortex-A53" in a53.machine.description
+    _, cloud = edge_and_cloud()
+    planner = Planner(a53, cloud, load_wer_table("ds2"))
+    assert [o.label for o in planner.options] == [
+        "edge",
+        "cloud audio pcm16+pack",
+        "split proj q8+ans",
+        "split proj deepcod+ans",
+    ]
+    # 0.3 s, 20 ms RTT: edge (10 + 48.6) + (5 + 12) = 75.6 ms against deepcod 9.8 head + 3.22 encode
+    # + 0.62 upload + 20 RTT + 0.3 decode + 2.4 tail + 2 text = 38.3 ms
+    assert planner.decide(0.3, NetworkEstimate(20.0, 1000.0)).option.label == "split proj deepcod+ans"
+    # 300 ms RTT: deepcod 318.3 ms, edge still 75.6
+    assert planner.decide(0.3, NetworkEstimate(300.0, 1000.0)).option.label == "edge"
+
+
+def test_profile_cli_refuses_bad_lengths_in_one_line(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splitasr.cli",
+            "profile",
+            "--role",
+            "edge",
+            "--model",
+            "ds2",
+            "--out",
+            str(tmp_path / "p.json"),
+            "--lengths",
+            "1,two",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        r.returncode == 2
+        and r.stderr.strip() == "splitasr: error: --lengths '1,two': expected comma-separated numbers"
+    )
