@@ -67,6 +67,7 @@ def main() -> int:
         "p50_us": round(times[len(times) // 2] / 1000, 2),
         "p99_us": round(times[int(0.99 * len(times))] / 1000, 2),
         "max_us": round(times[-1] / 1000, 2),
+        "over_100us": sum(t > 100_000 for t in times),
         "planner_build_ms": round(build_ms, 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
         "command": "python " + " ".join(sys.argv),

@@ -187,6 +187,16 @@ class Planner:
         self._wer_masks: dict[float | None, np.ndarray] = {None: np.ones(n, dtype=bool)}
         self._edge_only = ~self.offload.astype(bool)
         self._inf = np.full(n, np.inf)
+        # the fast path's coefficients: total = tot_a + tot_b s + bytes(s) 8 / B + offload (R + Q)
+        self.tot_a, self.tot_b = self.local_a + self.remote_a, self.local_b + self.remote_b
+        self._masks: dict[tuple[float | None, bool], np.ndarray] = {}
+        self._rows = [
+            (list(map(float, a)), list(map(float, b))) for a, b in zip(self.comp_a, self.comp_b, strict=True)
+        ]
+        if power is not None:  # energy = e_a + e_b s + bytes(s) (J/B + tx_w 8 / B) + e_fixed (R + Q)
+            self.e_a = (power.active_w * self.local_a + power.idle_w * self.remote_a) / 1000.0
+            self.e_b = (power.active_w * self.local_b + power.idle_w * self.remote_b) / 1000.0
+            self.e_fixed = power.idle_w * self.offload / 1000.0
 
     def _dwer(self, o: Option) -> float:
         if o.kind == "edge":
@@ -232,15 +242,20 @@ class Planner:
     ) -> Decision:
         """The option with the least predicted total for ``seconds`` of input (see the
         module docstring for the cost model and the budgets)."""
-        local, nbytes, upload, fixed, remote = self._totals(seconds, network, load)
-        total = local + upload + fixed + remote
-        allowed = self.wer_mask(budget.wer_points)
-        if network.outage:
-            allowed = allowed & self._edge_only
+        per_byte = 8.0 / network.up_kbps  # ms per byte
+        fixed = network.rtt_ms + load.wait_ms
+        nbytes = self.bytes_a + self.bytes_b * seconds
+        total = self.tot_a + self.tot_b * seconds + nbytes * per_byte + self.offload * fixed
+        key = (budget.wer_points, network.outage)
+        allowed = self._masks.get(key)
+        if allowed is None:
+            allowed = self.wer_mask(budget.wer_points) & (self._edge_only if network.outage else True)
+            self._masks[key] = allowed
         energy = None
         fallback = None
         if self.power is not None:
-            energy = self._energy(local, nbytes, upload, fixed, remote)
+            tx = self.power.tx_j_per_byte + self.power.tx_w * per_byte / 1000.0
+            energy = self.e_a + self.e_b * seconds + nbytes * tx + self.e_fixed * fixed
         elif budget.energy_j is not None:
             raise ValueError("an energy budget needs a power model (Planner(power=...))")
         if budget.energy_j is not None:
@@ -255,14 +270,13 @@ class Planner:
         return self._decision(i, seconds, network, load, budget, total, energy, fallback)
 
     def _decision(self, i, seconds, network, load, budget, total, energy, fallback) -> Decision:
-        comps = self.components(i, seconds, network, load)
-        d = self.dwer[i]
+        d = float(self.dwer[i])
         return Decision(
             self.options[i],
             float(total[i]),
-            comps,
+            self.components(i, seconds, network, load),
             None if energy is None else float(energy[i]),
-            None if math.isnan(d) else float(d),
+            None if d != d else d,  # NaN: unmeasured
             seconds,
             network,
             load,
@@ -273,12 +287,13 @@ class Planner:
 
     def components(self, i: int, seconds: float, net: NetworkEstimate, load: ServerLoad) -> tuple[float, ...]:
         """Predicted ms of each of :data:`COMPONENTS` for option ``i``."""
-        row = self.comp_a[i] + self.comp_b[i] * seconds
-        if self.offload[i]:
-            row[2] = (self.bytes_a[i] + self.bytes_b[i] * seconds) * 8.0 / net.up_kbps
+        a, b = self._rows[i]
+        row = [x + y * seconds for x, y in zip(a, b, strict=True)]
+        if self.options[i].kind != "edge":
+            row[2] = (float(self.bytes_a[i]) + float(self.bytes_b[i]) * seconds) * 8.0 / net.up_kbps
             row[3] = net.rtt_ms
             row[4] = load.wait_ms
-        return tuple(float(x) for x in row)
+        return tuple(row)
 
     # ------------------------------------------------------------------ explaining
 
