@@ -50,7 +50,9 @@ class ProfileError(SplitASRError):
 
 @dataclass(frozen=True)
 class Sample:
-    """Repeated measurements at one input length: ``mean`` and ``std`` in the fit's unit."""
+    """Repeated measurements at one input length: ``mean`` and ``std`` in the fit's unit.
+    ``seconds`` is the fit's x: seconds of audio (generated tokens in a text decoder's
+    ``per_token_ms``)."""
 
     seconds: float
     mean: float

@@ -115,3 +115,15 @@ def test_decision_values_are_finite(planner):
     for s in (0.1, 1.0, 30.0, 120.0):
         d = planner.decide(s, NET)
         assert math.isfinite(d.predicted_ms) and d.predicted_ms > 0
+
+
+def test_the_runtime_planner_imports_no_torch():
+    """The edge imports the planner on every input path: profiles, estimator and policy
+    stay light (numpy only)."""
+    import subprocess
+    import sys
+
+    code = "import sys, splitasr.planner; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
