@@ -127,3 +127,22 @@ def test_the_runtime_planner_imports_no_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_a_codec_that_resumes_later_runs_the_later_tail_and_has_its_own_wer_row():
+    """DS2's bnf+ans is made from the audio and decodes to proj: the edge runs no head,
+    the cloud the proj tail; the WER table names it audio>proj (+8.09)."""
+    from dataclasses import replace
+
+    from splitasr.planner.profiles import CodecProfile, Fit
+
+    bnf = CodecProfile("audio", "bnf+ans", Fit(0.5), Fit(0.4), Fit(0.0, 275.0), resume="proj")
+    edge, cloud = edge_and_cloud()
+    edge = replace(edge, codecs=(*edge.codecs, replace(bnf, encode_ms=Fit(5.0), decode_ms=Fit(4.0))))
+    cloud = replace(cloud, codecs=(*cloud.codecs, bnf))
+    p = Planner(edge, cloud, load_wer_table("ds2"))
+    d = p.decide(2.0, NET)
+    # 0 head + 5 encode + 550 B x 8 / 1000 + 50 + 0.4 decode + 16 proj tail + 2 text = 77.8
+    assert d.option.label == "split audio>proj bnf+ans" and d.predicted_ms == pytest.approx(77.8)
+    assert d.dwer == 8.09
+    assert p.decide(2.0, NET, budget=Budget(wer_points=1.0)).option.label == "split proj q8+ans"
