@@ -434,9 +434,13 @@ def cmd_plan(args) -> int:
             raise ConfigError(f"--power: {exc}") from None
     if args.energy_budget is not None and power is None:
         raise ConfigError("--energy-budget needs --power active_w,tx_j_per_byte,tx_w,idle_w")
+    import math
+
     for flag, v in (("--seconds", args.seconds), ("--up-kbps", args.up_kbps)):
-        if not v > 0:
-            raise ConfigError(f"{flag} must be positive")
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{flag} must be a positive number")
+    if not (math.isfinite(args.rtt_ms) and math.isfinite(args.service_ms)):
+        raise ConfigError("--rtt-ms and --service-ms must be finite")
     if args.rtt_ms < 0 or args.queue_depth < 0 or args.service_ms < 0 or args.workers < 1:
         raise ConfigError("--rtt-ms, --queue-depth and --service-ms must be >= 0, --workers >= 1")
     planner = Planner(edge, cloud, wer, power)
