@@ -434,6 +434,88 @@ def cmd_edge_transcribe(args) -> int:
     return EXIT_USER_ERROR if failed else 0
 
 
+def _floats(value: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: expected comma-separated numbers") from None
+
+
+def cmd_profile(args) -> int:
+    from splitasr.bench.profile import FSDD, run_profile
+
+    _setup_threads(args)
+    run = run_profile(
+        args.role,
+        args.model,
+        args.out,
+        lengths=_floats(args.lengths, "--lengths"),
+        repeats=args.repeats,
+        threads=args.threads or None,
+        slowdown=args.slowdown,
+        points=_csv(args.points),
+        codecs=_csv(args.codecs),
+        audio_codecs=_csv(args.audio_codecs) or [] if args.audio_codecs is not None else None,
+        beam=args.beam,
+        audio_dir=args.audio_dir or FSDD,
+        source="splitasr " + " ".join(args.argv),
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    p = run.profile
+    print(f"{args.out}: {p.model} {p.role}, {len(p.points)} points, {len(p.codecs)} point x codec pairs")
+    if run.skipped:
+        pairs = ", ".join(line.split(":")[0] for line in run.skipped)
+        print(f"  skipped (no codec state there): {pairs}", file=sys.stderr)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from splitasr.planner.estimator import NetworkEstimate, ServerLoad
+    from splitasr.planner.policy import Budget, Planner, PowerModel
+    from splitasr.planner.profiles import load_profile, load_wer_table
+
+    edge, cloud = load_profile(args.edge_profile), load_profile(args.cloud_profile)
+    if args.slowdown is not None:
+        edge = edge.slowed(args.slowdown)
+    wer = (
+        load_wer_table(args.wer_table or edge.model)
+        if (args.wer_table or args.wer_budget is not None)
+        else None
+    )
+    power = None
+    if args.power:
+        values = _floats(args.power, "--power")
+        if len(values) != 4:
+            raise ConfigError("--power takes four numbers: active_w,tx_j_per_byte,tx_w,idle_w")
+        try:
+            power = PowerModel(*values)
+        except ValueError as exc:
+            raise ConfigError(f"--power: {exc}") from None
+    if args.energy_budget is not None and power is None:
+        raise ConfigError("--energy-budget needs --power active_w,tx_j_per_byte,tx_w,idle_w")
+    import math
+
+    for flag, v in (("--seconds", args.seconds), ("--up-kbps", args.up_kbps)):
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{flag} must be a positive number")
+    if not (math.isfinite(args.rtt_ms) and math.isfinite(args.service_ms)):
+        raise ConfigError("--rtt-ms and --service-ms must be finite")
+    if args.rtt_ms < 0 or args.queue_depth < 0 or args.service_ms < 0 or args.workers < 1:
+        raise ConfigError("--rtt-ms, --queue-depth and --service-ms must be >= 0, --workers >= 1")
+    planner = Planner(edge, cloud, wer, power)
+    decision = planner.decide(
+        args.seconds,
+        NetworkEstimate(args.rtt_ms, args.up_kbps, outage=args.outage),
+        ServerLoad(args.queue_depth, args.service_ms, args.workers),
+        Budget(args.wer_budget, args.energy_budget),
+    )
+    if args.explain:
+        print(decision.explain())
+    else:
+        print(f"{decision.option.label}\t{decision.predicted_ms:.1f} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splitasr", description="Split edge-cloud speech recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -623,6 +705,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_arg(p)
     p.set_defaults(func=cmd_edge_transcribe)
+
+    p = sub.add_parser(
+        "profile",
+        help="measure this machine for the planner: fits of time and bytes per split point and codec",
+    )
+    p.add_argument("--role", required=True, choices=["edge", "cloud"])
+    p.add_argument("--out", required=True, help="profile JSON to write")
+    p.add_argument("--lengths", default="1,2,4,8", help="input lengths, seconds (comma-separated)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per length")
+    p.add_argument(
+        "--slowdown", type=float, default=1.0, help="multiply every time (an emulated slower edge)"
+    )
+    p.add_argument("--points", help="comma-separated split points (default: all)")
+    p.add_argument(
+        "--codecs", help="comma-separated activation codecs (default: a standard set; unbuildable skipped)"
+    )
+    p.add_argument("--audio-codecs", help="comma-separated codecs at the audio point ('' for none)")
+    p.add_argument("--beam", type=int, help="text decoder beam (default: the model's own)")
+    p.add_argument("--audio-dir", help="folder of .wav speech to cut inputs from (default: ../shared FSDD)")
+    p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    _add_model_arg(p)
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "plan", help="the planner's decision for one input, from two profiles and a network state"
+    )
+    p.add_argument("--edge-profile", required=True)
+    p.add_argument("--cloud-profile", required=True)
+    p.add_argument("--seconds", type=float, required=True, help="input length")
+    p.add_argument("--rtt-ms", type=float, required=True)
+    p.add_argument("--up-kbps", type=float, required=True, help="uplink bandwidth, kbit/s")
+    p.add_argument("--queue-depth", type=int, default=0, help="server's reported queue depth")
+    p.add_argument("--service-ms", type=float, default=0.0, help="server's reported mean service time")
+    p.add_argument("--workers", type=int, default=1, help="server worker threads")
+    p.add_argument("--outage", action="store_true", help="the cloud is unreachable")
+    p.add_argument("--wer-budget", type=float, help="most WER points over the unsplit model")
+    p.add_argument("--wer-table", help="WER table JSON (default: the shipped one of the profiles' model)")
+    p.add_argument("--energy-budget", type=float, help="most device joules per input (needs --power)")
+    p.add_argument("--power", help="active_w,tx_j_per_byte,tx_w,idle_w of the device")
+    p.add_argument("--slowdown", type=float, help="scale the edge profile's times (emulated slower edge)")
+    p.add_argument(
+        "--explain", action="store_true", help="every option's predicted cost and why the winner won"
+    )
+    p.set_defaults(func=cmd_plan)
     return parser
 
 

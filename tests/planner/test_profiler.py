@@ -1,0 +1,53 @@
+"""The profiler on a tiny sweep of the real DS2 pipeline (two lengths, one repeat)."""
+
+import pytest
+
+from splitasr.bench.profile import FSDD, run_profile, speech_of_length
+from splitasr.planner import Planner, load_profile
+from splitasr.planner.estimator import NetworkEstimate
+
+pytestmark = pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD recordings (../shared/data) are not here")
+
+
+def test_speech_of_length_is_real_audio_cut_to_the_sample():
+    w = speech_of_length(2.5)
+    assert w.shape == (40000,) and float(w.abs().max()) > 0.05
+
+
+def test_tiny_sweep_writes_a_profile_with_the_right_shape_and_growing_heads(tmp_path):
+    out = tmp_path / "ds2-edge.json"
+    run = run_profile(
+        "edge",
+        "ds2",
+        out,
+        lengths=(1.0, 4.0),
+        repeats=1,
+        points=["audio", "features", "proj"],
+        codecs=["f32+pack", "q8+ans", "deepcod+ans"],
+        audio_codecs=["pcm16+pack"],
+        source="tests/planner/test_profiler.py",
+    )
+    p = load_profile(out)
+    assert p == run.profile and p.role == "edge" and p.model == "ds2" and p.lengths == (1.0, 4.0)
+    assert [x.point for x in p.points] == ["audio", "features", "proj"]
+    assert [(c.point, c.codec) for c in p.codecs] == [
+        ("audio", "pcm16+pack"),
+        ("features", "f32+pack"),
+        ("features", "q8+ans"),
+        ("proj", "f32+pack"),
+        ("proj", "q8+ans"),
+        ("proj", "deepcod+ans"),
+    ]
+    assert any(s.startswith("features deepcod+ans") for s in run.skipped)  # no trained state there
+    for point in ("features", "proj"):
+        head = p.point(point).head_ms
+        assert head.b > 0 and head.r2 is not None and [s.seconds for s in head.samples] == [1.0, 4.0]
+    assert p.point("proj").head_ms.b > p.point("features").head_ms.b  # more layers, more time
+    assert p.full_ms.b > 0 and p.text.kind == "ctc"
+    # bytes per second of audio: 16-bit PCM 32000 exactly; float32 features 80 x 100 x 4
+    assert p.codec("audio", "pcm16+pack").payload_bytes.b == pytest.approx(32000.0, abs=1.0)  # +varints
+    assert p.codec("features", "f32+pack").payload_bytes.b == pytest.approx(32000.0, rel=0.02)
+    assert p.codec("proj", "deepcod+ans").payload_bytes.b < p.codec("proj", "q8+ans").payload_bytes.b
+    # and the planner can run on it
+    d = Planner(p.slowed(5.0), p).decide(4.0, NetworkEstimate(50.0, 1000.0))
+    assert d.predicted_ms > 0
