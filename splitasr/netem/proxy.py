@@ -159,8 +159,8 @@ class _Pipe:
             self.queue.popleft()
             self.queued -= len(chunk)
             self.changed.set()
+            self.em.count(self.conn, self.direction, chunk)  # first: a reader may wake at write
             self.writer.write(chunk)
-            self.em.count(self.conn, self.direction, chunk)
             await self.writer.drain()
         if self.writer.can_write_eof():
             self.writer.write_eof()
