@@ -282,6 +282,26 @@ def cmd_bench_load(args) -> int:
     return 0
 
 
+def cmd_bench_overhead(args) -> int:
+    from splitasr.bench.overhead import run_overhead_bench
+
+    _setup_threads(args)
+    if args.requests < 1 or args.warmup < 1:
+        raise ConfigError("--requests and --warmup must be at least 1")
+    results = run_overhead_bench(
+        _csv(args.configs) or [],
+        args.out,
+        requests=args.requests,
+        warmup=args.warmup,
+        beam=args.beam,
+        audio=args.audio,
+        command="splitasr " + " ".join(args.argv),
+    )
+    for r in results:
+        print(f"{r.label}: {r.overhead:.1f} B per request over a {r.payload_bytes} B payload")
+    return 0
+
+
 def cmd_serve(args) -> int:
     import asyncio
     import logging
@@ -541,6 +561,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, help="decoding beam of the requests (default: the model's; 1: greedy)")
     p.add_argument("--threads", type=int, default=0, help="PyTorch threads of the client process")
     p.set_defaults(func=cmd_bench_load)
+
+    p = bench.add_parser("overhead", help="bytes on the wire per unary request beyond the payload")
+    p.add_argument(
+        "--configs",
+        default="whisper-tiny.en/stem/deepcod+ans,ds2/proj/deepcod+ans",
+        help="comma-separated MODEL/POINT/CODEC",
+    )
+    p.add_argument("--requests", type=int, default=50, help="measured requests per configuration")
+    p.add_argument("--warmup", type=int, default=5, help="requests first, not counted")
+    p.add_argument("--beam", type=int, help="beam field of the requests (default: absent, the model's)")
+    p.add_argument("--audio", help="the utterance (default: a sentence synthesised with espeak-ng)")
+    p.add_argument("--out", default="results/overhead")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_bench_overhead)
 
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
     p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")
