@@ -302,6 +302,23 @@ def cmd_bench_overhead(args) -> int:
     return 0
 
 
+def cmd_bench_netem(args) -> int:
+    from splitasr.bench.linkcheck import run_netem_bench
+    from splitasr.netem import get_profile
+
+    profiles = [get_profile(name) for name in _csv(args.profiles) or []]
+    if not profiles or args.seconds <= 0:
+        raise ConfigError("--profiles needs at least one name and --seconds must be positive")
+    command = "splitasr " + " ".join(args.argv)
+    rows = run_netem_bench(profiles, args.out, seconds=args.seconds, command=command)
+    for r in rows:
+        print(
+            f"{r['profile']}: one way {r['one_way_ms']} ms, up {r['up_kbps']} kbit/s, "
+            f"down {r['down_kbps']} kbit/s"
+        )
+    return 0
+
+
 def cmd_serve(args) -> int:
     import asyncio
     import logging
@@ -575,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/overhead")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_overhead)
+
+    p = bench.add_parser("netem", help="the link emulator's delay and rates against its profiles")
+    p.add_argument("--profiles", default="wifi,lte,3g", help="comma-separated profile names")
+    p.add_argument("--seconds", type=float, default=1.5, help="length of each bulk transfer at the rate")
+    p.add_argument("--out", default="results/netem")
+    p.set_defaults(func=cmd_bench_netem)
 
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
     p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")

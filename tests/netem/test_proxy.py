@@ -14,71 +14,11 @@ import time
 
 import pytest
 
+from splitasr.bench.linkcheck import EchoSinkSource, downlink_bps, echo_rtts, uplink_bps
 from splitasr.errors import ConfigError
 from splitasr.netem import PROFILES, EmulatorThread, LinkEmulator, LinkProfile, parse_trace
 
 TOL = 0.10
-
-
-async def _echo(reader, writer):
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-
-class _Servers:
-    """An echo server, a sink (records when bytes arrive) and a source (sends the number of
-    bytes the 8-byte request asks for) on ephemeral loopback ports."""
-
-    def __init__(self):
-        self.arrivals: list[tuple[float, int]] = []
-
-    async def __aenter__(self):
-        self._echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
-        self._sink = await asyncio.start_server(self._sink_conn, "127.0.0.1", 0)
-        self._source = await asyncio.start_server(self._source_conn, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc):
-        for s in (self._echo, self._sink, self._source):
-            s.close()
-
-    def addr(self, which: str) -> tuple[str, int]:
-        return ("127.0.0.1", getattr(self, f"_{which}").sockets[0].getsockname()[1])
-
-    async def _sink_conn(self, reader, writer):
-        while data := await reader.read(65536):
-            self.arrivals.append((time.perf_counter(), len(data)))
-        writer.close()
-
-    async def _source_conn(self, reader, writer):
-        n = int.from_bytes(await reader.readexactly(8), "big")
-        writer.write(os.urandom(n))
-        await writer.drain()
-        writer.close()
-
-
-async def _rtts(port: int, count: int = 8, size: int = 16) -> list[float]:
-    """Round trips (s) of tiny messages through the echo server, after one warm-up (which
-    also pays the connection's handshake)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    out = []
-    for _ in range(count + 1):
-        t = time.perf_counter()
-        writer.write(b"x" * size)
-        await writer.drain()
-        await reader.readexactly(size)
-        out.append(time.perf_counter() - t)
-    writer.close()
-    return out[1:]
-
-
-def _rate_bps(arrivals: list[tuple[float, int]]) -> float:
-    """Bits per second between the first and the last arrival (the first read's bytes were
-    serialised before the first arrival, so they do not count)."""
-    total = sum(n for _, n in arrivals) - arrivals[0][1]
-    return 8 * total / (arrivals[-1][0] - arrivals[0][0])
 
 
 @pytest.mark.parametrize("name", ["lte", "3g"])
@@ -86,10 +26,10 @@ def test_one_way_delay_is_within_10_percent_of_the_profile(name):
     profile = PROFILES[name]
 
     async def run():
-        async with _Servers() as s:
+        async with EchoSinkSource() as s:
             em = await LinkEmulator(s.addr("echo"), profile=profile).start()
             try:
-                return await _rtts(em.port)
+                return await echo_rtts(em.port)
             finally:
                 await em.stop()
 
@@ -102,29 +42,16 @@ def test_uplink_and_downlink_throughput_are_within_10_percent_of_3g():
     up_bytes, down_bytes = 40_000, 200_000  # ~1.6 s each
 
     async def run():
-        async with _Servers() as s:
+        async with EchoSinkSource() as s:
             em = await LinkEmulator(s.addr("sink"), profile=profile).start()
-            _, writer = await asyncio.open_connection("127.0.0.1", em.port)
-            writer.write(os.urandom(up_bytes))
-            await writer.drain()
-            writer.close()
-            while sum(n for _, n in s.arrivals) < up_bytes:
-                await asyncio.sleep(0.05)
-            up = _rate_bps(s.arrivals)
-            assert em.stats.bytes_up == up_bytes and em.stats.bytes_down == 0
+            up = await uplink_bps(s, em.port, up_bytes)
             await em.stop()
-
+            assert (em.stats.bytes_up, em.stats.bytes_down) == (up_bytes, 0)
             em = await LinkEmulator(s.addr("source"), profile=profile).start()
-            reader, writer = await asyncio.open_connection("127.0.0.1", em.port)
-            writer.write(down_bytes.to_bytes(8, "big"))
-            arrivals = []
-            while data := await reader.read(65536):
-                arrivals.append((time.perf_counter(), len(data)))
-            writer.close()
-            assert sum(n for _, n in arrivals) == down_bytes
-            assert (em.stats.bytes_up, em.stats.bytes_down) == (8, down_bytes)
+            down, received = await downlink_bps(em.port, down_bytes)
             await em.stop()
-            return up, _rate_bps(arrivals)
+            assert received == down_bytes and (em.stats.bytes_up, em.stats.bytes_down) == (8, down_bytes)
+            return up, down
 
     up, down = asyncio.run(run())
     assert up == pytest.approx(1000 * profile.up_kbps, rel=TOL)
@@ -135,12 +62,12 @@ def test_a_trace_step_changes_the_delay_when_its_time_comes():
     trace = parse_trace("t_seconds,one_way_ms,up_kbps,down_kbps\n0,10,100000,100000\n1.0,60,100000,100000\n")
 
     async def run():
-        async with _Servers() as s:
+        async with EchoSinkSource() as s:
             em = await LinkEmulator(s.addr("echo"), trace=trace).start()
             try:
-                before = await _rtts(em.port, count=4)
+                before = await echo_rtts(em.port, count=4)
                 await asyncio.sleep(max(0.0, 1.05 - (em.loop.time() - em.started_at)))
-                after = await _rtts(em.port, count=4)
+                after = await echo_rtts(em.port, count=4)
                 return before, after
             finally:
                 await em.stop()
@@ -152,7 +79,7 @@ def test_a_trace_step_changes_the_delay_when_its_time_comes():
 
 def test_an_outage_holds_data_and_releases_it_after():
     async def run():
-        async with _Servers() as s:
+        async with EchoSinkSource() as s:
             em = await LinkEmulator(s.addr("echo"), profile=LinkProfile("fast", one_way_ms=5)).start()
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", em.port)
@@ -182,7 +109,7 @@ def test_bytes_arrive_exactly_and_in_order_under_jitter_and_loss():
     blob = os.urandom(400_000)
 
     async def run():
-        async with _Servers() as s:
+        async with EchoSinkSource() as s:
             em = await LinkEmulator(s.addr("echo"), profile=profile, seed=1).start()
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", em.port)
@@ -211,7 +138,7 @@ def test_bytes_arrive_exactly_and_in_order_under_jitter_and_loss():
 
 def test_stop_closes_open_connections_and_the_thread_runs_one_in_process():
     async def run():
-        async with _Servers() as s:
+        async with EchoSinkSource() as s:
             em = await LinkEmulator(s.addr("echo")).start()
             reader, writer = await asyncio.open_connection("127.0.0.1", em.port)
             writer.write(b"ping")
