@@ -76,11 +76,21 @@ class _Recorder:
         self.label = -1
         self.lock = threading.Lock()
         self.up: dict[int, list[tuple[int, bytes]]] = collections.defaultdict(list)
+        self.down_bytes: collections.Counter[int] = collections.Counter()
 
     def tap(self, direction: str, conn: int, data: bytes) -> None:
-        if direction == "up":
-            with self.lock:
+        with self.lock:
+            if direction == "up":
                 self.up[conn].append((self.label, data))
+            else:
+                self.down_bytes[self.label] += len(data)
+
+    def totals(self, first: int, last: int) -> tuple[int, int]:
+        """Uplink and downlink bytes delivered while a request in ``first..last`` was current."""
+        with self.lock:
+            up = sum(len(c) for chunks in self.up.values() for lab, c in chunks if first <= lab <= last)
+            down = sum(n for lab, n in self.down_bytes.items() if first <= lab <= last)
+        return up, down
 
 
 def measure_overhead(
@@ -106,14 +116,14 @@ def measure_overhead(
     make = client_factory or (lambda a: CloudClient(a, timeout_s=timeout_s))
     with EmulatorThread((host, int(port)), tap=rec.tap) as em:
         with make(f"127.0.0.1:{em.port}") as client:
-            reply = None
-            for i in range(warmup + requests):
-                if i == warmup:
-                    rec.label = 0
-                    up0, down0 = em.stats.bytes_up, em.stats.bytes_down
+            # Request i's window runs from its start to the next one's; one more request
+            # after the measured ones closes the last window. A frame sent just after a
+            # reply (a window update) lands in the next window: in steady state the warm-up
+            # hands one in as the last measured request hands one out.
+            for i in range(warmup + requests + 1):
+                rec.label = i - warmup
                 reply = client.call(request, timeout_s)
-                rec.label = i - warmup + 1
-            up, down = em.stats.bytes_up - up0, em.stats.bytes_down - down0
+    up, down = rec.totals(0, requests - 1)
     with rec.lock:
         streams = {conn: list(chunks) for conn, chunks in rec.up.items()}
     parts, frames, headers = _breakdown(streams, first=0, last=requests - 1)

@@ -163,7 +163,9 @@ class _Pipe:
             self.writer.write(chunk)
             await self.writer.drain()
         if self.writer.can_write_eof():
-            self.writer.write_eof()
+            self.writer.write_eof()  # half-close: the other direction may still be talking
+        else:
+            self.writer.close()
 
 
 def _after_outages(at: float, profile: LinkProfile, since: float) -> float:
