@@ -16,7 +16,7 @@ is "lost" with probability ``loss`` and then delivered one retransmission timeou
 **Outages.** ``outages`` are ``(start_s, end_s)`` windows, in seconds since the profile took
 effect (the emulator's start, or :meth:`LinkEmulator.set_profile`), during which nothing is
 delivered: a segment due inside a window is held until the window ends (a tunnel, a
-handover), then delivered in order.
+handover), then delivered in order, all together (the rate was applied when they entered).
 """
 
 from __future__ import annotations
