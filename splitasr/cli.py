@@ -287,6 +287,43 @@ def cmd_bench_load(args) -> int:
     return 0
 
 
+def cmd_bench_overhead(args) -> int:
+    from splitasr.bench.overhead import run_overhead_bench
+
+    _setup_threads(args)
+    if args.requests < 1 or args.warmup < 1:
+        raise ConfigError("--requests and --warmup must be at least 1")
+    results = run_overhead_bench(
+        _csv(args.configs) or [],
+        args.out,
+        requests=args.requests,
+        warmup=args.warmup,
+        beam=args.beam,
+        audio=args.audio,
+        command="splitasr " + " ".join(args.argv),
+    )
+    for r in results:
+        print(f"{r.label}: {r.overhead:.1f} B per request over a {r.payload_bytes} B payload")
+    return 0
+
+
+def cmd_bench_netem(args) -> int:
+    from splitasr.bench.linkcheck import run_netem_bench
+    from splitasr.netem import get_profile
+
+    profiles = [get_profile(name) for name in _csv(args.profiles) or []]
+    if not profiles or args.seconds <= 0:
+        raise ConfigError("--profiles needs at least one name and --seconds must be positive")
+    command = "splitasr " + " ".join(args.argv)
+    rows = run_netem_bench(profiles, args.out, seconds=args.seconds, command=command)
+    for r in rows:
+        print(
+            f"{r['profile']}: one way {r['one_way_ms']} ms, up {r['up_kbps']} kbit/s, "
+            f"down {r['down_kbps']} kbit/s"
+        )
+    return 0
+
+
 def cmd_serve(args) -> int:
     import asyncio
     import logging
@@ -378,6 +415,71 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise ConfigError(f"{flag} {text}: expected comma-separated numbers") from None
+
+
+def _host_port(option: str, value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> ``(host, port)``; ConfigError otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{option} {value!r}: expected HOST:PORT with a port in 0..65535")
+    return host, int(port)
+
+
+def cmd_netem(args) -> int:
+    import asyncio
+    import dataclasses
+    import signal
+
+    from splitasr.netem import LinkEmulator, get_profile, load_trace
+    from splitasr.netem.proxy import run_forever
+
+    listen = _host_port("--listen", args.listen)
+    target = _host_port("--target", args.target)
+    if target[1] == 0:
+        raise ConfigError(f"--target {args.target}: needs a port")
+    overrides = {
+        k: getattr(args, k)
+        for k in ("one_way_ms", "jitter_ms", "up_kbps", "down_kbps", "loss")
+        if getattr(args, k) is not None
+    }
+    if args.trace:
+        if {"one_way_ms", "up_kbps", "down_kbps"} & set(overrides):
+            raise ConfigError("with --trace, only --jitter-ms and --loss apply (the trace sets the rest)")
+        trace, profile = load_trace(args.trace, **overrides), None
+        what = f"trace {args.trace}"
+    else:
+        trace, profile = None, dataclasses.replace(get_profile(args.profile), **overrides)
+        what = f"profile {profile.name}"
+        if overrides:
+            what += " (" + ", ".join(f"{k}={v:g}" for k, v in overrides.items()) + ")"
+    emulator = LinkEmulator(target, profile=profile, trace=trace, listen=listen, seed=args.seed)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        started = asyncio.ensure_future(run_forever(emulator, stop))
+        while not emulator.port and not started.done():
+            await asyncio.sleep(0.01)
+        if not started.done():
+            host = f"[{listen[0]}]" if ":" in listen[0] else listen[0]
+            print(
+                f"splitasr netem: listening on {host}:{emulator.port} -> {args.target} ({what})",
+                flush=True,
+            )
+        await started
+        s = emulator.stats
+        print(
+            f"splitasr netem: stopped after {s.connections} connections, "
+            f"{s.bytes_up} B up, {s.bytes_down} B down",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    asyncio.run(run())
+    return 0
 
 
 def cmd_edge_transcribe(args) -> int:
@@ -641,6 +743,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-threads", type=int, default=2)
     p.add_argument("--out", default="results/e2e")
     p.set_defaults(func=cmd_bench_e2e)
+    p = bench.add_parser("overhead", help="bytes on the wire per unary request beyond the payload")
+    p.add_argument(
+        "--configs",
+        default="whisper-tiny.en/stem/deepcod+ans,ds2/proj/deepcod+ans",
+        help="comma-separated MODEL/POINT/CODEC",
+    )
+    p.add_argument("--requests", type=int, default=50, help="measured requests per configuration")
+    p.add_argument("--warmup", type=int, default=5, help="requests first, not counted")
+    p.add_argument("--beam", type=int, help="beam field of the requests (default: absent, the model's)")
+    p.add_argument("--audio", help="the utterance (default: a sentence synthesised with espeak-ng)")
+    p.add_argument("--out", default="results/overhead")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_bench_overhead)
+
+    p = bench.add_parser("netem", help="the link emulator's delay and rates against its profiles")
+    p.add_argument("--profiles", default="wifi,lte,3g", help="comma-separated profile names")
+    p.add_argument("--seconds", type=float, default=1.5, help="length of each bulk transfer at the rate")
+    p.add_argument("--out", default="results/netem")
+    p.set_defaults(func=cmd_bench_netem)
 
     lm = sub.add_parser("lm", help="language model tools").add_subparsers(dest="lm_command", required=True)
     p = lm.add_parser("build", help="write a word bigram ARPA LM for beam search")
@@ -685,6 +806,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
     p.set_defaults(func=cmd_serve)
+
+    from splitasr.netem.profiles import available_profiles
+
+    p = sub.add_parser("netem", help="link emulator: a TCP proxy with the delay and rates of a link")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to accept on (port 0: any, printed)")
+    p.add_argument("--target", required=True, help="HOST:PORT every connection is forwarded to")
+    link = p.add_mutually_exclusive_group(required=True)
+    link.add_argument("--profile", help=f"named link: {', '.join(available_profiles())}")
+    link.add_argument("--trace", help="CSV t_seconds,one_way_ms,up_kbps,down_kbps (docs/transport.md)")
+    p.add_argument("--one-way-ms", type=float, help="override the profile's one-way delay")
+    p.add_argument("--jitter-ms", type=float, help="override: each segment's delay +- up to this")
+    p.add_argument("--up-kbps", type=float, help="override the uplink rate, kbit/s")
+    p.add_argument("--down-kbps", type=float, help="override the downlink rate, kbit/s")
+    p.add_argument("--loss", type=float, help="override: probability a segment costs one retransmission")
+    p.add_argument("--seed", type=int, help="seed of the jitter and loss draws")
+    p.set_defaults(func=cmd_netem)
 
     edge = sub.add_parser("edge", help="the device: head here, tail in the cloud")
     edge = edge.add_subparsers(dest="edge_command", required=True)
