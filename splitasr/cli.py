@@ -477,6 +477,9 @@ def cmd_netem(args) -> int:
             file=sys.stderr,
             flush=True,
         )
+        # for programs (bench e2e): the TCP payload bytes carried, one JSON line on stdout
+        stats = {"connections": s.connections, "bytes_up": s.bytes_up, "bytes_down": s.bytes_down}
+        print(json.dumps({"event": "stats", **stats}), flush=True)
 
     asyncio.run(run())
     return 0

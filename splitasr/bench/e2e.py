@@ -425,9 +425,7 @@ def _last_stats(stdout: str) -> dict:
     return {}
 
 
-def _report(
-    models, profiles, slowdowns, jsonl, link_bytes, out_dir, limit, wall, server_threads, p0_counts, command
-):
+def _report(profiles, jsonl, link_bytes, out_dir, limit, wall, server_threads, p0_counts, command) -> dict:
     rows = [json.loads(line) for path in jsonl for line in path.read_text().splitlines()]
     summary: dict[str, dict[str, dict]] = {}
     for path in jsonl:
