@@ -123,6 +123,14 @@ class CloudService(pb_grpc.CloudServicer):
                 self._decoders[key] = self.clouds[name].model.make_decoder(beam=beam)
             return self._decoders[key]
 
+    async def _decoder_off_loop(self, name: str, beam: int | None) -> Decoder | None:
+        """:meth:`_decoder`, building a missing one on a helper thread: a new beam width can
+        load a language model or a tokenizer (0.2-1 s), which must not stall the event loop
+        and every other call with it."""
+        if beam is None or (name, beam) in self._decoders or not 1 <= beam <= MAX_BEAM:
+            return self._decoder(name, beam)
+        return await asyncio.get_running_loop().run_in_executor(None, self._decoder, name, beam)
+
     def load(self) -> pb.ServerLoad:
         recent = list(self._recent)
         mean = sum(recent) / len(recent) if recent else 0.0
@@ -140,7 +148,8 @@ class CloudService(pb_grpc.CloudServicer):
                 message = f"unknown model {request.model!r}; served: {', '.join(sorted(self.clouds))}"
             else:
                 cloud = self.clouds[request.model]
-                decoder = self._decoder(request.model, request.beam if request.HasField("beam") else None)
+                beam = request.beam if request.HasField("beam") else None
+                decoder = await self._decoder_off_loop(request.model, beam)
                 if self.max_batch == 1:
 
                     def work():

@@ -241,3 +241,19 @@ def test_every_client_finishes_on_the_edge_when_the_server_is_killed(model, utte
                 r.timings["total"]
                 < 1000 * (DEADLINE_S + MARGIN_S) + r.timings["edge"] + r.timings["head"] + r.timings["encode"]
             )
+
+
+def test_new_beam_widths_are_served_without_stalling(model, batching, utterances):
+    """Regression: every new beam width loaded DS2's word LM again on the event loop (~1 s
+    each, ~16 MB each, the other calls stalled). Beams 2..9, each new to this server, give
+    the in-process text of that beam, quickly."""
+    from splitasr.pipeline import Cloud
+
+    cloud = Cloud(model)
+    _, payload, _ = utterances[1]
+    with CloudClient(f"127.0.0.1:{batching.port}", timeout_s=30) as c:
+        t0 = time.perf_counter()
+        for beam in range(2, 10):
+            want = cloud.transcribe(payload, POINT, CODEC, model.make_decoder(beam=beam)).text
+            assert c.transcribe(payload, "ds2", POINT, CODEC, beam=beam).text == want
+        assert time.perf_counter() - t0 < 8  # was > 8 s of LM loads alone
