@@ -346,6 +346,13 @@ def cmd_serve(args) -> int:
     if args.max_batch < 1 or args.max_wait_ms < 0:
         raise ConfigError("--max-batch must be at least 1 and --max-wait-ms not negative")
     token = args.token or os.environ.get("SPLITASR_TOKEN") or None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both (TLS) or neither (plaintext)")
+    credentials = None
+    if args.tls_cert is not None:
+        from splitasr.transport.tls import server_credentials
+
+        credentials = server_credentials(args.tls_cert, args.tls_key)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     print(f"splitasr serve: loading {', '.join(names)}", file=sys.stderr, flush=True)
     clouds = load_clouds(names, max_seconds=args.max_seconds)
@@ -360,6 +367,7 @@ def cmd_serve(args) -> int:
             workers=args.workers,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
+            credentials=credentials,
         )
     )
     return 0
@@ -510,7 +518,9 @@ def cmd_edge_transcribe(args) -> int:
     if mode == "split" and args.split not in model.split_points:
         raise ConfigError(f"--split {args.split}: choose from {', '.join(model.split_points)}")
     token = args.token or os.environ.get("SPLITASR_TOKEN") or None
-    cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout) if args.cloud else None
+    cloud = None
+    if args.cloud:
+        cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout, tls_ca=args.tls_ca, tls=args.tls)
     if args.slowdown < 1:
         raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
     client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam), slowdown=args.slowdown)
@@ -808,6 +818,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
+    p.add_argument("--tls-cert", help="serve TLS with this PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", help="the PEM private key of --tls-cert (unencrypted)")
     p.set_defaults(func=cmd_serve)
 
     from splitasr.netem.profiles import available_profiles
@@ -837,6 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, help="beam width (default: the model's own)")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline of each cloud call, seconds")
     p.add_argument("--token", help="the server's bearer token (default: $SPLITASR_TOKEN)")
+    p.add_argument("--tls-ca", help="connect with TLS, trusting this PEM CA (or self-signed) certificate")
+    p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's roots")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer files")
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")

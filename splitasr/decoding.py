@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -96,32 +97,50 @@ class BeamSearchDecoder(Decoder):
         beta: float = 1.0,
     ):
         super().__init__(tokenizer)
-        try:
-            from pyctcdecode import build_ctcdecoder
-        except ImportError:  # pragma: no cover - a pinned dependency
-            raise MissingDependencyError("beam search needs pyctcdecode: pip install pyctcdecode") from None
-        labels = ["", " ", "'"] + list("abcdefghijklmnopqrstuvwxyz")
+        labels = ("", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
         assert len(labels) == len(tokenizer)
         self.beam_width = beam_width
         if arpa and not Path(arpa).is_file():
             raise ConfigError(f"{arpa}: no such language model file")
-        try:
-            with _quiet_stderr():  # kenlm prints loading progress bars on file descriptor 2
-                self._decoder = build_ctcdecoder(
-                    labels,
-                    kenlm_model_path=str(arpa) if arpa else None,
-                    unigrams=unigrams,
-                    alpha=alpha,
-                    beta=beta,
-                )
-        except (OSError, ValueError) as exc:  # kenlm: OSError; UnicodeDecodeError on binary junk
-            if not arpa:
-                raise
-            raise ConfigError(
-                f"{arpa}: not a readable ARPA or kenlm binary language model ({_kenlm_reason(exc)})"
-            ) from None
+        # The beam width is a decode-time argument: decoders that differ only in it share
+        # one pyctcdecode decoder and its language model (loading one costs ~1 s and ~16 MB,
+        # and a server builds a decoder per beam width its clients ask for).
+        key = (str(Path(arpa).resolve()), Path(arpa).stat().st_mtime_ns) if arpa else None
+        self._decoder = _ctc_decoder(labels, key, tuple(unigrams) if unigrams else None, alpha, beta)
 
     def decode(self, logits: torch.Tensor, length: int | None = None) -> str:
         log_probs = torch.log_softmax(logits[:length].float(), dim=-1).numpy().astype(np.float32)
         text = self._decoder.decode(log_probs, beam_width=self.beam_width)
         return " ".join(text.split())
+
+
+@functools.lru_cache(maxsize=8)
+def _ctc_decoder(
+    labels: tuple[str, ...],
+    arpa: tuple[str, int] | None,
+    unigrams: tuple[str, ...] | None,
+    alpha: float,
+    beta: float,
+):
+    """One pyctcdecode decoder per (labels, LM file and its mtime, unigrams, alpha, beta),
+    built once and shared (it is only read while decoding)."""
+    try:
+        from pyctcdecode import build_ctcdecoder
+    except ImportError:  # pragma: no cover - a pinned dependency
+        raise MissingDependencyError("beam search needs pyctcdecode: pip install pyctcdecode") from None
+    path = arpa[0] if arpa else None
+    try:
+        with _quiet_stderr():  # kenlm prints loading progress bars on file descriptor 2
+            return build_ctcdecoder(
+                list(labels),
+                kenlm_model_path=path,
+                unigrams=list(unigrams) if unigrams else None,
+                alpha=alpha,
+                beta=beta,
+            )
+    except (OSError, ValueError) as exc:  # kenlm: OSError; UnicodeDecodeError on binary junk
+        if not path:
+            raise
+        raise ConfigError(
+            f"{path}: not a readable ARPA or kenlm binary language model ({_kenlm_reason(exc)})"
+        ) from None

@@ -202,6 +202,8 @@ class Cloud:
         if header.shape[0] != 1 or min(header.lens) < 1:
             raise PipelineError("a payload holds one utterance of at least one frame")
         h, lens = codec.decompress(payload, limits)
+        if not torch.isfinite(h).all():  # f32 carries any bit pattern; NaN breaks the decoders
+            raise PipelineError("payload decodes to non-finite values (NaN or infinity)")
         return h, lens, resume
 
     def tail(self, h: torch.Tensor, lens: torch.Tensor, point: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,6 +220,7 @@ class Cloud:
         t1 = time.perf_counter()
         out, out_lens = self.tail(h, lens, resume)
         t2 = time.perf_counter()
+        _check_finite(out[0], int(out_lens[0]))
         with torch.inference_mode():
             text = (decoder or self.decoder).decode(out[0], int(out_lens[0]))
         t3 = time.perf_counter()
@@ -273,6 +276,7 @@ class Cloud:
             for row, (i, _, _, decoder, decode_ms) in enumerate(group):
                 t1 = time.perf_counter()
                 try:
+                    _check_finite(out[row], int(out_lens[row]))
                     with torch.inference_mode():
                         text = (decoder or self.decoder).decode(out[row], int(out_lens[row]))
                 except Exception as exc:  # noqa: BLE001
@@ -292,6 +296,16 @@ def _pad(hs: list[torch.Tensor], lens: list[torch.Tensor]) -> tuple[torch.Tensor
     for row, h in enumerate(hs):
         batch[row, : h.shape[1]] = h[0]
     return batch, torch.cat([x.reshape(1) for x in lens])
+
+
+def _check_finite(out: torch.Tensor, length: int) -> None:
+    """Refuse a tail output ``(T', V)`` with NaN or infinity in its first ``length`` frames.
+
+    Finite but extreme activations (a crafted payload of 1e38s) overflow inside the tail;
+    on NaN, DS2's beam search fails (an empty beam) and Whisper's text decoder runs to its
+    token limit on every beam (tens of seconds): refused here, as a bad payload."""
+    if not torch.isfinite(out[:length]).all():
+        raise PipelineError("payload values drive the model's output to NaN or infinity")
 
 
 def _check_point(model: SplitModel, point: str) -> None:

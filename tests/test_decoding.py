@@ -72,3 +72,16 @@ def test_a_missing_or_unreadable_lm_is_a_one_line_config_error(tmp_path, content
     with pytest.raises(ConfigError) as err:
         BeamSearchDecoder(beam_width=4, arpa=path)
     assert str(err.value).startswith(f"{path}: {problem}") and "\n" not in str(err.value)
+
+
+def test_beam_widths_share_one_language_model(model):
+    """Regression: each beam width loaded the word LM again (~1 s, ~16 MB): a server asked
+    for beams 2..128 held 127 copies and stalled on each. The width is a decode argument."""
+    import time
+
+    first = model.make_decoder(beam=3)
+    t0 = time.perf_counter()
+    others = [model.make_decoder(beam=b) for b in (4, 5, 6, 7, 8, 9, 10, 11)]
+    assert time.perf_counter() - t0 < 0.5  # no LM load among them
+    assert all(d._decoder is first._decoder for d in others)
+    assert [d.beam_width for d in others] == [4, 5, 6, 7, 8, 9, 10, 11]

@@ -169,3 +169,17 @@ def test_cloud_refuses_a_payload_longer_than_its_max_seconds(model, waves):
     assert len(waves[0]) > SAMPLE_RATE  # over a second of speech
     with pytest.raises(CodecError, match="frames per item, over the limit of 26"):  # 0.5 s x 50 Hz + 1
         cloud.transcribe(sent.payload, "proj", "f32+pack")
+
+
+@pytest.mark.parametrize("fill,words", [(float("nan"), "non-finite values"), (1e38, "output to NaN")])
+def test_cloud_refuses_non_finite_values_alone_and_in_a_batch(model, waves, fill, words):
+    """Regression: NaN crashed DS2's beam search (ValueError, an INTERNAL status at the
+    server) and sent Whisper's text decoder to its token limit; 1e38s overflow in the tail."""
+    edge, cloud = Edge(model), Cloud(model)  # the default decoder: beam search with the LM
+    bad = edge.compress(torch.full((1, 30, 256), fill), torch.tensor([30]), "proj", "f32+pack")
+    with pytest.raises(PipelineError, match=words):
+        cloud.transcribe(bad, "proj", "f32+pack")
+    good = edge.encode(waves[1], "proj", "f32+pack").payload
+    got = cloud.transcribe_batch([(bad, "proj", "f32+pack", None), (good, "proj", "f32+pack", None)])
+    assert isinstance(got[0], PipelineError) and words in str(got[0])
+    assert got[1].text == cloud.transcribe(good, "proj", "f32+pack").text

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import grpc
 import torch
@@ -24,6 +25,7 @@ from splitasr.model.stages import SplitModel
 from splitasr.pipeline import AUDIO, Edge, recognise
 from splitasr.transport import splitasr_pb2 as pb
 from splitasr.transport import splitasr_pb2_grpc as pb_grpc
+from splitasr.transport.tls import channel_credentials
 
 DEFAULT_TIMEOUT_S = 10.0
 MODES = ("split", "cloud", "edge")
@@ -52,12 +54,26 @@ class CloudClient:
         address: ``host:port``.
         token: the server's bearer token, if it has one.
         timeout_s: the deadline of every call, in seconds.
+        tls_ca: connect with TLS, trusting the PEM certificate(s) in this file (a
+            self-signed server certificate is its own CA).
+        tls: connect with TLS, trusting the system's roots (implied by ``tls_ca``).
     """
 
-    def __init__(self, address: str, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tls_ca: str | Path | None = None,
+        tls: bool = False,
+    ):
         self.address, self.timeout_s = address, timeout_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.insecure_channel(address)
+        self.tls = tls or tls_ca is not None
+        if self.tls:
+            self._channel = grpc.secure_channel(address, channel_credentials(tls_ca))
+        else:
+            self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.CloudStub(self._channel)
 
     def request(

@@ -123,6 +123,14 @@ class CloudService(pb_grpc.CloudServicer):
                 self._decoders[key] = self.clouds[name].model.make_decoder(beam=beam)
             return self._decoders[key]
 
+    async def _decoder_off_loop(self, name: str, beam: int | None) -> Decoder | None:
+        """:meth:`_decoder`, building a missing one on a helper thread: a new beam width can
+        load a language model or a tokenizer (0.2-1 s), which must not stall the event loop
+        and every other call with it."""
+        if beam is None or (name, beam) in self._decoders or not 1 <= beam <= MAX_BEAM:
+            return self._decoder(name, beam)
+        return await asyncio.get_running_loop().run_in_executor(None, self._decoder, name, beam)
+
     def load(self) -> pb.ServerLoad:
         recent = list(self._recent)
         mean = sum(recent) / len(recent) if recent else 0.0
@@ -140,7 +148,8 @@ class CloudService(pb_grpc.CloudServicer):
                 message = f"unknown model {request.model!r}; served: {', '.join(sorted(self.clouds))}"
             else:
                 cloud = self.clouds[request.model]
-                decoder = self._decoder(request.model, request.beam if request.HasField("beam") else None)
+                beam = request.beam if request.HasField("beam") else None
+                decoder = await self._decoder_off_loop(request.model, beam)
                 if self.max_batch == 1:
 
                     def work():
@@ -320,10 +329,12 @@ async def start(
     service: CloudService | None = None,
     max_batch: int = 1,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``host:port`` (port 0: an ephemeral one) in the running loop; returns
-    the server and the bound port. Stop it with ``await server.stop(grace)`` (and shut down
-    ``service.executor`` when you passed the service)."""
+    the server and the bound port. ``credentials`` (:func:`splitasr.transport.tls.server_credentials`)
+    serve TLS; without them the port is plaintext. Stop it with ``await server.stop(grace)``
+    (and shut down ``service.executor`` when you passed the service)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -336,7 +347,8 @@ async def start(
     pb_grpc.add_CloudServicer_to_server(service, server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if not bound:
         raise SplitASRError(f"cannot listen on {host}:{port}")
     await server.start()
@@ -356,8 +368,12 @@ async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kw
         max_wait_ms=kwargs.pop("max_wait_ms", DEFAULT_MAX_WAIT_MS),
     )
     server, port = await start(clouds, service=service, **kwargs)
-    log.info(json.dumps({"event": "listening", "port": port, "models": sorted(clouds)}))
-    print(f"splitasr serve: listening on {kwargs.get('host', '127.0.0.1')}:{port}", flush=True)
+    tls = kwargs.get("credentials") is not None
+    log.info(json.dumps({"event": "listening", "port": port, "models": sorted(clouds), "tls": tls}))
+    print(
+        f"splitasr serve: listening{' (TLS)' if tls else ''} on {kwargs.get('host', '127.0.0.1')}:{port}",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
