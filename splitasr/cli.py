@@ -1055,7 +1055,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe-age-s", type=float, default=60.0, help="probe when the estimate is older (paper 001: 60)"
     )
     p.add_argument(
-        "--inputs", type=int, help="inputs drawn (seeded) for the fixed sweep (default: the workload once)"
+        "--inputs", type=int, default=1000, help="inputs drawn (seeded) from the workload for the fixed sweep"
     )
     p.add_argument(
         "--noise-scale", type=float, default=1.0, help="lengths workloads: scale of the noise model"
