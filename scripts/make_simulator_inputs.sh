@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The shipped profiles and per-input workloads of `splitasr simulate` (docs/planner.md, "Simulator").
-# Run on an IDLE machine (times are what is measured): about 8 minutes on 2 idle cores.
+# Run on an IDLE machine (times are what is measured): estimated 7-9 minutes on 2 idle cores
+# (the development run, REPEATS=1 INPUTS=40, took 5.3 CPU-minutes; Whisper per-input dominates).
 #   scripts/make_simulator_inputs.sh [OUT_DIR]       (default: splitasr/planner/data)
-# Environment: LENGTHS (1,2,4,8), REPEATS (3), INPUTS (60 per model), CLOUD_THREADS (2),
+# Environment: LENGTHS (1,2,4,8), REPEATS (3), INPUTS (50 per model), CLOUD_THREADS (2),
 # PY (python), DATA (data/corpus), ONLY (a model name: that model alone).
 set -euo pipefail
 OUT=${1:-splitasr/planner/data}
@@ -10,7 +11,7 @@ PY=${PY:-python}
 DATA=${DATA:-data/corpus}
 LENGTHS=${LENGTHS:-1,2,4,8}
 REPEATS=${REPEATS:-3}
-INPUTS=${INPUTS:-60}
+INPUTS=${INPUTS:-50}
 CLOUD_THREADS=${CLOUD_THREADS:-2}
 ONLY=${ONLY:-}
 splitasr() { "$PY" -c "from splitasr.cli import main; main()" "$@"; }
