@@ -289,3 +289,18 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert err.startswith("splitasr: error: --profiles needs --workload") and err.count("\n") == 1
     assert main(["simulate", "--policies", "edge,psychic"]) == 2
     assert "unknown 'psychic'" in capsys.readouterr().err
+
+
+def test_a_workload_with_arrival_times_runs_at_them_on_the_variable_trace():
+    from splitasr.planner.experiments import ModelInputs, run_experiments
+
+    e, c = edge_and_cloud()
+    arrivals = [7.0 * k for k in range(25)]  # 0..168 s
+    ew, cw = _synthetic(noise_scale=1.0, lengths=(1.0, 3.0, 6.0, 2.0, 9.0) * 5, arrivals=arrivals)
+    res = run_experiments(ModelInputs(e, c, ew, cw), THREE_ROWS, one_way_ms=(50.0,), inputs=40)
+    v = res["variable"]
+    assert v["inputs"] == 25 and v["policies"]["edge"]["inputs"] == 25
+    assert res["fixed"][0]["policies"]["edge"]["inputs"] == 40 and res["fixed_inputs"] == 40
+    # rows at 0, 10, 20 s: inputs at 0 and 7 s in the first, 14 s in the second, the rest in the third
+    assert [ph["inputs"] for ph in v["policies"]["oracle"]["phases"]] == [2, 1, 22]
+    assert v["planner"]["gap_to_oracle_pct"] >= 0.0
