@@ -748,7 +748,15 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-POLICY_NAMES = ("edge", "cloud-pcm", "cloud-opus", "best-fixed", "planner", "planner-perfect-net", "oracle")
+POLICY_NAMES = (  # splitasr.planner.simulate.POLICIES (not imported here: numpy)
+    "edge",
+    "cloud-pcm",
+    "cloud-opus",
+    "best-fixed",
+    "planner",
+    "planner-perfect-net",
+    "oracle",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
