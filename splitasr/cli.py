@@ -560,6 +560,10 @@ def cmd_profile(args) -> int:
     from splitasr.bench.profile import FSDD, run_profile
 
     _setup_threads(args)
+    if args.per_input:
+        return _cmd_profile_per_input(args)
+    if args.manifest or args.limit is not None:
+        raise ConfigError("--manifest and --limit go with --per-input")
     run = run_profile(
         args.role,
         args.model,
@@ -580,6 +584,38 @@ def cmd_profile(args) -> int:
     print(f"{args.out}: {p.model} {p.role}, {len(p.points)} points, {len(p.codecs)} point x codec pairs")
     if run.skipped:
         pairs = ", ".join(line.split(":")[0] for line in run.skipped)
+        print(f"  skipped (no codec state there): {pairs}", file=sys.stderr)
+    return 0
+
+
+def _cmd_profile_per_input(args) -> int:
+    from splitasr.bench.profile import run_per_input
+
+    if not args.manifest:
+        raise ConfigError("--per-input needs --manifest (the inputs to measure)")
+    workload, skipped = run_per_input(
+        args.role,
+        args.model,
+        args.manifest,
+        args.out,
+        limit=args.limit,
+        repeats=args.repeats,
+        threads=args.threads or None,
+        slowdown=args.slowdown,
+        points=_csv(args.points),
+        codecs=_csv(args.codecs),
+        audio_codecs=_csv(args.audio_codecs) or [] if args.audio_codecs is not None else None,
+        beam=args.beam,
+        source="splitasr " + " ".join(args.argv),
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    n = len(workload.inputs[0].codecs)
+    print(
+        f"{args.out}: {workload.model} {workload.role} workload,"
+        f" {len(workload.inputs)} inputs, {n} point x codec pairs"
+    )
+    if skipped:
+        pairs = ", ".join(line.split(":")[0] for line in skipped)
         print(f"  skipped (no codec state there): {pairs}", file=sys.stderr)
     return 0
 
@@ -629,6 +665,108 @@ def cmd_plan(args) -> int:
     else:
         print(f"{decision.option.label}\t{decision.predicted_ms:.1f} ms")
     return 0
+
+
+def _simulate_inputs(args, budget_model: str | None = None):
+    """The ModelInputs of ``splitasr simulate``: shipped (both models) or from the flags."""
+    from splitasr.planner.experiments import SHIPPED_MODELS, ModelInputs, shipped_inputs
+    from splitasr.planner.profiles import load_profile, load_wer_table
+    from splitasr.planner.workload import NoiseModel, load_lengths, load_workload, synthesise
+
+    if args.profiles is None:
+        if args.workload:
+            raise ConfigError(
+                "--workload needs --profiles EDGE CLOUD (the shipped ones come with their workloads)"
+            )
+        return [shipped_inputs(m) for m in SHIPPED_MODELS]
+    edge, cloud = (load_profile(p) for p in args.profiles)
+    if args.edge_slowdown is not None:
+        edge = edge.slowed(args.edge_slowdown)
+    if not args.workload:
+        raise ConfigError(
+            "--profiles needs --workload: EDGE.json CLOUD.json (splitasr profile --per-input), "
+            "or a lengths.csv / manifest"
+        )
+    if len(args.workload) == 2:
+        ew, cw = (load_workload(p) for p in args.workload)
+    elif len(args.workload) == 1 and not args.workload[0].endswith(".json"):
+        rows = load_lengths(args.workload[0])
+        noise = NoiseModel(scale=args.noise_scale, seed=args.seed)
+        ew, cw = (
+            synthesise(edge, rows, noise),
+            synthesise(cloud, rows, NoiseModel(scale=args.noise_scale, seed=args.seed + 1)),
+        )
+    else:
+        raise ConfigError(
+            "--workload takes EDGE.json CLOUD.json (two measured workloads) or one lengths.csv/manifest"
+        )
+    try:
+        wer = load_wer_table(edge.model)
+    except SplitASRError:
+        wer = None
+    return [ModelInputs(edge, cloud, ew, cw, wer)]
+
+
+def cmd_simulate(args) -> int:
+    import math
+
+    from splitasr.netem.trace import load_trace, shipped_trace
+    from splitasr.planner.experiments import DEFAULT_ONE_WAY_MS, run_experiments, write_report
+    from splitasr.planner.policy import Budget
+    from splitasr.planner.simulate import POLICIES, EstimatorSettings
+
+    policies = tuple(_csv(args.policies) or POLICIES)
+    bad = [p for p in policies if p not in POLICIES]
+    if bad:
+        raise ConfigError(f"--policies: unknown {bad[0]!r}; choose from {', '.join(POLICIES)}")
+    one_way = _floats(args.one_way_ms, "--one-way-ms") if args.one_way_ms else DEFAULT_ONE_WAY_MS
+    if not one_way or any(not (math.isfinite(x) and 0 <= x <= 60_000) for x in one_way):
+        raise ConfigError("--one-way-ms: comma-separated delays in [0, 60000] ms")
+    if not (math.isfinite(args.probe_age_s) and args.probe_age_s > 0):
+        raise ConfigError("--probe-age-s must be a positive number")
+    if args.inputs is not None and not (1 <= args.inputs <= 100_000):
+        raise ConfigError("--inputs must be in [1, 100000]")
+    if not (math.isfinite(args.noise_scale) and args.noise_scale >= 0):
+        raise ConfigError("--noise-scale must be >= 0")
+    trace = load_trace(args.network or shipped_trace("paper001_100_200_300"))
+    settings = EstimatorSettings(probe_age_s=args.probe_age_s)
+    models = []
+    for mi in _simulate_inputs(args):
+        print(f"simulating {mi.model} ...", file=sys.stderr, flush=True)
+        models.append(
+            run_experiments(
+                mi, trace, one_way, policies, Budget(args.wer_budget), settings, args.inputs, args.seed
+            )
+        )
+    results = {
+        "command": "splitasr " + " ".join(args.argv),
+        "network": str(args.network or "shipped paper001_100_200_300"),
+        "models": models,
+    }
+    paths = write_report(results, args.out)
+    for m in models:
+        v = m["variable"]["planner"]
+        gaps = [r["planner"].get("gap_to_oracle_pct") for r in m["fixed"]]
+        gaps = [g for g in gaps if g is not None]
+        print(
+            f"{m['model']}: variable trace: planner {v.get('vs_edge_pct') or 0:+.1f} % vs edge, "
+            f"{v.get('vs_best_cloud_pct') or 0:+.1f} % vs best cloud, "
+            f"{v.get('gap_to_oracle_pct') or 0:.2f} % above oracle; "
+            f"fixed sweep: mean gap to oracle {sum(gaps) / max(len(gaps), 1):.2f} %"
+        )
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+POLICY_NAMES = (  # splitasr.planner.simulate.POLICIES (not imported here: numpy)
+    "edge",
+    "cloud-pcm",
+    "cloud-opus",
+    "best-fixed",
+    "planner",
+    "planner-perfect-net",
+    "oracle",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -867,7 +1005,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=["edge", "cloud"])
     p.add_argument("--out", required=True, help="profile JSON to write")
     p.add_argument("--lengths", default="1,2,4,8", help="input lengths, seconds (comma-separated)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per length")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per length (per input: 1 is usual)")
+    p.add_argument(
+        "--per-input",
+        action="store_true",
+        help="measure each input of --manifest (a workload for splitasr simulate), not a sweep of lengths",
+    )
+    p.add_argument("--manifest", help="with --per-input: the utterances to measure (JSONL manifest)")
+    p.add_argument("--limit", type=int, help="with --per-input: the first N utterances")
     p.add_argument(
         "--slowdown", type=float, default=1.0, help="multiply every time (an emulated slower edge)"
     )
@@ -903,6 +1048,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--explain", action="store_true", help="every option's predicted cost and why the winner won"
     )
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "simulate",
+        help="trace-driven simulation of edge/cloud/split policies (paper 001 Fig. 4 and Table I)",
+        description="With no arguments: paper 001's experiments on the shipped profiles, workloads, trace.",
+    )
+    p.add_argument("--profiles", nargs=2, metavar=("EDGE", "CLOUD"), help="edge and cloud profile JSON")
+    p.add_argument(
+        "--edge-slowdown", type=float, help="scale the edge profile's times (emulated slower edge)"
+    )
+    p.add_argument(
+        "--workload",
+        nargs="+",
+        metavar="FILE",
+        help="EDGE.json CLOUD.json (splitasr profile --per-input), or one lengths.csv / JSONL manifest",
+    )
+    p.add_argument(
+        "--network", help="trace CSV t_seconds,one_way_ms,up_kbps,down_kbps (default: shipped paper001)"
+    )
+    p.add_argument(
+        "--policies",
+        help="comma-separated (default: all): " + ",".join(POLICY_NAMES),
+    )
+    p.add_argument("--one-way-ms", help="fixed latencies of the Fig. 4 sweep (default 10,20,...,300)")
+    p.add_argument("--wer-budget", type=float, help="most WER points over the unsplit model (default: none)")
+    p.add_argument(
+        "--probe-age-s", type=float, default=60.0, help="probe when the estimate is older (paper 001: 60)"
+    )
+    p.add_argument(
+        "--inputs", type=int, default=1000, help="inputs drawn (seeded) from the workload for the fixed sweep"
+    )
+    p.add_argument(
+        "--noise-scale", type=float, default=1.0, help="lengths workloads: scale of the noise model"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/simulate", help="folder for results.json, table.md, PNGs")
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

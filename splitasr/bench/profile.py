@@ -32,6 +32,7 @@ from splitasr.audio import SAMPLE_RATE, load_audio
 from splitasr.bench.report import machine_description
 from splitasr.codecs import CodecError
 from splitasr.errors import ConfigError
+from splitasr.manifest import read_manifest
 from splitasr.model.registry import load_model
 from splitasr.pipeline import AUDIO, Cloud, Edge
 from splitasr.planner.profiles import (
@@ -44,6 +45,14 @@ from splitasr.planner.profiles import (
     fit_samples,
     save_profile,
     summarise,
+)
+from splitasr.planner.workload import (
+    MAX_INPUTS,
+    CodecTimes,
+    InputTimes,
+    PointTimes,
+    Workload,
+    save_workload,
 )
 
 DEFAULT_LENGTHS = (1.0, 2.0, 4.0, 8.0)
@@ -100,6 +109,35 @@ def speech_of_length(seconds: float, audio_dir: Path = FSDD) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(parts)[:need].copy())
 
 
+def _pairs(
+    edge: Edge,
+    model,
+    points: list[str] | None,
+    codecs: list[str] | None,
+    audio_codecs: list[str] | None,
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (point, codec) pairs to measure, and the ones skipped (no codec state there)."""
+    all_points = model.split_points
+    points = list(all_points if points is None else points)
+    bad = [p for p in points if p not in all_points]
+    if bad:
+        raise ConfigError(f"unknown split point {bad[0]!r}; choose from {', '.join(all_points)}")
+    plan: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    for p in points:
+        for c in (
+            (AUDIO_POINT_CODECS if audio_codecs is None else audio_codecs)
+            if p == AUDIO
+            else (ACTIVATION_CODECS if codecs is None else codecs)
+        ):
+            try:
+                edge.codecs.get(c, p)
+                plan.append((p, c))
+            except CodecError as exc:
+                skipped.append(f"{p} {c}: {exc}")
+    return plan, skipped
+
+
 def _tokens(model, decoder, text: str) -> int | None:
     """Tokens an autoregressive text decoder (a model whose output is an ``encoder``
     memory: Whisper) generated for ``text``, +1 for the end token: its tokenizer
@@ -153,23 +191,7 @@ def run_profile(
     edge, cloud = Edge(model), Cloud(model, decoder=model.make_decoder(beam=beam))
     decoder = cloud.decoder
     all_points = model.split_points
-    points = list(all_points if points is None else points)
-    bad = [p for p in points if p not in all_points]
-    if bad:
-        raise ConfigError(f"unknown split point {bad[0]!r}; choose from {', '.join(all_points)}")
-    plan: list[tuple[str, str]] = []
-    skipped: list[str] = []
-    for p in points:
-        for c in (
-            (AUDIO_POINT_CODECS if audio_codecs is None else audio_codecs)
-            if p == AUDIO
-            else (ACTIVATION_CODECS if codecs is None else codecs)
-        ):
-            try:
-                edge.codecs.get(c, p)
-                plan.append((p, c))
-            except CodecError as exc:
-                skipped.append(f"{p} {c}: {exc}")
+    plan, skipped = _pairs(edge, model, points, codecs, audio_codecs)
     waves = {s: speech_of_length(s, Path(audio_dir)) for s in lengths}
 
     raw: dict[str, dict[float, list[float]]] = {}
@@ -280,4 +302,137 @@ def run_profile(
     return ProfileRun(profile, skipped)
 
 
-__all__ = ["ProfileRun", "run_profile", "speech_of_length"]
+def run_per_input(
+    role: str,
+    model_name: str,
+    manifest: str | Path,
+    out: str | Path | None = None,
+    limit: int | None = None,
+    repeats: int = 1,
+    threads: int | None = None,
+    slowdown: float = 1.0,
+    points: list[str] | None = None,
+    codecs: list[str] | None = None,
+    audio_codecs: list[str] | None = None,
+    beam: int | None = None,
+    source: str = "",
+    log=None,
+) -> tuple[Workload, list[str]]:
+    """Measure every stage on each input of ``manifest`` (``splitasr profile --per-input``):
+    the per-input times the simulator charges (:mod:`splitasr.planner.workload`).
+
+    Per utterance (after one untimed warm-up on the first): the whole model and its text
+    decoder; at every (point, codec) ``Edge.encode`` (head, encode, bytes) and
+    ``Cloud.activation`` (decode); ``Cloud.tail`` once per resume point. With
+    ``repeats`` > 1 each time is the mean of the repeats (bytes do not vary). A point's
+    head is the mean over its codecs' runs (the same computation). ``slowdown`` scales
+    every time, as for a profile. Returns the workload and the skipped pairs.
+    """
+    if role not in ("edge", "cloud"):
+        raise ConfigError(f"--role {role!r}: choose edge or cloud")
+    if repeats < 1:
+        raise ConfigError("--repeats must be at least 1")
+    if not slowdown > 0:
+        raise ConfigError("--slowdown must be positive")
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    if threads:
+        torch.set_num_threads(threads)
+    say = log or (lambda *_: None)
+    utts = read_manifest(manifest)
+    if limit is not None:
+        utts = utts[:limit]
+    if not utts:
+        raise ConfigError(f"{manifest}: no utterances")
+    if len(utts) > MAX_INPUTS:
+        raise ConfigError(f"{manifest}: {len(utts)} utterances, at most {MAX_INPUTS} per workload (--limit)")
+    root = Path(manifest).parent
+    model = load_model(model_name)
+    edge, cloud = Edge(model), Cloud(model, decoder=model.make_decoder(beam=beam))
+    decoder = cloud.decoder
+    plan, skipped = _pairs(edge, model, points, codecs, audio_codecs)
+    say(f"per-input {model_name} {role}: {len(utts)} inputs, {len(plan)} point x codec pairs x{repeats}")
+
+    def one(wave: torch.Tensor) -> dict:
+        got: dict = {"head": {}, "tail": {}, "codec": {}}
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out_, lens = model(wave.unsqueeze(0))
+        t1 = time.perf_counter()
+        text = decoder.decode(out_[0], int(lens[0]))
+        t2 = time.perf_counter()
+        got["full"], got["text"], got["text_bytes"] = 1000 * (t1 - t0), 1000 * (t2 - t1), len(text.encode())
+        for p, c in plan:
+            sent = edge.encode(wave, p, c)
+            t3 = time.perf_counter()
+            h, hl, resume = cloud.activation(sent.payload, p, c)
+            t4 = time.perf_counter()
+            got["head"].setdefault(p, []).append(sent.head_ms)
+            got["codec"][(p, c)] = (sent.encode_ms, 1000 * (t4 - t3), len(sent.payload), resume)
+            if resume not in got["tail"]:
+                t5 = time.perf_counter()
+                cloud.tail(h, hl, resume)
+                got["tail"][resume] = 1000 * (time.perf_counter() - t5)
+        return got
+
+    inputs = []
+    for i, u in enumerate(utts):
+        wave = torch.from_numpy(load_audio(u.resolve(root)).copy())
+        if i == 0:
+            one(wave)  # warm-up
+        runs = [one(wave) for _ in range(repeats)]
+
+        def mean(values: list[float]) -> float:
+            return slowdown * sum(values) / len(values)
+
+        point_names = [p for p in model.split_points if p in runs[0]["head"] or p in runs[0]["tail"]]
+        pts = tuple(
+            PointTimes(
+                p,
+                mean([x for r in runs for x in r["head"][p]]) if p in runs[0]["head"] else None,
+                mean([r["tail"][p] for r in runs]) if p in runs[0]["tail"] else None,
+            )
+            for p in point_names
+        )
+        cds = tuple(
+            CodecTimes(
+                p,
+                c,
+                mean([r["codec"][(p, c)][0] for r in runs]),
+                mean([r["codec"][(p, c)][1] for r in runs]),
+                runs[0]["codec"][(p, c)][2],
+                None if runs[0]["codec"][(p, c)][3] == p else runs[0]["codec"][(p, c)][3],
+            )
+            for p, c in plan
+        )
+        inputs.append(
+            InputTimes(
+                u.audio,
+                len(wave) / SAMPLE_RATE,
+                mean([r["full"] for r in runs]),
+                mean([r["text"] for r in runs]),
+                runs[0]["text_bytes"],
+                pts,
+                cds,
+            )
+        )
+        say(f"  {i + 1}/{len(utts)} {u.audio} ({len(wave) / SAMPLE_RATE:.2f} s)")
+    machine = machine_description()
+    workload = Workload(
+        model_name,
+        role,
+        Machine(
+            f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}",
+            torch.get_num_threads(),
+            slowdown,
+        ),
+        tuple(inputs),
+        measured=True,
+        source=source,
+    )
+    if out is not None:
+        save_workload(workload, out)
+    return workload, skipped
+
+
+__all__ = ["ProfileRun", "run_per_input", "run_profile", "speech_of_length"]

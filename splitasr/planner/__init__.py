@@ -3,6 +3,9 @@ a planner that picks edge-only, cloud-only or a split point and codec for every 
 
 Runtime code (the edge imports it): no torch, and nothing from training, bench or corpus.
 docs/planner.md has the profile format, the cost model, the estimator and the CLI.
+``simulate`` replays a workload (``workload``: per-input measured times) on a network trace
+for every policy (paper 001's simulator); ``experiments`` runs paper 001's Fig. 4 and
+Table I on it (``splitasr simulate``).
 """
 
 from splitasr.planner.estimator import NetworkEstimate, NetworkEstimator, RequestTiming, ServerLoad

@@ -343,6 +343,10 @@ def _value(tp, v, where: str):
         return tuple(_value(inner, x, f"{where}[{i}]") for i, x in enumerate(v))
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, v, where)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ProfileError(f"{where}: expected true or false, got {v!r}")
+        return v
     if tp is float:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise ProfileError(f"{where}: expected a finite number, got {v!r}")

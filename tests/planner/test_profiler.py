@@ -51,3 +51,39 @@ def test_tiny_sweep_writes_a_profile_with_the_right_shape_and_growing_heads(tmp_
     # and the planner can run on it
     d = Planner(p.slowed(5.0), p).decide(4.0, NetworkEstimate(50.0, 1000.0))
     assert d.predicted_ms > 0
+
+
+def test_per_input_workload_measures_each_utterance(tmp_path):
+    import json
+
+    from splitasr.bench.profile import run_per_input
+    from splitasr.planner.workload import load_workload
+
+    files = sorted(FSDD.glob("*.wav"))[:2]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"audio": str(f), "text": "", "duration": 0.0, "speaker": "", "source": ""}) + "\n"
+            for f in files
+        )
+    )
+    out = tmp_path / "w.json"
+    w, skipped = run_per_input(
+        "edge",
+        "ds2",
+        manifest,
+        out,
+        slowdown=2.0,
+        points=["audio", "proj"],
+        codecs=["q8+ans"],
+        audio_codecs=["pcm16+pack", "bnf+ans"],
+        source="tests/planner/test_profiler.py",
+    )
+    assert load_workload(out) == w and w.measured and w.machine.slowdown == 2.0 and not skipped
+    assert [x.id for x in w.inputs] == [str(f) for f in files]
+    for x in w.inputs:
+        assert x.full_ms > 0 and x.text_ms > 0 and x.head("proj") > 0 and x.tail("proj") > 0
+        pcm = x.codec("audio", "pcm16+pack")
+        assert pcm.bytes == pytest.approx(x.seconds * 32000, abs=64)  # 16-bit PCM + its header
+        assert x.codec("audio", "bnf+ans").resume == "proj"  # bnf decodes to proj's input
+        assert x.codec("proj", "q8+ans").bytes < pcm.bytes
