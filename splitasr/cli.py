@@ -303,6 +303,8 @@ def cmd_serve(args) -> int:
         raise ConfigError("--max-message-mb must be positive and --workers at least 1")
     if args.max_batch < 1 or args.max_wait_ms < 0:
         raise ConfigError("--max-batch must be at least 1 and --max-wait-ms not negative")
+    if args.max_streams < 0:
+        raise ConfigError(f"--max-streams {args.max_streams}: must not be negative")
     token = args.token or os.environ.get("SPLITASR_TOKEN") or None
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     print(f"splitasr serve: loading {', '.join(names)}", file=sys.stderr, flush=True)
@@ -318,6 +320,7 @@ def cmd_serve(args) -> int:
             workers=args.workers,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
+            max_streams=args.max_streams,
         )
     )
     return 0
@@ -331,6 +334,12 @@ def cmd_edge_transcribe(args) -> int:
     from splitasr.transport.client import CloudClient, EdgeClient
 
     _setup_threads(args)
+    if args.stream or args.mic:
+        return _edge_stream(args)
+    if not args.files:
+        raise ConfigError("give audio FILEs (or --stream --mic to record one)")
+    if args.realtime or args.chunk_ms is not None:
+        raise ConfigError("--realtime and --chunk-ms go with --stream")
     mode = args.mode or "split"
     if mode == "split" and not (args.split and args.codec):
         raise ConfigError("split mode needs --split POINT and --codec CODEC (or --mode edge|cloud)")
@@ -372,6 +381,83 @@ def cmd_edge_transcribe(args) -> int:
     finally:
         if cloud is not None:
             cloud.close()
+    return EXIT_USER_ERROR if failed else 0
+
+
+def _edge_stream(args) -> int:
+    """``splitasr edge transcribe --stream``: each file (or the microphone) streamed in
+    chunks through ``EdgeClient.transcribe_stream``."""
+    import torch
+
+    from splitasr.audio import load_audio
+    from splitasr.model.registry import load_model
+    from splitasr.transport.client import DEFAULT_CHUNK_MS, CloudClient, EdgeClient, microphone
+
+    if not args.stream:
+        raise ConfigError("--mic streams: add --stream")
+    if not args.cloud:
+        raise ConfigError("--stream needs --cloud HOST:PORT")
+    if args.mode not in (None, "split", "cloud"):
+        raise ConfigError(f"--stream with --mode {args.mode}: stream split (--split, --codec) or cloud")
+    if args.mic and args.files:
+        raise ConfigError("--mic records the utterance: give no FILE")
+    if not args.mic and not args.files:
+        raise ConfigError("give audio FILEs to stream (or --mic)")
+    chunk_ms = DEFAULT_CHUNK_MS if args.chunk_ms is None else args.chunk_ms
+    if chunk_ms <= 0 or args.timeout <= 0 or args.seconds <= 0:
+        raise ConfigError("--chunk-ms, --timeout and --seconds must be positive")
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam {args.beam}: must be at least 1 (1: greedy)")
+    point, codec = args.split, args.codec
+    if args.mode == "cloud":
+        if point:
+            raise ConfigError("--mode cloud sends the audio itself: no --split")
+        point, codec = "audio", codec or "pcm16+pack"
+    if not (point and codec):
+        raise ConfigError("--stream needs --split POINT and --codec CODEC (or --mode cloud)")
+    model = load_model(args.model)
+    if point not in model.streamable_points:
+        raise ConfigError(
+            f"--split {point}: does not stream for {model.name}; "
+            f"streamable: {', '.join(model.streamable_points)}"
+        )
+    token = args.token or os.environ.get("SPLITASR_TOKEN") or None
+    cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout)
+    client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam))
+    sources = ["(microphone)"] if args.mic else args.files
+    failed = 0
+    try:
+        for f in sources:
+            try:
+                if args.mic:
+                    print(f"splitasr: recording {args.seconds:g} s ...", file=sys.stderr, flush=True)
+                    audio = microphone(args.seconds, chunk_ms)
+                else:
+                    audio = torch.from_numpy(load_audio(f, max_seconds=args.max_seconds))
+                r = client.transcribe_stream(
+                    audio,
+                    point,
+                    codec,
+                    chunk_ms=chunk_ms,
+                    realtime=args.realtime,
+                    beam=args.beam,
+                    max_seconds=args.max_seconds,
+                )
+            except SplitASRError as exc:
+                failed += 1
+                print(f"splitasr: error: {exc}", file=sys.stderr)
+                continue
+            if r.fallback:
+                print(f"splitasr: {f}: cloud failed ({r.fallback}); finished on the edge", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": str(f), **r.to_dict()}), flush=True)
+                continue
+            print(f"{f}\t{r.text}" if len(sources) > 1 else r.text, flush=True)
+            where = "edge (fallback)" if r.fallback else "stream"
+            stages = " ".join(f"{k}={v:.1f}" for k, v in r.timings.items())
+            print(f"  [{where} {r.point or ''} {r.codec or ''} {r.bytes_up} B up] ms: {stages}", flush=True)
+    finally:
+        cloud.close()
     return EXIT_USER_ERROR if failed else 0
 
 
@@ -517,6 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch", type=int, default=8, help="most requests whose tails run as one batch (1: none)"
     )
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=64,
+        help="most streams open at once (more: RESOURCE_EXHAUSTED)",
+    )
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
     p.set_defaults(func=cmd_serve)
@@ -524,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="the device: head here, tail in the cloud")
     edge = edge.add_subparsers(dest="edge_command", required=True)
     p = edge.add_parser("transcribe", help="transcribe files through a splitasr server")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="*")
     p.add_argument("--cloud", help="the server, HOST:PORT")
     p.add_argument("--split", help="split point (splitasr info)")
     p.add_argument("--codec", help="codec for what crosses the split (splitasr codec list)")
@@ -535,6 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer files")
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    p.add_argument("--stream", action="store_true", help="stream each file in chunks (TranscribeStream)")
+    p.add_argument("--chunk-ms", type=float, help="audio per streamed chunk, ms (default 200)")
+    p.add_argument("--realtime", action="store_true", help="with --stream: feed each file at 1x, as recorded")
+    p.add_argument("--mic", action="store_true", help="with --stream: record the microphone (sounddevice)")
+    p.add_argument("--seconds", type=float, default=5.0, help="with --mic: how long to record")
     _add_model_arg(p)
     p.set_defaults(func=cmd_edge_transcribe)
     return parser
