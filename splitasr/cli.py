@@ -415,6 +415,7 @@ def _edge_stream(args) -> int:
         point, codec = "audio", codec or "pcm16+pack"
     if not (point and codec):
         raise ConfigError("--stream needs --split POINT and --codec CODEC (or --mode cloud)")
+    mic = microphone(args.seconds, chunk_ms) if args.mic else None  # sounddevice, or one line
     model = load_model(args.model)
     if point not in model.streamable_points:
         raise ConfigError(
@@ -429,9 +430,9 @@ def _edge_stream(args) -> int:
     try:
         for f in sources:
             try:
-                if args.mic:
+                if mic is not None:
                     print(f"splitasr: recording {args.seconds:g} s ...", file=sys.stderr, flush=True)
-                    audio = microphone(args.seconds, chunk_ms)
+                    audio = mic
                 else:
                     audio = torch.from_numpy(load_audio(f, max_seconds=args.max_seconds))
                 r = client.transcribe_stream(

@@ -419,17 +419,22 @@ def microphone(
     seconds: float, chunk_ms: float = DEFAULT_CHUNK_MS, rate: int = 16000
 ) -> Iterator[torch.Tensor]:
     """Record ``seconds`` from the default input device in ``chunk_ms`` chunks ``(s,)``
-    float32, each as soon as it is recorded (``sounddevice``, an optional package).
+    float32, each yielded as soon as it is recorded (``sounddevice``, an optional package,
+    imported here so that nothing else needs it).
 
     Raises:
-        SplitASRError: sounddevice is not installed, or there is no input device.
+        SplitASRError: sounddevice is not installed (at once), or there is no input device
+            (when the first chunk is asked for).
     """
     try:
         import sounddevice
     except ImportError:
         raise SplitASRError("--mic needs the sounddevice package: pip install sounddevice") from None
+    return _record(sounddevice, round(seconds * rate), max(1, round(chunk_ms * rate / 1000)), rate)
+
+
+def _record(sounddevice, total: int, size: int, rate: int) -> Iterator[torch.Tensor]:
     blocks: queue.SimpleQueue = queue.SimpleQueue()
-    size = max(1, round(chunk_ms * rate / 1000))
 
     def callback(indata, frames, _time, _status):
         blocks.put(indata[:, 0].copy())
@@ -439,14 +444,18 @@ def microphone(
             samplerate=rate, channels=1, dtype="float32", blocksize=size, callback=callback
         )
     except Exception as exc:  # PortAudioError and friends: no device
-        raise SplitASRError(f"cannot open the microphone: {exc}") from None
-    total = round(seconds * rate)
+        raise SplitASRError(f"cannot open the microphone: {_one_line(exc)}") from None
     with stream:
         got = 0
         while got < total:
             block = blocks.get()
             got += block.shape[0]
             yield torch.from_numpy(block)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _ms(seconds: float) -> float:

@@ -66,6 +66,7 @@ RECENT = 64  # requests in the mean service time
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_MS = 5.0
 DEFAULT_MAX_STREAMS = 64
+CANCEL_GRACE_S = 0.1  # how long a stream that ends without "last" waits to see if it was cancelled
 
 
 class _StreamRefused(Exception):
@@ -318,7 +319,7 @@ class CloudService(pb_grpc.CloudServicer):
         try:
             if not self._authorised(context):
                 raise _StreamRefused(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-            reply = await self._stream(request_iterator, info)
+            reply = await self._stream(request_iterator, info, context)
             reply.received_unix_ns = received_ns
         except asyncio.CancelledError:  # the client went away or its deadline passed
             info.code, info.message = grpc.StatusCode.CANCELLED, "cancelled by the client"
@@ -340,7 +341,7 @@ class CloudService(pb_grpc.CloudServicer):
         reply.load.CopyFrom(self.load())
         return reply
 
-    async def _stream(self, chunks, info: _StreamInfo) -> pb.TranscribeReply:
+    async def _stream(self, chunks, info: _StreamInfo, context) -> pb.TranscribeReply:
         """Read, check and decode the chunks of one stream, then run its tail."""
         loop = asyncio.get_running_loop()
         cloud = decoder = None
@@ -376,6 +377,11 @@ class CloudService(pb_grpc.CloudServicer):
                 info.last = True
                 break
         if not info.last:
+            # A client that goes away ends its requests too, and gRPC cancels this handler
+            # a moment later: wait for that moment before calling the stream malformed.
+            await asyncio.sleep(CANCEL_GRACE_S)
+            if context.cancelled():
+                raise asyncio.CancelledError()
             raise _StreamRefused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the stream ended after {info.chunks} chunks without one marked last",
