@@ -42,6 +42,7 @@ import collections
 import hmac
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -66,6 +67,7 @@ RECENT = 64  # requests in the mean service time
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_MS = 5.0
 DEFAULT_MAX_STREAMS = 64
+CHUNKS_PER_SECOND = 100  # most chunks a stream may send per second of audio it may hold (10 ms each)
 CANCEL_GRACE_S = 0.1  # how long a stream that ends without "last" waits to see if it was cancelled
 
 
@@ -346,6 +348,7 @@ class CloudService(pb_grpc.CloudServicer):
         loop = asyncio.get_running_loop()
         cloud = decoder = None
         floor = None
+        max_chunks = 1
         async for chunk in chunks:
             if chunk.seq != info.chunks:
                 raise _StreamRefused(
@@ -366,8 +369,13 @@ class CloudService(pb_grpc.CloudServicer):
                 info.stream = await loop.run_in_executor(
                     self.executor, cloud.stream, chunk.point, chunk.codec
                 )
+                max_chunks = max(1000, math.ceil(cloud.max_seconds * CHUNKS_PER_SECOND))
             else:
                 _check_same(chunk, info)
+            if info.chunks >= max_chunks:
+                raise _StreamRefused(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"the stream passed {max_chunks} chunks"
+                )
             info.chunks += 1
             if chunk.payload:
                 info.payload_bytes += len(chunk.payload)

@@ -142,6 +142,18 @@ def test_a_stream_past_max_seconds_is_invalid(model):
         assert _settled(s.service)
 
 
+def test_a_stream_of_too_many_chunks_is_invalid(model, waves):
+    good = _chunks(model, waves[0][:12000])  # 0.75 s
+    empty = [pb.AudioChunk(seq=i) for i in range(1, 1001)]  # 1000 chunks per second of audio at most
+    first = pb.AudioChunk(model="ds2", point="proj", codec="q8+ans", seq=0)
+    with ServerThread({"ds2": Cloud(model, max_seconds=1.0)}) as s, CloudClient(f"127.0.0.1:{s.port}") as c:
+        with pytest.raises(CloudError) as err:
+            c.transcribe_stream([first, *empty, pb.AudioChunk(seq=1001, last=True)])
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "1000 chunks" in err.value.details
+        assert c.transcribe_stream(good).text
+        assert _settled(s.service)
+
+
 class _Held:
     """A request stream that sends ``chunks[:n]`` and then waits, as a speaker does."""
 
