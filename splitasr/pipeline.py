@@ -184,8 +184,8 @@ class EdgeStream:
     (with a lossless codec; :class:`~splitasr.model.stages.HeadStream`). After
     :meth:`finish`, :attr:`floor` is what the cloud needs besides the payloads (Whisper at
     ``features``: the utterance's log-mel floor; None for the rest). ``head_ms`` and
-    ``encode_ms`` add up the device's work, ``finish_ms`` is the part done after the last
-    sample (the device's share of the latency after the end of speech).
+    ``encode_ms`` add up the device's work, ``finish_ms`` is what :meth:`finish` took (the
+    head's last frames and their payload).
     """
 
     def __init__(self, edge: Edge, point: str, codec: Codec):

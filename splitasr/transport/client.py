@@ -147,7 +147,7 @@ class EdgeResult:
     """
 
     text: str
-    mode: str  # split, cloud or edge (what was asked)
+    mode: str  # split, cloud or edge (what was asked), or stream
     model: str
     point: str | None
     codec: str | None
@@ -277,8 +277,8 @@ class EdgeClient:
         Returns:
             :class:`EdgeResult` whose timings (ms) add to the unary call's: ``after_speech``
             (the last sample available -> the transcript here: what a user waits),
-            ``edge_finish`` (the device's work after the last sample: the head's last frames
-            and their encoding), ``server`` (the server's compute after the last chunk
+            ``edge_finish`` (the device's work after the last sample: the head on the last
+            chunk, its last frames and their encoding), ``server`` (the server's compute after the last chunk
             arrived: queue, tail, text), ``network`` (``after_speech - edge_finish -
             server``: the link and the protocol's share), ``head`` and ``encode`` (device
             work over the whole stream, mostly during speech), ``total`` (first sample ->
@@ -300,17 +300,21 @@ class EdgeClient:
         t0 = time.perf_counter()
         call = self.cloud.stream_future(feed.requests(), (timeout_s or self.cloud.timeout_s) + seconds)
         kept: list[torch.Tensor] = []  # the edge's fallback needs the whole utterance
+        received = 0
+        speech_end = sent_end = t0
         try:
             for samples in source:
+                speech_end = time.perf_counter()  # when this chunk's last sample is available
                 samples = torch.as_tensor(samples, dtype=torch.float32).reshape(-1)
                 kept.append(samples)
-                if sum(k.shape[0] for k in kept) > max_seconds * rate:
+                received += samples.shape[0]
+                if received > max_seconds * rate:
                     raise SplitASRError(f"the audio is longer than {max_seconds:g} s")
                 if not call.done():  # once the cloud has failed, only collect the audio
                     feed.send(stream.push(samples))
-            speech_end = time.perf_counter()
             if not call.done():
                 feed.send(stream.finish(), last=True, floor=stream.floor)
+            sent_end = time.perf_counter()
         except BaseException:
             call.cancel()
             raise
@@ -327,12 +331,13 @@ class EdgeClient:
         done = time.perf_counter()
         s = reply.timings
         after = _ms(done - speech_end)
+        edge_finish = _ms(sent_end - speech_end)
         timings = {
             "head": round(stream.head_ms, 3),
             "encode": round(stream.encode_ms, 3),
-            "edge_finish": stream.finish_ms,
+            "edge_finish": edge_finish,
             "after_speech": after,
-            "network": round(after - stream.finish_ms - s.total_ms, 3),
+            "network": round(after - edge_finish - s.total_ms, 3),
             "queue": s.queue_ms,
             "decode": s.decode_ms,
             "tail": s.tail_ms,
