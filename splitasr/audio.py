@@ -215,15 +215,44 @@ def whisper_log_mel(wave: torch.Tensor, n_mels: int = WHISPER_N_MELS) -> torch.T
     Returns:
         ``(S // 160, n_mels)`` float32.
     """
+    logs = whisper_log10_mel(wave, n_mels)
+    logs = torch.maximum(logs, logs.max() - WHISPER_DYNAMIC_RANGE)
+    feats = (logs + 4.0) / 4.0
+    return feats[:, : wave.shape[-1] // HOP_LENGTH].T.contiguous()
+
+
+def whisper_log10_mel(wave: torch.Tensor, n_mels: int = WHISPER_N_MELS) -> torch.Tensor:
+    """The per-frame part of :func:`whisper_log_mel`: ``log10`` of the mel power (clamped
+    at 1e-10), before the utterance-wide ``max - 8`` floor and the scaling.
+
+    Frame ``t`` depends only on samples ``160 t - 200 .. 160 t + 199`` (reflected at the
+    start; at the end, of the signal with 160 zeros appended), which is what lets the
+    streaming head compute it chunk by chunk.
+
+    Args:
+        wave: ``(S,)`` float waveform at 16 kHz.
+
+    Returns:
+        ``(n_mels, S // 160 + 1)`` float32: one frame more than :func:`whisper_log_mel`
+        returns (Whisper takes the utterance's maximum over it too).
+    """
     # 160 zeros as Whisper appends; more for a tiny input so the reflect pad has room.
     extra = max(HOP_LENGTH, N_FFT // 2 + 1 - wave.shape[-1])
     padded = torch.nn.functional.pad(wave.float().reshape(1, -1), (0, extra))
     power = power_spectrum(padded, N_FFT, HOP_LENGTH, pad_mode="reflect")[..., :-1]  # (1, F, S//160 + 1)
     mel = torch.matmul(mel_filters(n_mels, N_FFT), power)[0]  # (M, T)
-    logs = torch.clamp(mel, min=WHISPER_LOG_FLOOR).log10()
-    logs = torch.maximum(logs, logs.max() - WHISPER_DYNAMIC_RANGE)
-    feats = (logs + 4.0) / 4.0
-    return feats[:, : wave.shape[-1] // HOP_LENGTH].T.contiguous()
+    return torch.clamp(mel, min=WHISPER_LOG_FLOOR).log10()
+
+
+def whisper_floor(peak: torch.Tensor) -> torch.Tensor:
+    """The value :func:`whisper_log_mel` raises every feature to, from the utterance's
+    largest ``log10`` mel power ``peak`` (a 0-d float32 tensor).
+
+    ``(max(x, peak - 8) + 4) / 4 == max((x + 4) / 4, whisper_floor(peak))`` bit for bit:
+    ``(x + 4) / 4`` is monotonic in float arithmetic too, so the floor can be applied after
+    the scaling, by whoever holds the whole utterance (the cloud, when streaming).
+    """
+    return ((peak - WHISPER_DYNAMIC_RANGE) + 4.0) / 4.0
 
 
 def qm_features(wave: torch.Tensor) -> torch.Tensor:

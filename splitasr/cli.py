@@ -345,6 +345,8 @@ def cmd_serve(args) -> int:
         raise ConfigError("--max-message-mb must be positive and --workers at least 1")
     if args.max_batch < 1 or args.max_wait_ms < 0:
         raise ConfigError("--max-batch must be at least 1 and --max-wait-ms not negative")
+    if args.max_streams < 0:
+        raise ConfigError(f"--max-streams {args.max_streams}: must not be negative")
     token = args.token or os.environ.get("SPLITASR_TOKEN") or None
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together: give both (TLS) or neither (plaintext)")
@@ -368,6 +370,7 @@ def cmd_serve(args) -> int:
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             credentials=credentials,
+            max_streams=args.max_streams,
         )
     )
     return 0
@@ -416,13 +419,6 @@ def cmd_bench_e2e(args) -> int:
         raise ConfigError(str(exc)) from None
     print(Path(args.out, "table.md").read_text())
     return 0
-
-
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"{flag} {text}: expected comma-separated numbers") from None
 
 
 def _host_port(option: str, value: str) -> tuple[str, int]:
@@ -501,6 +497,12 @@ def cmd_edge_transcribe(args) -> int:
     from splitasr.transport.client import CloudClient, EdgeClient
 
     _setup_threads(args)
+    if args.stream or args.mic:
+        return _edge_stream(args)
+    if not args.files:
+        raise ConfigError("give audio FILEs (or --stream --mic to record one)")
+    if args.realtime or args.chunk_ms is not None:
+        raise ConfigError("--realtime and --chunk-ms go with --stream")
     mode = args.mode or "split"
     if mode == "split" and not (args.split and args.codec):
         raise ConfigError("split mode needs --split POINT and --codec CODEC (or --mode edge|cloud)")
@@ -769,6 +771,86 @@ POLICY_NAMES = (  # splitasr.planner.simulate.POLICIES (not imported here: numpy
 )
 
 
+def _edge_stream(args) -> int:
+    """``splitasr edge transcribe --stream``: each file (or the microphone) streamed in
+    chunks through ``EdgeClient.transcribe_stream``."""
+    import torch
+
+    from splitasr.audio import load_audio
+    from splitasr.model.registry import load_model
+    from splitasr.transport.client import DEFAULT_CHUNK_MS, CloudClient, EdgeClient, microphone
+
+    if not args.stream:
+        raise ConfigError("--mic streams: add --stream")
+    if not args.cloud:
+        raise ConfigError("--stream needs --cloud HOST:PORT")
+    if args.mode not in (None, "split", "cloud"):
+        raise ConfigError(f"--stream with --mode {args.mode}: stream split (--split, --codec) or cloud")
+    if args.mic and args.files:
+        raise ConfigError("--mic records the utterance: give no FILE")
+    if not args.mic and not args.files:
+        raise ConfigError("give audio FILEs to stream (or --mic)")
+    chunk_ms = DEFAULT_CHUNK_MS if args.chunk_ms is None else args.chunk_ms
+    if chunk_ms <= 0 or args.timeout <= 0 or args.seconds <= 0:
+        raise ConfigError("--chunk-ms, --timeout and --seconds must be positive")
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam {args.beam}: must be at least 1 (1: greedy)")
+    point, codec = args.split, args.codec
+    if args.mode == "cloud":
+        if point:
+            raise ConfigError("--mode cloud sends the audio itself: no --split")
+        point, codec = "audio", codec or "pcm16+pack"
+    if not (point and codec):
+        raise ConfigError("--stream needs --split POINT and --codec CODEC (or --mode cloud)")
+    mic = microphone(args.seconds, chunk_ms) if args.mic else None  # sounddevice, or one line
+    model = load_model(args.model)
+    if point not in model.streamable_points:
+        raise ConfigError(
+            f"--split {point}: does not stream for {model.name}; "
+            f"streamable: {', '.join(model.streamable_points)}"
+        )
+    token = args.token or os.environ.get("SPLITASR_TOKEN") or None
+    cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout, tls_ca=args.tls_ca, tls=args.tls)
+    if args.slowdown < 1:
+        raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
+    client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam), slowdown=args.slowdown)
+    sources = ["(microphone)"] if args.mic else args.files
+    failed = 0
+    try:
+        for f in sources:
+            try:
+                if mic is not None:
+                    print(f"splitasr: recording {args.seconds:g} s ...", file=sys.stderr, flush=True)
+                    audio = mic
+                else:
+                    audio = torch.from_numpy(load_audio(f, max_seconds=args.max_seconds))
+                r = client.transcribe_stream(
+                    audio,
+                    point,
+                    codec,
+                    chunk_ms=chunk_ms,
+                    realtime=args.realtime,
+                    beam=args.beam,
+                    max_seconds=args.max_seconds,
+                )
+            except SplitASRError as exc:
+                failed += 1
+                print(f"splitasr: error: {exc}", file=sys.stderr)
+                continue
+            if r.fallback:
+                print(f"splitasr: {f}: cloud failed ({r.fallback}); finished on the edge", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": str(f), **r.to_dict()}), flush=True)
+                continue
+            print(f"{f}\t{r.text}" if len(sources) > 1 else r.text, flush=True)
+            where = "edge (fallback)" if r.fallback else "stream"
+            stages = " ".join(f"{k}={v:.1f}" for k, v in r.timings.items())
+            print(f"  [{where} {r.point or ''} {r.codec or ''} {r.bytes_up} B up] ms: {stages}", flush=True)
+    finally:
+        cloud.close()
+    return EXIT_USER_ERROR if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splitasr", description="Split edge-cloud speech recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -954,6 +1036,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch", type=int, default=8, help="most requests whose tails run as one batch (1: none)"
     )
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=64,
+        help="most streams open at once (more: RESOURCE_EXHAUSTED)",
+    )
     p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
     p.add_argument("--tls-cert", help="serve TLS with this PEM certificate chain (with --tls-key)")
@@ -979,7 +1067,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="the device: head here, tail in the cloud")
     edge = edge.add_subparsers(dest="edge_command", required=True)
     p = edge.add_parser("transcribe", help="transcribe files through a splitasr server")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="*")
     p.add_argument("--cloud", help="the server, HOST:PORT")
     p.add_argument("--split", help="split point (splitasr info)")
     p.add_argument("--codec", help="codec for what crosses the split (splitasr codec list)")
@@ -995,6 +1083,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--slowdown", type=float, default=1.0, help="emulate a device this many times slower (1: as is)"
     )
+    p.add_argument("--stream", action="store_true", help="stream each file in chunks (TranscribeStream)")
+    p.add_argument("--chunk-ms", type=float, help="audio per streamed chunk, ms (default 200)")
+    p.add_argument("--realtime", action="store_true", help="with --stream: feed each file at 1x, as recorded")
+    p.add_argument("--mic", action="store_true", help="with --stream: record the microphone (sounddevice)")
+    p.add_argument("--seconds", type=float, default=5.0, help="with --mic: how long to record")
     _add_model_arg(p)
     p.set_defaults(func=cmd_edge_transcribe)
 

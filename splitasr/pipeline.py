@@ -9,6 +9,12 @@ calibration and training, and the edge client and cloud server of the transport 
 * :class:`Cloud`: the server side. A payload is decoded (bounded by what the model can
   legitimately produce for ``max_seconds`` of audio), the tail runs from the point the
   codec decodes to, and the model's decoder turns the output into text (:class:`Decoded`).
+* Streaming (:meth:`Edge.stream`, :meth:`Cloud.stream`): the device feeds audio as it is
+  recorded; :class:`EdgeStream` runs the head chunk by chunk (the model's
+  :class:`~splitasr.model.stages.HeadStream`) and makes one ordinary payload (N=1, T = the
+  frames that became final, C) per push; :class:`CloudStream` decodes each as it arrives,
+  within the frames ``max_seconds`` allows in all, and runs the tail when the utterance
+  ends. Only :attr:`SplitModel.streamable_points` stream (docs/pipeline.md, "Streaming").
 
 One tensor convention holds at every split point, ``audio`` included: an activation is
 ``(N, T, C)`` with valid lengths ``(N,)`` (the waveform is ``(N, S, 1)``), which is what
@@ -21,6 +27,7 @@ serves many devices from many threads at once.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -67,10 +74,22 @@ class Decoded:
     batch: int = 1  # items the tail ran with (Cloud.transcribe_batch); 1 when alone
 
 
-class BatchItem(NamedTuple):
-    """One request of :meth:`Cloud.transcribe_batch` (a plain 4-tuple works as well)."""
+class Activation(NamedTuple):
+    """A decoded activation ready for the tail: ``h (1, T, C)``, ``lens (1,)``, the point
+    the tail resumes at, and the milliseconds decoding took (what :meth:`CloudStream.end`
+    gives, and :meth:`Cloud.transcribe_batch` takes in place of a payload)."""
 
-    payload: bytes
+    h: torch.Tensor
+    lens: torch.Tensor
+    resume: str
+    decode_ms: float
+
+
+class BatchItem(NamedTuple):
+    """One request of :meth:`Cloud.transcribe_batch` (a plain 4-tuple works as well); the
+    payload may also be an already decoded :class:`Activation` (a finished stream)."""
+
+    payload: bytes | Activation
     point: str
     codec: str | Codec
     decoder: Decoder | None = None
@@ -141,6 +160,71 @@ class Edge:
         t2 = time.perf_counter()
         return Encoded(payload, point, codec.name, int(wave.shape[0]), _ms(t1 - t0), _ms(t2 - t1))
 
+    def stream(self, point: str, codec: str | Codec) -> EdgeStream:
+        """A stream of one utterance to a streamable ``point`` through ``codec``.
+
+        Raises:
+            PipelineError: the point does not stream for this model (see
+                :attr:`SplitModel.streamable_points`), or the codec decodes past it.
+            CodecError: an unknown codec or missing state.
+        """
+        _check_stream(self.model, point)
+        codec = self.codecs.get(codec, point) if isinstance(codec, str) else codec
+        _check_stream_codec(codec, point)
+        return EdgeStream(self, point, codec)
+
+
+class EdgeStream:
+    """The device side of one streamed utterance: samples in as they are recorded,
+    payloads out for the frames at ``point`` that no later sample can change.
+
+    ``push(samples (S,))`` and ``finish()`` return the payloads to send, in order (none
+    while the head still waits for audio; each an ordinary payload of ``(1, k, C)``).
+    Concatenating what the payloads hold gives the whole-utterance head output bit for bit
+    (with a lossless codec; :class:`~splitasr.model.stages.HeadStream`). After
+    :meth:`finish`, :attr:`floor` is what the cloud needs besides the payloads (Whisper at
+    ``features``: the utterance's log-mel floor; None for the rest). ``head_ms`` and
+    ``encode_ms`` add up the device's work, ``finish_ms`` is what :meth:`finish` took (the
+    head's last frames and their payload).
+    """
+
+    def __init__(self, edge: Edge, point: str, codec: Codec):
+        self.edge, self.point, self.codec = edge, point, codec
+        self.head = edge.model.head_stream(point)
+        self.samples = 0
+        self.frames = 0
+        self.head_ms = 0.0
+        self.encode_ms = 0.0
+        self.finish_ms = 0.0
+
+    def push(self, samples: torch.Tensor) -> list[bytes]:
+        """Feed ``samples (S,)`` float32 at the model's rate; the payloads now ready."""
+        t0 = time.perf_counter()
+        h = self.head.push(samples)
+        self.samples = self.head.samples
+        return self._encode(h, t0)
+
+    def finish(self) -> list[bytes]:
+        """The utterance ended: the payloads of its remaining frames."""
+        t0 = time.perf_counter()
+        out = self._encode(self.head.finish(), t0)
+        self.finish_ms = _ms(time.perf_counter() - t0)
+        return out
+
+    @property
+    def floor(self) -> float | None:
+        return self.head.floor
+
+    def _encode(self, h: torch.Tensor, t0: float) -> list[bytes]:
+        t1 = time.perf_counter()
+        self.head_ms += _ms(t1 - t0)
+        if h.shape[1] == 0:
+            return []
+        payload = self.edge.compress(h, torch.tensor([h.shape[1]]), self.point, self.codec)
+        self.frames += h.shape[1]
+        self.encode_ms += _ms(time.perf_counter() - t1)
+        return [payload]
+
 
 class Cloud:
     """The server side of the split: payload -> codec -> tail -> decoder -> text.
@@ -177,11 +261,11 @@ class Cloud:
         return self._limits[point]
 
     def activation(
-        self, payload: bytes, point: str, codec: str | Codec
+        self, payload: bytes, point: str, codec: str | Codec, max_frames: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, str]:
         """Decode a payload made at ``point``: ``(h (N, T, C), lens (N,), resume point)``;
         the tail resumes at the point the codec decodes to (a learned codec may decode
-        to a later one).
+        to a later one). ``max_frames`` lowers the limit of frames (a stream's budget left).
 
         Raises:
             CodecError: a malformed payload, or one larger than the limits allow.
@@ -192,6 +276,8 @@ class Cloud:
         codec = self.codecs.get(codec, point) if isinstance(codec, str) else codec
         resume = codec.decodes_to(point)
         limits = self.limits(resume)
+        if max_frames is not None:
+            limits = replace(limits, max_frames=min(limits.max_frames, max_frames))
         header = read_header(payload, replace(limits, channels=None))  # route first, then size
         if header.codec != codec.name:
             raise PipelineError(
@@ -226,6 +312,14 @@ class Cloud:
         t3 = time.perf_counter()
         return Decoded(text, _ms(t1 - t0), _ms(t2 - t1), _ms(t3 - t2))
 
+    def stream(self, point: str, codec: str | Codec) -> CloudStream:
+        """The cloud side of one streamed utterance made at ``point`` by ``codec``
+        (:class:`CloudStream`); raises PipelineError when the point does not stream."""
+        _check_stream(self.model, point)
+        codec = self.codecs.get(codec, point) if isinstance(codec, str) else codec
+        _check_stream_codec(codec, point)
+        return CloudStream(self, point, codec)
+
     def transcribe_batch(self, items: Sequence[BatchItem | tuple]) -> list[Decoded | Exception]:
         """Texts of several payloads, one result per item, in order: a :class:`Decoded`, or
         the exception that item raised (a bad payload fails only its own item).
@@ -257,6 +351,11 @@ class Cloud:
         for i, item in enumerate(items):
             payload, point, codec, decoder = BatchItem(*item)
             t0 = time.perf_counter()
+            if isinstance(payload, Activation):  # decoded already: a finished stream
+                groups.setdefault(payload.resume, []).append(
+                    (i, payload.h, payload.lens, decoder, payload.decode_ms)
+                )
+                continue
             try:
                 h, lens, resume = self.activation(payload, point, codec)
             except Exception as exc:  # this item only
@@ -285,6 +384,100 @@ class Cloud:
                 text_ms = _ms(time.perf_counter() - t1)
                 results[i] = Decoded(text, decode_ms, tail_ms, text_ms, batch=len(group))
         return results  # type: ignore[return-value]
+
+
+class CloudStream:
+    """The cloud side of one streamed utterance: each chunk's payload is decoded as it
+    arrives (:meth:`add`), the tail runs once the utterance has ended (:meth:`finish`, or
+    :meth:`end` for a caller that batches tails).
+
+    Every payload is checked as a unary one is (codec, point, one utterance, the point's
+    channels), and the frames of all of them together are bounded by
+    ``model.max_frames(point, cloud.max_seconds)``: a payload that would pass the budget
+    is refused before it is decoded. Holds one utterance's frames; not shared.
+    """
+
+    def __init__(self, cloud: Cloud, point: str, codec: Codec):
+        self.cloud, self.point, self.codec = cloud, point, codec
+        self.max_frames = cloud.limits(point).max_frames
+        self.frames = 0
+        self.chunks = 0
+        self.decode_ms = 0.0
+        self._parts: list[torch.Tensor] = []
+
+    def add(self, payload: bytes) -> int:
+        """Decode one chunk's payload; returns its frames.
+
+        Raises:
+            CodecError: a malformed payload.
+            PipelineError: another codec or point, more than one utterance, or more frames
+                in all than ``max_seconds`` of audio gives.
+        """
+        left = self.max_frames - self.frames
+        t0 = time.perf_counter()
+        header = read_header(payload, replace(self.cloud.limits(self.point), channels=None))
+        if max(header.lens, default=0) > left:
+            raise PipelineError(
+                f"the stream passed {self.max_frames} frames ({self.cloud.max_seconds:g} s of audio)"
+            )
+        h, lens, _ = self.cloud.activation(payload, self.point, self.codec, max_frames=left)
+        n = int(lens[0])
+        self._parts.append(h[:, :n])
+        self.frames += n
+        self.chunks += 1
+        self.decode_ms += _ms(time.perf_counter() - t0)
+        return n
+
+    def end(self, floor: float | None = None) -> Activation:
+        """The utterance's activation for the tail, after the model's end-of-stream step
+        (:meth:`SplitModel.stream_end` with the device's ``floor``).
+
+        Raises:
+            PipelineError: no frames arrived, or a floor the model does not take (or not
+                a finite number).
+        """
+        if not self._parts:
+            raise PipelineError("the stream holds no audio")
+        if floor is not None and not math.isfinite(floor):
+            raise PipelineError(f"floor {floor!r} is not a finite number")
+        t0 = time.perf_counter()
+        h = self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts, dim=1)
+        try:
+            with torch.inference_mode():
+                h = self.cloud.model.stream_end(h, self.point, floor)
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from None
+        self._parts = []
+        return Activation(
+            h, torch.tensor([h.shape[1]]), self.point, self.decode_ms + _ms(time.perf_counter() - t0)
+        )
+
+    def finish(self, decoder: Decoder | None = None, floor: float | None = None) -> Decoded:
+        """The text of the utterance: :meth:`end`, the tail, the decoder."""
+        act = self.end(floor)
+        t0 = time.perf_counter()
+        out, out_lens = self.cloud.tail(act.h, act.lens, act.resume)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            text = (decoder or self.cloud.decoder).decode(out[0], int(out_lens[0]))
+        return Decoded(text, act.decode_ms, _ms(t1 - t0), _ms(time.perf_counter() - t1))
+
+
+def _check_stream(model: SplitModel, point: str) -> None:
+    _check_point(model, point)
+    if point not in model.streamable_points:
+        raise PipelineError(
+            f"split point {point!r} of {model.name} does not stream; "
+            f"streamable: {', '.join(model.streamable_points)}"
+        )
+
+
+def _check_stream_codec(codec: Codec, point: str) -> None:
+    if codec.decodes_to(point) != point:
+        raise PipelineError(
+            f"codec {codec.name!r} decodes {point!r} payloads to {codec.decodes_to(point)!r}: "
+            "its decoder needs the whole utterance, so it does not stream"
+        )
 
 
 def _pad(hs: list[torch.Tensor], lens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,11 +512,14 @@ def _ms(seconds: float) -> float:
 
 __all__ = [
     "AUDIO",
+    "Activation",
     "BatchItem",
     "Cloud",
+    "CloudStream",
     "CodecBank",
     "Decoded",
     "Edge",
+    "EdgeStream",
     "Encoded",
     "PipelineError",
     "recognise",

@@ -57,6 +57,8 @@ class LogMelStage(Stage):
         self.n_mels = n_mels
         self.out_dim = n_mels
         self.out_rate = float(audio.FRAMES_PER_SECOND)
+        # frame t: the 400-sample window centred on sample 160 t
+        self.stream_field = (audio.HOP_LENGTH, audio.N_FFT // 2)
 
     def forward(self, x, x_lens):
         feats = audio.log_mel(x, n_mels=self.n_mels)
@@ -81,6 +83,7 @@ class ConvStage(Stage):
         self.freq = (n_mels + 1) // 2
         self.out_dim = channels * self.freq
         self.out_rate = audio.FRAMES_PER_SECOND / 2
+        self.stream_field = (2, 1)  # frame j: input frames 2j - 1 .. 2j + 1
 
     def forward(self, x, x_lens):
         x = (x - self.feat_mean) / self.feat_std
@@ -104,6 +107,7 @@ class ResBlockStage(Stage):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = channels * freq
         self.out_rate = audio.FRAMES_PER_SECOND / 2
+        self.stream_field = (1, 2)  # two 3-frame convolutions: frames j - 2 .. j + 2
 
     def forward(self, x, x_lens):
         n, t, _ = x.shape
@@ -126,6 +130,7 @@ class ProjStage(Stage):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = out_dim
         self.out_rate = audio.FRAMES_PER_SECOND / 2
+        self.stream_field = (1, 0)  # frame by frame
 
     def forward(self, x, x_lens):
         y = self.dropout(nn.functional.gelu(self.norm(self.linear(x))))

@@ -37,9 +37,129 @@ class Stage(nn.Module):
 
     out_dim: int = 0
     out_rate: float = 0.0  # output frames per second of audio
+    # How far in time an output frame sees, for the streaming head: ``(stride, radius)``,
+    # output frame ``j`` depends only on input frames ``stride * j - radius ..
+    # stride * j + radius`` (for the front end, input frames are samples). None: it sees
+    # the whole utterance (a recurrent layer, self-attention), so the stage cannot stream.
+    stream_field: tuple[int, int] | None = None
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StreamGeometry:
+    """Where the frames at a streamable point come from: frame ``k`` depends only on the
+    samples ``hop * k - context .. hop * k + context - 1`` (zeros outside the utterance)."""
+
+    hop: int  # samples per frame
+    context: int  # samples each side of a frame's centre that it depends on
+
+    def final_frames(self, samples: int) -> int:
+        """Frames that no later sample can change once ``samples`` have arrived."""
+        return 0 if samples < self.context else (samples - self.context) // self.hop + 1
+
+    def align(self, sample: int) -> int:
+        """The latest frame boundary at or before ``sample`` (at least 0): where a window
+        of audio may start so that its frames fall on the utterance's frame grid."""
+        return max(sample, 0) // self.hop * self.hop
+
+
+class HeadStream:
+    """The head to a streamable point run on audio that arrives in pieces.
+
+    Each :meth:`push` appends samples and returns the frames that are now final: the head
+    runs on a window of the audio that starts ``context`` samples before the first new
+    frame (aligned to the frame grid) and ends at the last sample received, and only the
+    frames whose whole receptive field lies inside the window are kept; the rest wait for
+    more audio, or for :meth:`finish`, where the window ends at the utterance's real end.
+    Every frame is thus computed from exactly the samples the whole-utterance head gives
+    it, by the same operations, so the concatenated outputs equal ``model.head(wave)`` bit
+    for bit (``tests/test_streaming.py`` checks it for every streamable point of both
+    models and chunks from 1 sample to longer than the utterance).
+
+    Same operations on the same samples are not yet the same bits: MKL's matrix product
+    and oneDNN's convolutions pick their kernels by shape, and on windows under ~25
+    frames the mel projection and the residual convolutions round differently from the
+    whole utterance's (measured here: windows of 0.25 s differ by ~1e-7, windows of
+    0.4 s and more are exact at every point). So every window is at least
+    ``min_window`` samples (default 1 s) long: a stream emits nothing before it has that
+    much audio, then recomputes the last ``min_window`` samples (or ``2 * context``
+    more than the new ones, if more) on each push, and an utterance shorter than that is
+    computed whole at :meth:`finish`. What is kept between pushes is one window.
+    """
+
+    def __init__(self, model: SplitModel, point: str, min_window: int | None = None):
+        self.model, self.point = model, point
+        self.min_window = model.sample_rate if min_window is None else min_window
+        self.geometry = model.stream_geometry(point)
+        self.dim = {p.name: p.dim for p in model.point_info()}[point]
+        self._buf = torch.zeros(0)  # samples from self._start on
+        self._start = 0  # sample index of self._buf[0]
+        self.samples = 0  # samples received
+        self.frames = 0  # frames returned
+        self.done = False
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        """Append ``samples (S,)`` float32; returns the frames now final ``(1, k, C)``
+        (``k`` may be 0)."""
+        if self.done:
+            raise ValueError("the stream has finished")
+        samples = samples.reshape(-1).float()
+        self.samples += samples.shape[0]
+        if self.point == AUDIO:  # the samples are the frames
+            self.frames += samples.shape[0]
+            return samples.reshape(1, -1, 1).clone()
+        self._buf = torch.cat([self._buf, samples])
+        stop = self.geometry.final_frames(self.samples)
+        if stop <= self.frames or self.samples < self.min_window:
+            return self._empty()
+        return self._emit(stop, end=False)
+
+    def finish(self) -> torch.Tensor:
+        """The utterance ended: the remaining frames ``(1, k, C)``."""
+        if self.done:
+            raise ValueError("the stream has finished")
+        self.done = True
+        if self.samples == 0 or self.point == AUDIO:
+            return self._empty()
+        return self._emit(None, end=True)
+
+    def _empty(self) -> torch.Tensor:
+        return torch.zeros(1, 0, self.dim)
+
+    def _emit(self, stop: int | None, end: bool) -> torch.Tensor:
+        g = self.geometry
+        a = min(g.align(g.hop * self.frames - g.context), self._earliest())
+        a = max(a, self._start)
+        window = self._buf[a - self._start :]
+        # frame i of the window is frame i + a // hop of the utterance
+        h = self.window(window, end, self.frames - a // g.hop, None if stop is None else stop - a // g.hop)
+        self.frames += h.shape[1]
+        keep = min(g.align(g.hop * self.frames - g.context), self._earliest())
+        if keep > self._start:
+            self._buf = self._buf[keep - self._start :].clone()
+            self._start = keep
+        return h
+
+    def _earliest(self) -> int:
+        """The latest start a window may have: ``min_window`` samples before the last one
+        (and ``2 * context``, so that the front end's own padding at the end has room)."""
+        return self.geometry.align(self.samples - max(self.min_window, 2 * self.geometry.context))
+
+    def window(self, wave: torch.Tensor, end: bool, first: int, stop: int | None) -> torch.Tensor:
+        """Frames ``first .. stop - 1`` (``stop=None``: to the end) of the head on one
+        window of audio ``(S_w,)``, as ``(1, k, C)``; ``end``: the window ends where the
+        utterance does."""
+        with torch.inference_mode():
+            h, _ = self.model.head(wave.unsqueeze(0), None, self.point)
+        return h[:, first:stop]
+
+    @property
+    def floor(self) -> float | None:
+        """What the cloud raises every streamed value to before the tail
+        (:meth:`SplitModel.stream_end`), known at :meth:`finish`; None: nothing to do."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -103,6 +223,49 @@ class SplitModel(nn.Module):
             params += sum(p.numel() for p in stage.parameters())
             infos.append(SplitPointInfo(name, i, stage.out_dim, stage.out_rate, params))
         return infos
+
+    @property
+    def streamable_points(self) -> list[str]:
+        """Split points whose head runs chunk by chunk, bit for bit as on the whole
+        utterance (:class:`HeadStream`): ``audio``, and every point up to the first stage
+        that sees the whole utterance."""
+        out = [AUDIO]
+        for name, stage in self.stages.items():
+            if stage.stream_field is None:
+                break
+            out.append(name)
+        return out
+
+    def stream_geometry(self, point: str) -> StreamGeometry:
+        """Frame hop and receptive field (in samples) at a streamable ``point``.
+
+        Raises:
+            ValueError: ``point`` is unknown or does not stream.
+        """
+        if point not in self.streamable_points:
+            self._index(point)
+            raise ValueError(
+                f"split point {point!r} of {self.name} does not stream; "
+                f"streamable: {', '.join(self.streamable_points)}"
+            )
+        hop, context = 1, 0
+        for stage in list(self.stages.values())[: self._index(point)]:
+            stride, radius = stage.stream_field
+            context += radius * hop
+            hop *= stride
+        return StreamGeometry(hop, context)
+
+    def head_stream(self, point: str) -> HeadStream:
+        """A :class:`HeadStream` to ``point`` (one per utterance; not shared)."""
+        return HeadStream(self, point)
+
+    def stream_end(self, h: torch.Tensor, point: str, floor: float | None) -> torch.Tensor:
+        """What the cloud does with the concatenated streamed frames ``h (1, T, C)`` before
+        the tail, given the ``floor`` the head stream reported at its end: nothing, unless
+        the model's head ends with an utterance-wide step (Whisper's log-mel floor)."""
+        if floor is not None:
+            raise ValueError(f"{self.name} streams no floor at {point!r}")
+        return h
 
     def codec_home(self, point: str) -> str:
         """The model whose codec state folder serves ``point`` (this model's own, unless a

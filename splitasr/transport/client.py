@@ -6,13 +6,18 @@ cloud does not answer in time.
   with a deadline on every call.
 * :class:`EdgeClient`: ``Edge.encode`` -> :class:`CloudClient` -> :class:`EdgeResult` (text,
   bytes up, a per-stage timing breakdown, and ``fallback`` with the reason when the edge
-  finished alone).
+  finished alone). :meth:`EdgeClient.transcribe_stream` feeds audio in chunks as a
+  microphone would (``realtime=True`` paces a file at 1x; :func:`microphone` records one)
+  through ``Edge.stream`` and the ``TranscribeStream`` call, and reports the latency after
+  the end of speech.
 """
 
 from __future__ import annotations
 
+import queue
 import secrets
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from splitasr.transport import splitasr_pb2_grpc as pb_grpc
 from splitasr.transport.tls import channel_credentials
 
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_CHUNK_MS = 200.0  # audio per streamed chunk, as a microphone delivers it
 MODES = ("split", "cloud", "edge")
 CLOUD_CODEC = "pcm16+pack"  # what --mode cloud sends at the audio point unless told
 # The request itself is wrong: finishing on the edge would hide a configuration error.
@@ -120,6 +126,22 @@ class CloudClient:
         when the cloud refuses, fails or misses the deadline)."""
         return self.call(self.request(payload, model, point, codec, beam, request_id), timeout_s)
 
+    def stream_future(self, chunks: Iterable[pb.AudioChunk], timeout_s: float | None = None):
+        """Start a ``TranscribeStream`` call fed from ``chunks`` (consumed on gRPC's thread
+        as they come); returns gRPC's future (``.result()``, ``.cancel()``)."""
+        return self._stub.TranscribeStream.future(
+            iter(chunks), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+        )
+
+    def transcribe_stream(
+        self, chunks: Iterable[pb.AudioChunk], timeout_s: float | None = None
+    ) -> pb.TranscribeReply:
+        """One streamed utterance; raises :class:`CloudError` with the status when it fails."""
+        try:
+            return self.stream_future(chunks, timeout_s).result()
+        except grpc.RpcError as exc:
+            raise CloudError(exc.code(), exc.details() or "") from None
+
     def close(self) -> None:
         self._channel.close()
 
@@ -145,7 +167,7 @@ class EdgeResult:
     """
 
     text: str
-    mode: str  # split, cloud or edge (what was asked)
+    mode: str  # split, cloud or edge (what was asked), or stream
     model: str
     point: str | None
     codec: str | None
@@ -266,6 +288,124 @@ class EdgeClient:
         if self.slowdown > 1.0:
             time.sleep((self.slowdown - 1.0) * compute_ms / 1000)
 
+    def transcribe_stream(
+        self,
+        audio: torch.Tensor | Iterable[torch.Tensor],
+        point: str,
+        codec: str,
+        chunk_ms: float = DEFAULT_CHUNK_MS,
+        realtime: bool = False,
+        beam: int | None = None,
+        timeout_s: float | None = None,
+        max_seconds: float = 120.0,
+    ) -> EdgeResult:
+        """One utterance streamed as it is recorded: the head runs chunk by chunk here
+        (``Edge.stream``), each chunk's payload goes up as soon as it is made, and the
+        cloud runs the tail when the utterance ends.
+
+        Args:
+            audio: a waveform ``(S,)`` at 16 kHz, cut into ``chunk_ms`` chunks (paced at 1x
+                with ``realtime``), or an iterable of chunks ``(s,)`` that arrive as they
+                are recorded (:func:`microphone`).
+            point, codec: a streamable split point (``model.streamable_points``; ``audio``
+                with ``pcm16+pack`` is cloud-only streaming) and its codec.
+            timeout_s: the deadline after the audio ends (the call's gRPC deadline is this
+                plus the audio's length, ``max_seconds`` for an iterable).
+
+        Returns:
+            :class:`EdgeResult` whose timings (ms) add to the unary call's: ``after_speech``
+            (the last sample available -> the transcript here: what a user waits),
+            ``edge_finish`` (the device's work after the last sample: the head on the last
+            chunk, its last frames and their encoding), ``server`` (the server's compute after the last chunk
+            arrived: queue, tail, text), ``network`` (``after_speech - edge_finish -
+            server``: the link and the protocol's share), ``head`` and ``encode`` (device
+            work over the whole stream, mostly during speech), ``total`` (first sample ->
+            transcript), and ``chunks``. On a cloud failure the edge finishes the whole
+            utterance locally (``fallback``), as :meth:`transcribe` does.
+        """
+        if self.cloud is None:
+            raise SplitASRError("streaming needs a cloud (CloudClient)")
+        if chunk_ms <= 0:
+            raise SplitASRError(f"chunk_ms {chunk_ms}: must be positive")
+        stream = self.edge.stream(point, codec)  # PipelineError for a point that does not stream
+        rate = self.model.sample_rate
+        if isinstance(audio, torch.Tensor):
+            seconds = audio.shape[-1] / rate
+            source = _paced(audio.reshape(-1), max(1, round(chunk_ms * rate / 1000)), rate, realtime)
+        else:
+            seconds, source = max_seconds, iter(audio)
+        feed = _StreamFeed(stream, self.model_name, point, beam)
+        t0 = time.perf_counter()
+        call = self.cloud.stream_future(feed.requests(), (timeout_s or self.cloud.timeout_s) + seconds)
+        kept: list[torch.Tensor] = []  # the edge's fallback needs the whole utterance
+        received = 0
+        speech_end = sent_end = t0
+        try:
+            for samples in source:
+                speech_end = time.perf_counter()  # when this chunk's last sample is available
+                samples = torch.as_tensor(samples, dtype=torch.float32).reshape(-1)
+                kept.append(samples)
+                received += samples.shape[0]
+                if received > max_seconds * rate:
+                    raise SplitASRError(f"the audio is longer than {max_seconds:g} s")
+                if not call.done():  # once the cloud has failed, only collect the audio
+                    spent = stream.head_ms + stream.encode_ms
+                    payloads = stream.push(samples)
+                    self._stall(stream.head_ms + stream.encode_ms - spent)
+                    feed.send(payloads)
+            if not call.done():
+                spent = stream.head_ms + stream.encode_ms
+                payloads = stream.finish()
+                self._stall(stream.head_ms + stream.encode_ms - spent)
+                feed.send(payloads, last=True, floor=stream.floor)
+            sent_end = time.perf_counter()
+        except BaseException:
+            call.cancel()
+            raise
+        finally:
+            feed.close()
+        try:
+            reply = call.result()
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+            if code in _REFUSED:
+                raise CloudError(code, details) from None
+            wave = torch.cat(kept) if kept else torch.zeros(0)
+            return self._local(wave, "stream", t0, f"{code.name}: {details}", {})
+        done = time.perf_counter()
+        s = reply.timings
+        after = _ms(done - speech_end)
+        edge_finish = _ms(sent_end - speech_end)
+        timings = {
+            "head": round(self.slowdown * stream.head_ms, 3),
+            "encode": round(self.slowdown * stream.encode_ms, 3),
+            "edge_finish": edge_finish,
+            "after_speech": after,
+            "network": round(after - edge_finish - s.total_ms, 3),
+            "queue": s.queue_ms,
+            "decode": s.decode_ms,
+            "tail": s.tail_ms,
+            "text": s.text_ms,
+            "server": s.total_ms,
+            "total": _ms(done - t0),
+            "chunks": feed.seq,
+        }
+        return EdgeResult(
+            text=reply.text,
+            mode="stream",
+            model=self.model_name,
+            point=point,
+            codec=stream.codec.name,
+            bytes_up=feed.bytes_up,
+            timings=timings,
+            request_id=reply.request_id,
+            server_load={
+                "queue_depth": reply.load.queue_depth,
+                "mean_service_ms": reply.load.mean_service_ms,
+                "open_streams": reply.load.open_streams,
+            },
+        )
+
     def _local(self, wave, mode: str, t0: float, reason: str | None, timings: dict) -> EdgeResult:
         t = time.perf_counter()
         text = recognise(self.model, wave, self.decoder)
@@ -275,8 +415,102 @@ class EdgeClient:
         return EdgeResult(text, mode, self.model_name, None, None, timings=timings, fallback=reason)
 
 
+class _StreamFeed:
+    """The request side of one ``TranscribeStream`` call: chunks are queued by the caller
+    as payloads are made and handed to gRPC (on its thread) in order; the first names the
+    model, point, codec and beam, the last is marked (with the head's floor, if any)."""
+
+    def __init__(self, stream, model: str, point: str, beam: int | None):
+        self.first = pb.AudioChunk(model=model, point=point, codec=stream.codec.name)
+        self.first.request_id = secrets.randbits(64)
+        if beam is not None:
+            self.first.beam = beam
+        self.seq = self.bytes_up = 0
+        self._queue: queue.SimpleQueue[pb.AudioChunk | None] = queue.SimpleQueue()
+
+    def send(self, payloads: list[bytes], last: bool = False, floor: float | None = None) -> None:
+        """Queue one chunk per payload; with ``last``, the final one ends the utterance
+        (an empty chunk when there is nothing left to send)."""
+        if last and not payloads:
+            payloads = [b""]
+        for i, payload in enumerate(payloads):
+            chunk = pb.AudioChunk() if self.seq else pb.AudioChunk.FromString(self.first.SerializeToString())
+            chunk.seq, chunk.payload, chunk.sent_unix_ns = self.seq, payload, time.time_ns()
+            if last and i == len(payloads) - 1:
+                chunk.last = True
+                if floor is not None:
+                    chunk.floor = floor
+            self._queue.put(chunk)
+            self.seq += 1
+            self.bytes_up += len(payload)
+
+    def close(self) -> None:
+        """No more chunks: the request stream ends (without ``last`` only on an error)."""
+        self._queue.put(None)
+
+    def requests(self) -> Iterator[pb.AudioChunk]:
+        while (chunk := self._queue.get()) is not None:
+            yield chunk
+
+
+def _paced(wave: torch.Tensor, size: int, rate: int, realtime: bool) -> Iterator[torch.Tensor]:
+    """``wave`` in chunks of ``size`` samples; with ``realtime``, each when its last sample
+    would have been recorded (1x from the first call)."""
+    start = time.perf_counter()
+    for i in range(0, max(wave.shape[0], 1), size):
+        chunk = wave[i : i + size]
+        if realtime:
+            wait = start + (i + chunk.shape[0]) / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+        yield chunk
+
+
+def microphone(
+    seconds: float, chunk_ms: float = DEFAULT_CHUNK_MS, rate: int = 16000
+) -> Iterator[torch.Tensor]:
+    """Record ``seconds`` from the default input device in ``chunk_ms`` chunks ``(s,)``
+    float32, each yielded as soon as it is recorded (``sounddevice``, an optional package,
+    imported here so that nothing else needs it).
+
+    Raises:
+        SplitASRError: sounddevice is not installed (at once), or there is no input device
+            (when the first chunk is asked for).
+    """
+    try:
+        import sounddevice
+    except ImportError:
+        raise SplitASRError("--mic needs the sounddevice package: pip install sounddevice") from None
+    return _record(sounddevice, round(seconds * rate), max(1, round(chunk_ms * rate / 1000)), rate)
+
+
+def _record(sounddevice, total: int, size: int, rate: int) -> Iterator[torch.Tensor]:
+    blocks: queue.SimpleQueue = queue.SimpleQueue()
+
+    def callback(indata, frames, _time, _status):
+        blocks.put(indata[:, 0].copy())
+
+    try:
+        stream = sounddevice.InputStream(
+            samplerate=rate, channels=1, dtype="float32", blocksize=size, callback=callback
+        )
+    except Exception as exc:  # PortAudioError and friends: no device
+        raise SplitASRError(f"cannot open the microphone: {_one_line(exc)}") from None
+    with stream:
+        got = 0
+        while got < total:
+            block = blocks.get()
+            got += block.shape[0]
+            yield torch.from_numpy(block)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _ms(seconds: float) -> float:
     return round(1000 * seconds, 3)
 
 
-__all__ = ["CloudClient", "CloudError", "EdgeClient", "EdgeResult", "MODES"]
+__all__ = ["CloudClient", "CloudError", "EdgeClient", "EdgeResult", "MODES", "microphone"]

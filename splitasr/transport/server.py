@@ -22,8 +22,17 @@ while its batch runs is simply not answered. ``queue_ms`` includes the batching 
 ``timings.batch_size`` says how many requests the tail ran with. ``max_batch = 1`` runs each
 request alone on a worker thread, as before batching existed.
 
-Each request logs one JSON line to the ``splitasr.server`` logger. The streaming call is not
-built yet (``TranscribeStream`` answers ``UNIMPLEMENTED``).
+**Streaming** (``TranscribeStream``, docs/transport.md "Streaming"): the first chunk names
+the model, point, codec and beam (later chunks may leave them empty or repeat them, never
+change them); ``seq`` counts 0, 1, 2, ...; each chunk's payload is decoded on the thread
+pool as it arrives (:class:`splitasr.pipeline.CloudStream`, all chunks together bounded by
+``max_seconds`` of audio); the chunk with ``last`` ends the utterance and its tail goes
+through the same batching queue as unary requests. A gap in ``seq``, a contradicting
+field, a stream that ends without ``last`` or passes its frames -> ``INVALID_ARGUMENT``;
+more than ``max_streams`` open at once -> ``RESOURCE_EXHAUSTED`` at once; a client that
+goes away mid-stream -> its frames are dropped and it is logged as ``CANCELLED``.
+
+Each request and each stream logs one JSON line to the ``splitasr.server`` logger.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import collections
 import hmac
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -56,15 +66,27 @@ MAX_BEAM = 128
 RECENT = 64  # requests in the mean service time
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_MS = 5.0
+DEFAULT_MAX_STREAMS = 64
+CHUNKS_PER_SECOND = 100  # most chunks a stream may send per second of audio it may hold (10 ms each)
+CANCEL_GRACE_S = 0.1  # how long a stream that ends without "last" waits to see if it was cancelled
+
+
+class _StreamRefused(Exception):
+    """A stream the server ends with ``code`` and a one-line ``message``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 class _Queued:
-    """A request waiting for its batch: what to run, and the future its handler awaits."""
+    """A request waiting for its batch: what to run (a payload, or a finished stream's
+    :class:`~splitasr.pipeline.Activation`), and the future its handler awaits."""
 
     __slots__ = ("payload", "point", "codec", "decoder", "future", "started")
 
-    def __init__(self, request, decoder, future):
-        self.payload, self.point, self.codec = request.payload, request.point, request.codec
+    def __init__(self, payload, point, codec, decoder, future):
+        self.payload, self.point, self.codec = payload, point, codec
         self.decoder, self.future, self.started = decoder, future, None
 
 
@@ -77,6 +99,7 @@ class CloudService(pb_grpc.CloudServicer):
         executor: where tails run (default: a pool of ``workers`` threads).
         max_batch: most requests of one model whose tails run as one batch (1: no batching).
         max_wait_ms: how long a batch waits for more requests after its first one.
+        max_streams: most streams open at once; one more is refused (RESOURCE_EXHAUSTED).
     """
 
     def __init__(
@@ -87,10 +110,15 @@ class CloudService(pb_grpc.CloudServicer):
         workers: int = 2,
         max_batch: int = 1,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ):
         if max_batch < 1 or max_wait_ms < 0:
             raise SplitASRError(f"max_batch {max_batch} must be >= 1 and max_wait_ms {max_wait_ms} >= 0")
+        if max_streams < 0:
+            raise SplitASRError(f"max_streams {max_streams} must be >= 0")
         self.clouds = dict(clouds)
+        self.max_streams = max_streams
+        self._streams = 0  # streams open now
         self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000
         self.workers = executor._max_workers if executor is not None else workers
         self._token = f"Bearer {token}".encode() if token else None
@@ -134,7 +162,9 @@ class CloudService(pb_grpc.CloudServicer):
     def load(self) -> pb.ServerLoad:
         recent = list(self._recent)
         mean = sum(recent) / len(recent) if recent else 0.0
-        return pb.ServerLoad(queue_depth=self._pending, mean_service_ms=round(mean, 3))
+        return pb.ServerLoad(
+            queue_depth=self._pending, mean_service_ms=round(mean, 3), open_streams=self._streams
+        )
 
     async def Transcribe(self, request: pb.TranscribeRequest, context) -> pb.TranscribeReply:
         received, received_ns = time.perf_counter(), time.time_ns()
@@ -158,7 +188,9 @@ class CloudService(pb_grpc.CloudServicer):
 
                     got = await asyncio.get_running_loop().run_in_executor(self.executor, work)
                 else:
-                    got, started[0] = await self._batched(request, decoder)
+                    got, started[0] = await self._batched(
+                        request.model, request.payload, request.point, request.codec, decoder
+                    )
                     if isinstance(got, Exception):
                         raise got
                 batch[0] = got.batch
@@ -202,15 +234,16 @@ class CloudService(pb_grpc.CloudServicer):
         reply.load.CopyFrom(self.load())
         return reply
 
-    async def _batched(self, request: pb.TranscribeRequest, decoder: Decoder | None):
-        """Queue one request for its model's batcher; ``(Decoded | Exception, started)``."""
-        queue = self._queues.get(request.model)
+    async def _batched(self, model: str, payload, point: str, codec: str, decoder: Decoder | None):
+        """Queue one request (a payload, or a stream's Activation) for its model's
+        batcher; ``(Decoded | Exception, started)``."""
+        queue = self._queues.get(model)
         if queue is None:
             if self._free is None:
                 self._free = asyncio.Semaphore(self.workers)
-            queue = self._queues[request.model] = asyncio.Queue()
-            self._spawn(self._batcher(self.clouds[request.model], queue))
-        item = _Queued(request, decoder, asyncio.get_running_loop().create_future())
+            queue = self._queues[model] = asyncio.Queue()
+            self._spawn(self._batcher(self.clouds[model], queue))
+        item = _Queued(payload, point, codec, decoder, asyncio.get_running_loop().create_future())
         queue.put_nowait(item)
         got = await item.future  # cancelling the call cancels the future: the batcher skips it
         return got, item.started
@@ -283,7 +316,149 @@ class CloudService(pb_grpc.CloudServicer):
                 pass
 
     async def TranscribeStream(self, request_iterator, context) -> pb.TranscribeReply:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming is not served by this version")
+        """One utterance in chunks (module docstring); the reply is the unary call's, with
+        ``total_ms`` and ``queue_ms`` counted from the arrival of the last chunk."""
+        opened, received_ns = time.perf_counter(), time.time_ns()
+        info = _StreamInfo()
+        if self._streams >= self.max_streams:
+            info.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            info.message = f"too many streams open (max {self.max_streams}); try again later"
+            self._log_stream(info, context, opened)
+            await context.abort(info.code, info.message)
+        self._streams += 1
+        reply = None
+        try:
+            if not self._authorised(context):
+                raise _StreamRefused(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            reply = await self._stream(request_iterator, info, context)
+            reply.received_unix_ns = received_ns
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            info.code, info.message = grpc.StatusCode.CANCELLED, "cancelled by the client"
+            self._log_stream(info, context, opened)
+            raise
+        except _StreamRefused as exc:
+            info.code, info.message = exc.code, exc.message
+        except SplitASRError as exc:
+            info.code, info.message = grpc.StatusCode.INVALID_ARGUMENT, _one_line(exc)
+        except Exception as exc:  # a bug: answer, log, keep serving
+            log.exception("stream %016x failed", info.request_id)
+            info.code, info.message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        finally:
+            self._streams -= 1
+            info.stream = None  # the frames go with the stream
+        self._log_stream(info, context, opened)
+        if reply is None:
+            await context.abort(info.code, info.message)
+        reply.load.CopyFrom(self.load())
+        return reply
+
+    async def _stream(self, chunks, info: _StreamInfo, context) -> pb.TranscribeReply:
+        """Read, check and decode the chunks of one stream, then run its tail."""
+        loop = asyncio.get_running_loop()
+        cloud = decoder = None
+        floor = None
+        max_chunks = 1
+        async for chunk in chunks:
+            if chunk.seq != info.chunks:
+                raise _StreamRefused(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"chunk seq {chunk.seq}, expected {info.chunks}"
+                )
+            if info.chunks == 0:
+                info.model, info.point, info.codec = chunk.model, chunk.point, chunk.codec
+                info.request_id = chunk.request_id
+                info.beam = chunk.beam if chunk.HasField("beam") else None
+                if chunk.model not in self.clouds:
+                    raise _StreamRefused(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"unknown model {chunk.model!r}; served: {', '.join(sorted(self.clouds))}",
+                    )
+                cloud = self.clouds[chunk.model]
+                decoder = self._decoder(chunk.model, info.beam)
+                # building a codec may read its state from disk: on the pool
+                info.stream = await loop.run_in_executor(
+                    self.executor, cloud.stream, chunk.point, chunk.codec
+                )
+                max_chunks = max(1000, math.ceil(cloud.max_seconds * CHUNKS_PER_SECOND))
+            else:
+                _check_same(chunk, info)
+            if info.chunks >= max_chunks:
+                raise _StreamRefused(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"the stream passed {max_chunks} chunks"
+                )
+            info.chunks += 1
+            if chunk.payload:
+                info.payload_bytes += len(chunk.payload)
+                await loop.run_in_executor(self.executor, info.stream.add, chunk.payload)
+            if chunk.last:
+                floor = chunk.floor if chunk.HasField("floor") else None
+                info.last = True
+                break
+        if not info.last:
+            # A client that goes away ends its requests too, and gRPC cancels this handler
+            # a moment later: wait for that moment before calling the stream malformed.
+            await asyncio.sleep(CANCEL_GRACE_S)
+            if context.cancelled():
+                raise asyncio.CancelledError()
+            raise _StreamRefused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the stream ended after {info.chunks} chunks without one marked last",
+            )
+        info.ended = time.perf_counter()
+        self._pending += 1
+        try:
+            act = info.stream.end(floor)
+            info.frames = int(act.lens[0])
+            started = [info.ended]
+            if self.max_batch == 1:
+
+                def work():
+                    started[0] = time.perf_counter()
+                    return cloud.transcribe_batch([(act, info.point, info.codec, decoder)])[0]
+
+                got = await loop.run_in_executor(self.executor, work)
+            else:
+                got, started[0] = await self._batched(info.model, act, info.point, info.codec, decoder)
+            if isinstance(got, Exception):
+                raise got
+        finally:
+            self._pending -= 1
+        info.batch = got.batch
+        total = _ms(time.perf_counter() - info.ended)
+        self._recent.append(total)
+        timings = pb.ServerTimings(
+            queue_ms=_ms(started[0] - info.ended),
+            decode_ms=got.decode_ms,
+            tail_ms=got.tail_ms,
+            text_ms=got.text_ms,
+            total_ms=total,
+            batch_size=got.batch,
+        )
+        return pb.TranscribeReply(request_id=info.request_id, text=got.text, timings=timings)
+
+    def _log_stream(self, info: _StreamInfo, context, opened: float) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        now = time.perf_counter()
+        line = {
+            "event": "transcribe_stream",
+            "request_id": f"{info.request_id:016x}",
+            "peer": context.peer(),
+            "model": info.model,
+            "point": info.point,
+            "codec": info.codec,
+            "chunks": info.chunks,
+            "payload_bytes": info.payload_bytes,
+            "frames": info.frames,
+            "status": info.code.name,
+            "stream_ms": _ms(now - opened),
+            "total_ms": _ms(now - info.ended) if info.ended else 0.0,
+            "pending": self._pending,
+            "open_streams": self._streams,
+            "batch": info.batch,
+        }
+        if info.message:
+            line["error"] = info.message
+        log.info(json.dumps(line))
 
     def _log(self, request, context, code, message, received, started, batch=0) -> None:
         if not log.isEnabledFor(logging.INFO):
@@ -308,6 +483,36 @@ class CloudService(pb_grpc.CloudServicer):
         log.info(json.dumps(line))
 
 
+class _StreamInfo:
+    """What one stream has said and done so far (for its checks, its reply and its log)."""
+
+    __slots__ = (
+        "model", "point", "codec", "request_id", "beam", "chunks", "payload_bytes", "frames",
+        "last", "ended", "batch", "stream", "code", "message",
+    )  # fmt: skip
+
+    def __init__(self):
+        self.model = self.point = self.codec = ""
+        self.request_id, self.beam = 0, None
+        self.chunks = self.payload_bytes = self.frames = self.batch = 0
+        self.last, self.ended, self.stream = False, 0.0, None
+        self.code, self.message = grpc.StatusCode.OK, ""
+
+
+def _check_same(chunk: pb.AudioChunk, info: _StreamInfo) -> None:
+    """A later chunk may leave the first chunk's fields empty or repeat them, not change them."""
+    for name, value in (("model", chunk.model), ("point", chunk.point), ("codec", chunk.codec)):
+        if value and value != getattr(info, name):
+            raise _StreamRefused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"chunk {chunk.seq} names {name} {value!r}, the stream's first chunk {getattr(info, name)!r}",
+            )
+    if chunk.request_id and chunk.request_id != info.request_id:
+        raise _StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk {chunk.seq} names another request id")
+    if chunk.HasField("beam") and chunk.beam != info.beam:
+        raise _StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk {chunk.seq} names another beam")
+
+
 def load_clouds(names: Iterable[str], max_seconds: float | None = None) -> dict[str, Cloud]:
     """One :class:`Cloud` per model name, each loaded once (codec state included on use)."""
     from splitasr.model.registry import load_model
@@ -330,6 +535,7 @@ async def start(
     max_batch: int = 1,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     credentials: grpc.ServerCredentials | None = None,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``host:port`` (port 0: an ephemeral one) in the running loop; returns
     the server and the bound port. ``credentials`` (:func:`splitasr.transport.tls.server_credentials`)
@@ -342,7 +548,12 @@ async def start(
         ]
     )
     service = service or CloudService(
-        clouds, token=token, workers=workers, max_batch=max_batch, max_wait_ms=max_wait_ms
+        clouds,
+        token=token,
+        workers=workers,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_streams=max_streams,
     )
     pb_grpc.add_CloudServicer_to_server(service, server)
     checker = health.aio.HealthServicer()
@@ -366,6 +577,7 @@ async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kw
         workers=kwargs.pop("workers", 2),
         max_batch=kwargs.pop("max_batch", 1),
         max_wait_ms=kwargs.pop("max_wait_ms", DEFAULT_MAX_WAIT_MS),
+        max_streams=kwargs.pop("max_streams", DEFAULT_MAX_STREAMS),
     )
     server, port = await start(clouds, service=service, **kwargs)
     tls = kwargs.get("credentials") is not None
@@ -396,10 +608,16 @@ class ServerThread:
         workers: int = 2,
         max_batch: int = 1,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
         **kwargs,
     ):
         self.service = CloudService(
-            clouds, token=token, workers=workers, max_batch=max_batch, max_wait_ms=max_wait_ms
+            clouds,
+            token=token,
+            workers=workers,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_streams=max_streams,
         )
         self._clouds, self._kwargs = clouds, {**kwargs, "service": self.service}
         self._loop = asyncio.new_event_loop()

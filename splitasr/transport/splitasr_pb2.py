@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!splitasr/transport/splitasr.proto\x12\x0bsplitasr.v1\"\x97\x01\n\x11TranscribeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05point\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\x06\x12\x14\n\x0csent_unix_ns\x18\x06 \x01(\x06\x12\x11\n\x04\x62\x65\x61m\x18\x07 \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_beam\"\xab\x01\n\nAudioChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05point\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\x06\x12\x11\n\x04\x62\x65\x61m\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x06 \x01(\r\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x14\n\x0csent_unix_ns\x18\x08 \x01(\x06\x12\x0c\n\x04last\x18\t \x01(\x08\x42\x07\n\x05_beam\"|\n\rServerTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x11\n\tdecode_ms\x18\x02 \x01(\x01\x12\x0f\n\x07tail_ms\x18\x03 \x01(\x01\x12\x0f\n\x07text_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\":\n\nServerLoad\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x17\n\x0fmean_service_ms\x18\x02 \x01(\x01\"\xa1\x01\n\x0fTranscribeReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x06\x12\x0c\n\x04text\x18\x02 \x01(\t\x12+\n\x07timings\x18\x03 \x01(\x0b\x32\x1a.splitasr.v1.ServerTimings\x12%\n\x04load\x18\x04 \x01(\x0b\x32\x17.splitasr.v1.ServerLoad\x12\x18\n\x10received_unix_ns\x18\x05 \x01(\x06\x32\xa0\x01\n\x05\x43loud\x12J\n\nTranscribe\x12\x1e.splitasr.v1.TranscribeRequest\x1a\x1c.splitasr.v1.TranscribeReply\x12K\n\x10TranscribeStream\x12\x17.splitasr.v1.AudioChunk\x1a\x1c.splitasr.v1.TranscribeReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!splitasr/transport/splitasr.proto\x12\x0bsplitasr.v1\"\x97\x01\n\x11TranscribeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05point\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\x06\x12\x14\n\x0csent_unix_ns\x18\x06 \x01(\x06\x12\x11\n\x04\x62\x65\x61m\x18\x07 \x01(\rH\x00\x88\x01\x01\x42\x07\n\x05_beam\"\xc9\x01\n\nAudioChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05point\x18\x02 \x01(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\x06\x12\x11\n\x04\x62\x65\x61m\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x06 \x01(\r\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x14\n\x0csent_unix_ns\x18\x08 \x01(\x06\x12\x0c\n\x04last\x18\t \x01(\x08\x12\x12\n\x05\x66loor\x18\n \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05_beamB\x08\n\x06_floor\"|\n\rServerTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x11\n\tdecode_ms\x18\x02 \x01(\x01\x12\x0f\n\x07tail_ms\x18\x03 \x01(\x01\x12\x0f\n\x07text_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\x12\x12\n\nbatch_size\x18\x06 \x01(\r\"P\n\nServerLoad\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x17\n\x0fmean_service_ms\x18\x02 \x01(\x01\x12\x14\n\x0copen_streams\x18\x03 \x01(\r\"\xa1\x01\n\x0fTranscribeReply\x12\x12\n\nrequest_id\x18\x01 \x01(\x06\x12\x0c\n\x04text\x18\x02 \x01(\t\x12+\n\x07timings\x18\x03 \x01(\x0b\x32\x1a.splitasr.v1.ServerTimings\x12%\n\x04load\x18\x04 \x01(\x0b\x32\x17.splitasr.v1.ServerLoad\x12\x18\n\x10received_unix_ns\x18\x05 \x01(\x06\x32\xa0\x01\n\x05\x43loud\x12J\n\nTranscribe\x12\x1e.splitasr.v1.TranscribeRequest\x1a\x1c.splitasr.v1.TranscribeReply\x12K\n\x10TranscribeStream\x12\x17.splitasr.v1.AudioChunk\x1a\x1c.splitasr.v1.TranscribeReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSCRIBEREQUEST']._serialized_start=51
   _globals['_TRANSCRIBEREQUEST']._serialized_end=202
   _globals['_AUDIOCHUNK']._serialized_start=205
-  _globals['_AUDIOCHUNK']._serialized_end=376
-  _globals['_SERVERTIMINGS']._serialized_start=378
-  _globals['_SERVERTIMINGS']._serialized_end=502
-  _globals['_SERVERLOAD']._serialized_start=504
-  _globals['_SERVERLOAD']._serialized_end=562
-  _globals['_TRANSCRIBEREPLY']._serialized_start=565
-  _globals['_TRANSCRIBEREPLY']._serialized_end=726
-  _globals['_CLOUD']._serialized_start=729
-  _globals['_CLOUD']._serialized_end=889
+  _globals['_AUDIOCHUNK']._serialized_end=406
+  _globals['_SERVERTIMINGS']._serialized_start=408
+  _globals['_SERVERTIMINGS']._serialized_end=532
+  _globals['_SERVERLOAD']._serialized_start=534
+  _globals['_SERVERLOAD']._serialized_end=614
+  _globals['_TRANSCRIBEREPLY']._serialized_start=617
+  _globals['_TRANSCRIBEREPLY']._serialized_end=778
+  _globals['_CLOUD']._serialized_start=781
+  _globals['_CLOUD']._serialized_end=941
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ class TranscribeRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., point: _Optional[str] = ..., codec: _Optional[str] = ..., payload: _Optional[bytes] = ..., request_id: _Optional[int] = ..., sent_unix_ns: _Optional[int] = ..., beam: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("model", "point", "codec", "request_id", "beam", "seq", "payload", "sent_unix_ns", "last")
+    __slots__ = ("model", "point", "codec", "request_id", "beam", "seq", "payload", "sent_unix_ns", "last", "floor")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POINT_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class AudioChunk(_message.Message):
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_FIELD_NUMBER: _ClassVar[int]
     model: str
     point: str
     codec: str
@@ -43,7 +44,8 @@ class AudioChunk(_message.Message):
     payload: bytes
     sent_unix_ns: int
     last: bool
-    def __init__(self, model: _Optional[str] = ..., point: _Optional[str] = ..., codec: _Optional[str] = ..., request_id: _Optional[int] = ..., beam: _Optional[int] = ..., seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., sent_unix_ns: _Optional[int] = ..., last: _Optional[bool] = ...) -> None: ...
+    floor: float
+    def __init__(self, model: _Optional[str] = ..., point: _Optional[str] = ..., codec: _Optional[str] = ..., request_id: _Optional[int] = ..., beam: _Optional[int] = ..., seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., sent_unix_ns: _Optional[int] = ..., last: _Optional[bool] = ..., floor: _Optional[float] = ...) -> None: ...
 
 class ServerTimings(_message.Message):
     __slots__ = ("queue_ms", "decode_ms", "tail_ms", "text_ms", "total_ms", "batch_size")
@@ -62,12 +64,14 @@ class ServerTimings(_message.Message):
     def __init__(self, queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., tail_ms: _Optional[float] = ..., text_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class ServerLoad(_message.Message):
-    __slots__ = ("queue_depth", "mean_service_ms")
+    __slots__ = ("queue_depth", "mean_service_ms", "open_streams")
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     MEAN_SERVICE_MS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
     queue_depth: int
     mean_service_ms: float
-    def __init__(self, queue_depth: _Optional[int] = ..., mean_service_ms: _Optional[float] = ...) -> None: ...
+    open_streams: int
+    def __init__(self, queue_depth: _Optional[int] = ..., mean_service_ms: _Optional[float] = ..., open_streams: _Optional[int] = ...) -> None: ...
 
 class TranscribeReply(_message.Message):
     __slots__ = ("request_id", "text", "timings", "load", "received_unix_ns")

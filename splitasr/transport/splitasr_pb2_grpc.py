@@ -58,8 +58,9 @@ class CloudServicer:
 
     def TranscribeStream(self, request_iterator, context):
         """An utterance sent in chunks as the device produces them; the first chunk names the
-        model, split point and codec, the reply comes after the last one. (Declared; served
-        from a later version of the server: UNIMPLEMENTED until then.)
+        model, split point and codec, the reply comes after the last one (docs/transport.md,
+        "Streaming"). Only streamable split points (audio, and the points whose head runs
+        chunk by chunk exactly) are accepted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -252,7 +252,7 @@ def test_health_streaming_and_the_request_log(server, client, good, caplog):
             assert status == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as err:
             pb_grpc.CloudStub(ch).TranscribeStream(iter([pb.AudioChunk(last=True)]), timeout=5)
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # served; a chunk naming no model
     with caplog.at_level(logging.INFO, "splitasr.server"):
         client.transcribe(good, "ds2", "proj", "q8+ans", request_id=0xABC)
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "splitasr.server"]

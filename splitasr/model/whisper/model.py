@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitasr import audio
-from splitasr.model.stages import SplitModel, Stage
+from splitasr.model.stages import AUDIO, HeadStream, SplitModel, Stage
 
 NAME = "whisper-tiny.en"
 WINDOW_FRAMES = 3000  # feature frames in one 30-s window
@@ -172,6 +172,9 @@ class WhisperFeatures(Stage):
         self.n_mels = config.n_mels
         self.out_dim = config.n_mels
         self.out_rate = float(audio.FRAMES_PER_SECOND)
+        # frame t: the 400-sample window centred on sample 160 t (its utterance-wide floor
+        # aside: WhisperFeatureStream)
+        self.stream_field = (audio.HOP_LENGTH, audio.N_FFT // 2)
 
     def frames(self, num_samples: int, trim: bool = False, margin: int = 0) -> int:
         """Feature frames this stage outputs for ``num_samples`` samples of audio."""
@@ -405,6 +408,35 @@ class WhisperModel(SplitModel):
         other.config = replace(self.config, **changes)
         return other
 
+    @property
+    def streamable_points(self) -> list[str]:
+        """``audio`` and ``features`` (when the head trims the padding there, as it does by
+        default); not ``stem``.
+
+        Whisper's log-mel raises every value to ``max - 8``, the max over the whole
+        utterance. At ``features`` the floor commutes with the rest of the head, so the
+        stream sends the frames with the floor known so far and the cloud applies the
+        final one when the utterance ends (:class:`WhisperFeatureStream`), bit for bit. The
+        stem's convolutions and GELU come after the floor and do not commute with it: a
+        stem frame depends on the loudest moment of the whole utterance, which may come
+        last, so ``stem`` (and every block) cannot be computed chunk by chunk exactly.
+        """
+        trims = self.config.trim or self.config.uplink_trim
+        return [AUDIO, "features"] if trims and self.config.trim_margin == 0 else [AUDIO]
+
+    def head_stream(self, point: str) -> HeadStream:
+        """A :class:`WhisperFeatureStream` at ``features``; the plain one at ``audio``."""
+        if point == "features":
+            return WhisperFeatureStream(self, point)
+        return super().head_stream(point)
+
+    def stream_end(self, h: torch.Tensor, point: str, floor: float | None) -> torch.Tensor:
+        """At ``features``: the utterance's log-mel floor applied to the streamed frames
+        ``h (1, T, 80)`` (before the tail restores the padding, which is never floored)."""
+        if floor is None or point != "features":
+            return super().stream_end(h, point, floor)
+        return torch.maximum(h, torch.tensor(floor, dtype=h.dtype))
+
     def codec_home(self, point: str) -> str:
         """The base model's codec state at ``audio``, ``features`` and ``stem`` when this
         model's front end and stem are its (``config.base``: the dyn model's are frozen),
@@ -529,3 +561,43 @@ class WhisperModel(SplitModel):
                 start = n - (n - 1) // size * size  # frames already in the last window
                 out[i, n : int(lens[i])] = fill[start:]
         return out, lens
+
+
+class WhisperFeatureStream(HeadStream):
+    """Whisper's log-mel chunk by chunk (see :meth:`WhisperModel.streamable_points`).
+
+    Each frame is ``(log10 mel + 4) / 4`` raised to the floor of the loudest frame seen so
+    far (a floor no higher than the utterance's, so the cloud's final floor overrides it:
+    ``max(max(x, r), F) = max(x, F)`` for ``r <= F``). Raising early keeps the values in
+    the range a codec at ``features`` is calibrated on. :attr:`floor` is the utterance's
+    floor (:func:`splitasr.audio.whisper_floor`, over every frame, the one past the audio
+    that Whisper also takes its maximum over included), known at :meth:`finish`.
+    """
+
+    def __init__(self, model: WhisperModel, point: str):
+        super().__init__(model, point)
+        self._peak: torch.Tensor | None = None  # largest log10 mel power so far, 0-d
+
+    def window(self, wave: torch.Tensor, end: bool, first: int, stop: int | None) -> torch.Tensor:
+        with torch.inference_mode():
+            logs = audio.whisper_log10_mel(wave, self.dim)  # (M, S_w // 160 + 1)
+            frames = wave.shape[0] // audio.HOP_LENGTH
+            stop = frames if stop is None else stop
+            seen = logs[:, first : frames + 1 if end else stop]
+            if seen.numel():
+                peak = seen.max()
+                self._peak = peak if self._peak is None else torch.maximum(self._peak, peak)
+            u = (logs[:, first:stop] + 4.0) / 4.0
+            if self._peak is not None:
+                u = torch.maximum(u, audio.whisper_floor(self._peak))
+            h = u.T.unsqueeze(0).contiguous()
+            if end and self.frames + h.shape[1] == 0:  # under one hop of audio: one zero frame
+                self._peak = None
+                return torch.zeros(1, 1, self.dim)
+            return h
+
+    @property
+    def floor(self) -> float | None:
+        if not self.done or self._peak is None:
+            return None
+        return float(audio.whisper_floor(self._peak))
