@@ -399,8 +399,8 @@ def cmd_bench_e2e(args) -> int:
     else:
         c = tuple(int(x) for x in _floats(args.paper000_counts, "--paper000-counts"))
         counts = dict.fromkeys(models, c)
-    if args.limit < 1:
-        raise ConfigError("--limit must be at least 1")
+    if args.limit < 1 or args.stream_n < 0 or not 1 <= args.stream_seconds <= 60:
+        raise ConfigError("--limit must be at least 1, --stream-n >= 0, --stream-seconds in [1, 60]")
     try:
         run_e2e(
             models,
@@ -412,6 +412,9 @@ def cmd_bench_e2e(args) -> int:
             paper000_counts=counts,
             paper000_slowdowns=_floats(args.paper000_slowdowns, "--paper000-slowdowns"),
             paper000_max_seconds=args.paper000_max_seconds,
+            stream_profiles=tuple(p for p in args.stream_profiles.split(",") if p),
+            stream_n=args.stream_n,
+            stream_seconds=args.stream_seconds,
             server_threads=args.server_threads,
             command="splitasr " + " ".join(args.argv),
         )
@@ -973,6 +976,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--paper000-max-seconds", type=float, default=120.0, help="cap per run; beyond: extrapolated"
     )
+    p.add_argument("--stream-profiles", default="lte", help="links the streaming run uses")
+    p.add_argument("--stream-n", type=int, default=6, help="streamed utterances per setup (0: none)")
+    p.add_argument("--stream-seconds", type=float, default=5.0, help="length of each streamed utterance")
     p.add_argument("--server-threads", type=int, default=2)
     p.add_argument("--out", default="results/e2e")
     p.set_defaults(func=cmd_bench_e2e)

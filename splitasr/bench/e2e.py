@@ -82,6 +82,15 @@ def default_setups(model: str) -> list[Setup]:
     return [Setup("edge"), *cloud, *split]
 
 
+def stream_setups(model: str) -> list[Setup]:
+    """Streamed utterances: split at the model's deepest streamable point with a codec
+    ``bench tradeoff`` keeps, and the audio itself as PCM (cloud-only streaming)."""
+    split = (
+        Setup("split", "proj", "deepcod+ans") if model == "ds2" else Setup("split", "features", "dct50+ans")
+    )
+    return [split, Setup("cloud", "audio", "pcm16+pack")]
+
+
 def paper000_setups(model: str) -> tuple[Setup, Setup]:
     """(joint, cloud-only) of paper 000's experiment: the model's learned codec at its
     shipped point against the audio as 16-bit PCM."""
@@ -190,6 +199,18 @@ def device_main(spec_path: str) -> int:
             flush=True,
         )
 
+    long_waves = []  # utterances of exactly stream.seconds: consecutive ones joined, then cut
+    if spec.get("stream"):
+        n_samples = round(spec["stream"]["seconds"] * model.sample_rate)
+        i = 0
+        while len(long_waves) < spec["stream"]["n"] and i < 10 * len(waves):
+            parts, got = [], 0
+            while got < n_samples:
+                parts.append(waves[i % len(waves)])
+                got += parts[-1].shape[0]
+                i += 1
+            long_waves.append(torch.cat(parts)[:n_samples])
+
     try:
         # edge-only does not touch the link: measured once, shown under every profile
         local = EdgeClient(model, None, decoder=decoder, model_name=spec["model"], slowdown=spec["slowdown"])
@@ -203,6 +224,10 @@ def device_main(spec_path: str) -> int:
                 )
                 for setup in (s for s in setups if s.mode != "edge"):
                     measure(client, setup, profile)
+                st = spec.get("stream")
+                if st and profile in st["profiles"]:
+                    for setup in map(lambda s: Setup(**s), st["setups"]):
+                        _streamed(client, setup, profile, st, long_waves, out)
                 p0 = spec.get("paper000")
                 if p0:
                     for setup in map(lambda s: Setup(**s), p0["setups"]):
@@ -211,6 +236,30 @@ def device_main(spec_path: str) -> int:
     finally:
         out.close()
     return 0
+
+
+def _streamed(client, setup: Setup, profile: str, st: dict, waves: list, out) -> None:
+    """Each utterance streamed at 1x (as a microphone would give it) in ``chunk_ms`` chunks;
+    the latency after the end of speech is what a user waits."""
+    point = setup.point
+    client.transcribe_stream(waves[0][:16000], point, setup.codec, chunk_ms=st["chunk_ms"])  # warm
+    for i, wave in enumerate(waves):
+        r = client.transcribe_stream(wave, point, setup.codec, chunk_ms=st["chunk_ms"], realtime=True)
+        row = {
+            "kind": "stream",
+            "profile": profile,
+            **asdict(setup),
+            "utt": i,
+            "seconds": wave.shape[0] / 16000,
+        }
+        row.update(text=r.text, fallback=r.fallback, bytes_up=r.bytes_up, timings=r.timings)
+        out.write(json.dumps(row) + "\n")
+    out.flush()
+    print(
+        f"  stream {profile:5} {setup.label:32} {len(waves)} x {st['seconds']:g} s",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _paper000(client, setup: Setup, run, profile: str, p0: dict, out) -> None:
@@ -260,6 +309,28 @@ def summarise(rows: list[dict]) -> dict:
         out[f"{k}_ms"] = round(float(np.mean([r["timings"].get(k, 0.0) for r in rows])), 1)
     out["compute_ms"] = round(out["edge_ms"] + out["head_ms"], 1)  # the device's model time
     return out
+
+
+def summarise_stream(rows: list[dict]) -> dict:
+    """Median and p95 latency after the end of speech, and its part beyond the server's
+    compute (the network, the protocol and the device's last chunk)."""
+    after = np.array([r["timings"]["after_speech"] for r in rows])
+    server = np.array([r["timings"]["server"] for r in rows])
+    beyond = after - server
+    return {
+        "n": len(rows),
+        "seconds": round(float(np.mean([r["seconds"] for r in rows])), 2),
+        "after_speech_p50_ms": round(float(np.median(after)), 1),
+        "after_speech_p95_ms": round(float(np.percentile(after, 95)), 1),
+        "server_p50_ms": round(float(np.median(server)), 1),
+        "beyond_server_p50_ms": round(float(np.median(beyond)), 1),
+        "edge_finish_p50_ms": round(float(np.median([r["timings"]["edge_finish"] for r in rows])), 1),
+        "network_p50_ms": round(float(np.median([r["timings"]["network"] for r in rows])), 1),
+        "total_p50_ms": round(float(np.median([r["timings"]["total"] for r in rows])), 1),
+        "chunks": round(float(np.mean([r["timings"]["chunks"] for r in rows])), 1),
+        "bytes_up": round(float(np.mean([r["bytes_up"] for r in rows])), 1),
+        "fallbacks": sum(1 for r in rows if r["fallback"]),
+    }
 
 
 def paper000_table(p0_rows: list[dict], counts: tuple[int, ...]) -> list[dict]:
@@ -335,6 +406,9 @@ def run_e2e(
     paper000_counts: dict[str, tuple[int, ...]] | None = None,
     paper000_slowdowns: tuple[float, ...] = (1.0,),
     paper000_max_seconds: float = 120.0,
+    stream_profiles: tuple[str, ...] = ("lte",),
+    stream_n: int = 6,
+    stream_seconds: float = 5.0,
     server_threads: int = 2,
     timeout_s: float = 60.0,
     command: str = "",
@@ -392,6 +466,17 @@ def run_e2e(
                         if counts and f in paper000_slowdowns
                         else None
                     ),
+                    "stream": (
+                        {
+                            "profiles": [p for p in stream_profiles if p in profiles],
+                            "n": stream_n,
+                            "seconds": stream_seconds,
+                            "chunk_ms": 200,
+                            "setups": [asdict(s) for s in stream_setups(m)],
+                        }
+                        if stream_n > 0
+                        else None
+                    ),
                     "out": str(path),
                 }
                 spec_path = out_dir / f"device-{m}-x{f:g}.spec.json"
@@ -441,6 +526,15 @@ def _report(profiles, jsonl, link_bytes, out_dir, limit, wall, server_threads, p
         for key in [k for k in summary if k.startswith(f"{m}|{f}|")]:
             summary[key] = {**local, **summary[key]}
     summary = {k: {label: summarise(rs) for label, rs in v.items()} for k, v in summary.items()}
+    streams: dict[str, dict[str, dict]] = {}
+    for path in jsonl:
+        m, f = path.stem.removeprefix("device-").rsplit("-x", 1)
+        got = [json.loads(line) for line in path.read_text().splitlines()]
+        by: dict[str, list] = {}
+        for r in (r for r in got if r["kind"] == "stream"):
+            by.setdefault(f"{r['profile']}|{Setup(r['mode'], r['point'], r['codec']).label}", []).append(r)
+        for k, rs in by.items():
+            streams.setdefault(f"{m}|{f}", {})[k] = summarise_stream(rs)
     p0 = {}
     for path in jsonl:
         m, f = path.stem.removeprefix("device-").rsplit("-x", 1)
@@ -478,6 +572,7 @@ def _report(profiles, jsonl, link_bytes, out_dir, limit, wall, server_threads, p
         "wall_s": round(wall, 1),
         "summary": summary,
         "paper000": p0,
+        "streaming": streams,
         "checks_3g": checks_3g(summary),
         "link_stats": link_bytes,
         "wire": wire,
@@ -524,6 +619,30 @@ def _markdown(results: dict) -> str:
             cols += [(f"t{n}", f"N={n} s", "g") for n in counts]
             cols += [("measured", "measured N", "d"), ("extrapolated", "extrapolated N", "s")]
             parts.append(f"{model}, edge slowdown x{f}:\n\n" + markdown_table(table, cols) + "\n")
+    if results["streaming"]:
+        parts.append("### Streaming: 1x-paced utterances, 200-ms chunks; latency after the end of speech\n")
+        rows = []
+        for key, by in results["streaming"].items():
+            model, f = key.split("|")
+            for k, v in by.items():
+                profile, label = k.split("|")
+                rows.append({"model": model, "slowdown": float(f), "profile": profile, "setup": label, **v})
+        cols = [
+            ("model", "model", "s"),
+            ("slowdown", "edge x", "g"),
+            ("profile", "link", "s"),
+            ("setup", "setup", "s"),
+            ("seconds", "audio s", ".1f"),
+            ("after_speech_p50_ms", "after speech p50 ms", ".0f"),
+            ("after_speech_p95_ms", "p95", ".0f"),
+            ("server_p50_ms", "server p50", ".0f"),
+            ("beyond_server_p50_ms", "after speech - server p50", ".0f"),
+            ("edge_finish_p50_ms", "edge last chunk p50", ".0f"),
+            ("network_p50_ms", "network p50", ".0f"),
+            ("bytes_up", "bytes up", ".0f"),
+            ("fallbacks", "fallbacks", "d"),
+        ]
+        parts.append(markdown_table(rows, cols) + "\n")
     if results["wire"]:
         parts.append("### Bytes on the wire (TCP payload counted by the link emulator)\n")
         rows = [{"profile": p, **w} for p, w in results["wire"].items()]

@@ -68,7 +68,7 @@ def test_bench_e2e_runs_server_emulator_and_device_as_processes(speech_manifest,
     out = tmp_path / "e2e"
     args = ["bench", "e2e", "--models", "ds2", "--profiles", "lte", "--slowdowns", "2", "--limit", "2"]
     args += ["--manifest", f"ds2={speech_manifest}", "--paper000-counts", "2,3", "--paper000-slowdowns", "2"]
-    args += ["--paper000-max-seconds", "60", "--out", str(out)]
+    args += ["--paper000-max-seconds", "60", "--out", str(out), "--stream-n", "1", "--stream-seconds", "2"]
     assert main(args) == 0
     got = json.loads((out / "results.json").read_text())
     by = got["summary"]["ds2|2|lte"]
@@ -81,6 +81,11 @@ def test_bench_e2e_runs_server_emulator_and_device_as_processes(speech_manifest,
     assert split["compute_ms"] > 0 and by["edge only"]["network_ms"] == 0
     (p0,) = got["paper000"]["ds2|2"][:1]
     assert p0["measured"] == 3 and p0["extrapolated"] == "-" and p0["t3"] >= p0["t2"] > 0
+    streamed = got["streaming"]["ds2|2"]
+    assert set(streamed) == {"lte|split proj deepcod+ans", "lte|cloud pcm16"}
+    for s in streamed.values():  # 2 s at 1x in 200-ms chunks: the reply comes after the speech
+        assert s["n"] == 1 and s["fallbacks"] == 0 and s["seconds"] == 2.0 and s["chunks"] >= 5
+        assert s["after_speech_p50_ms"] >= s["server_p50_ms"] and s["total_p50_ms"] >= 2000
     wire = got["wire"]["lte"]
     assert wire["calls"] > 0 and wire["link_bytes_up"] > wire["message_bytes_up"]
     for name in ("table.md", "e2e-ds2-x2.png", "paper000-ds2-x2.png"):
