@@ -15,7 +15,8 @@ Errors map to gRPC status codes with a one-line message, and the server keeps se
 
 **Dynamic batching** (``max_batch > 1``): requests for one model go into an asyncio queue;
 that model's batcher waits for a free worker, takes the first request, waits at most
-``max_wait_ms`` for up to ``max_batch - 1`` more, and runs :meth:`Cloud.transcribe_batch`
+``max_wait_ms`` for up to ``max_batch - 1`` more (not at all when no other call is in the
+server: a lone device does not pay the batching wait), and runs :meth:`Cloud.transcribe_batch`
 on the thread pool; each request gets its own result or status (a bad payload fails only
 its own request). A request cancelled while queued is dropped from its batch; one cancelled
 while its batch runs is simply not answered. ``queue_ms`` includes the batching wait and
@@ -265,8 +266,8 @@ class CloudService(pb_grpc.CloudServicer):
                 while len(batch) < self.max_batch:
                     if queue.empty():
                         left = deadline - loop.time()
-                        if left <= 0:
-                            break
+                        if left <= 0 or self._pending + self._streams <= len(batch):
+                            break  # time is up, or no other call is in the server to wait for
                         # not wait_for: on Python 3.11 it can drop an item that arrives
                         # just as the time runs out
                         getter = asyncio.ensure_future(queue.get())

@@ -104,6 +104,16 @@ def test_server_batches_concurrent_requests_and_answers_each_its_own(model, jobs
     assert max(r.timings.batch_size for r in replies.values()) > 1
 
 
+def test_a_lone_request_does_not_wait_for_a_batch(model, jobs):
+    cloud = Cloud(model)
+    p, point, codec = next(j for j in jobs if j[1] == "proj")
+    with ServerThread({"ds2": cloud}, max_batch=8, max_wait_ms=5000) as s:
+        with CloudClient(f"127.0.0.1:{s.port}", timeout_s=60) as c:
+            for _ in range(3):  # one after another: nothing else is ever in the server
+                reply = c.transcribe(p, "ds2", point, codec)
+                assert reply.timings.batch_size == 1 and reply.timings.queue_ms < 2500
+
+
 def test_a_request_cancelled_while_batched_does_not_break_the_others(model, jobs):
     cloud = Cloud(model)
     p, point, codec = next(j for j in jobs if j[1] == "proj")
