@@ -10,6 +10,12 @@ cloud does not answer in time.
   microphone would (``realtime=True`` paces a file at 1x; :func:`microphone` records one)
   through ``Edge.stream`` and the ``TranscribeStream`` call, and reports the latency after
   the end of speech.
+* ``mode="auto"`` (``EdgeClient(planner=...)``): the planner (:mod:`splitasr.planner`)
+  picks edge-only, cloud-only with an audio codec, or a split point and codec for each
+  utterance from its length, the :class:`~splitasr.planner.estimator.NetworkEstimator`'s
+  estimate and the server's load in the last reply; every reply (and every failure) is fed
+  back into the estimator, and a probe (the gRPC health check) runs when the estimate is
+  stale. docs/planner.md, "Live".
 """
 
 from __future__ import annotations
@@ -18,23 +24,28 @@ import queue
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import grpc
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitasr.decoding import Decoder
 from splitasr.errors import SplitASRError
 from splitasr.model.stages import SplitModel
 from splitasr.pipeline import AUDIO, Edge, recognise
+from splitasr.planner.estimator import NetworkEstimator, RequestTiming, ServerLoad
+from splitasr.planner.policy import NO_BUDGET, Budget, Decision, Planner
 from splitasr.transport import splitasr_pb2 as pb
 from splitasr.transport import splitasr_pb2_grpc as pb_grpc
 from splitasr.transport.tls import channel_credentials
 
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_PROBE_TIMEOUT_S = 2.0  # a probe's deadline (connecting included)
+HEALTH_SERVICE = "splitasr.v1.Cloud"  # what the probe asks the server's health service about
 DEFAULT_CHUNK_MS = 200.0  # audio per streamed chunk, as a microphone delivers it
-MODES = ("split", "cloud", "edge")
+MODES = ("split", "cloud", "edge", "auto")
 CLOUD_CODEC = "pcm16+pack"  # what --mode cloud sends at the audio point unless told
 # The request itself is wrong: finishing on the edge would hide a configuration error.
 _REFUSED = {
@@ -81,6 +92,7 @@ class CloudClient:
         else:
             self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.CloudStub(self._channel)
+        self._health: health_pb2_grpc.HealthStub | None = None
 
     def request(
         self,
@@ -142,6 +154,29 @@ class CloudClient:
         except grpc.RpcError as exc:
             raise CloudError(exc.code(), exc.details() or "") from None
 
+    def probe(self, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S) -> float:
+        """A ping: the round trip (ms) of one gRPC health check (``grpc.health.v1``, about
+        40 bytes each way, no model work), after the channel is connected (connecting, a
+        TCP and HTTP/2 handshake, is not part of the round trip; the caller's wall clock
+        sees it). Raises :class:`CloudError` (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``) when
+        the server cannot be reached within ``timeout_s``."""
+        start = time.perf_counter()
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise CloudError(grpc.StatusCode.UNAVAILABLE, f"not connected within {timeout_s:g} s") from None
+        left = max(timeout_s - (time.perf_counter() - start), 0.001)
+        if self._health is None:
+            self._health = health_pb2_grpc.HealthStub(self._channel)
+        t = time.perf_counter()
+        try:
+            self._health.Check(
+                health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=left, metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise CloudError(exc.code(), exc.details() or "") from None
+        return _ms(time.perf_counter() - t)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -159,15 +194,22 @@ class EdgeResult:
     ``timings`` (ms): ``head`` and ``encode`` on the device; ``round_trip`` (request sent ->
     reply received); ``network`` = round trip minus the server's total (the link, the
     protocol and gRPC's own queues); the server's ``queue``, ``decode``, ``tail``, ``text``;
-    ``edge`` for the whole local model when the edge finished alone; ``total``. Device
-    times include the emulated slowdown (``EdgeClient(slowdown=F)``).
+    ``edge`` for the whole local model when the edge finished alone; ``probe`` (``mode="auto"``:
+    a probe ran first, connecting included); ``total`` (probe included). Device times
+    include the emulated slowdown (``EdgeClient(slowdown=F)``).
 
     ``bytes_up`` is the payload; ``request_bytes`` / ``reply_bytes`` the protobuf messages
     (payload included; gRPC's HTTP/2 framing and headers come on top, see docs/transport.md).
+
+    With ``mode="auto"``: ``decision`` is the planner's option (``edge``, ``cloud audio
+    opus12+pack``, ``split proj q8+ans``, ...), ``predicted_ms`` its predicted total (to
+    compare with ``timings["total"]``), ``plan`` the whole :class:`Decision`
+    (:meth:`explain`); ``mode`` is what ran (``edge``, ``cloud``, ``split`` or ``stream``).
+    ``request_timing``: the stamps an offloaded request gave the estimator.
     """
 
     text: str
-    mode: str  # split, cloud or edge (what was asked), or stream
+    mode: str  # split, cloud or edge (what ran), or stream
     model: str
     point: str | None
     codec: str | None
@@ -178,9 +220,25 @@ class EdgeResult:
     server_load: dict[str, float] | None = None
     request_bytes: int = 0
     reply_bytes: int = 0
+    decision: str | None = None
+    predicted_ms: float | None = None
+    request_timing: RequestTiming | None = None
+    plan: Decision | None = field(default=None, repr=False, compare=False)
+
+    def explain(self) -> str | None:
+        """The planner's table for this utterance and why the winner won (``None``: not
+        ``mode="auto"``)."""
+        return None if self.plan is None else self.plan.explain()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-able fields (``plan`` left out: :meth:`explain` is its text)."""
+        out = {}
+        for f in fields(self):
+            if f.name == "plan":
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = asdict(v) if is_dataclass(v) else (dict(v) if isinstance(v, dict) else v)
+        return out
 
 
 class EdgeClient:
@@ -196,6 +254,14 @@ class EdgeClient:
             local compute step (head + encode, or the whole model) the client waits
             ``slowdown - 1`` times as long as the step took, and reports the stretched time
             (1: this machine as it is). How ``bench e2e`` stands a phone-class CPU in.
+        planner: decides each utterance of ``mode="auto"`` (profiles of this device and of
+            the server, for this model; :class:`~splitasr.planner.policy.Planner`).
+        estimator: the network as this client has seen it (default: a fresh
+            :class:`NetworkEstimator`, prior 100 ms and 1000 kbit/s). Its clock is
+            ``clock`` (``time.monotonic``): ``now`` of every call is ``clock()``.
+        budget: the WER (and energy) budget of every decision.
+        workers: the server's ``--workers`` (the planner's queue term divides by it).
+        probe_timeout_s: a probe's deadline.
     """
 
     def __init__(
@@ -205,13 +271,27 @@ class EdgeClient:
         decoder: Decoder | None = None,
         model_name: str | None = None,
         slowdown: float = 1.0,
+        planner: Planner | None = None,
+        estimator: NetworkEstimator | None = None,
+        budget: Budget = NO_BUDGET,
+        workers: int = 1,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+        clock=time.monotonic,
     ):
         if not slowdown >= 1.0:
             raise SplitASRError(f"slowdown {slowdown}: must be >= 1 (1: this machine as it is)")
+        if workers < 1 or not probe_timeout_s > 0:
+            raise SplitASRError("workers must be >= 1 and probe_timeout_s > 0")
         self.model, self.cloud, self.slowdown = model, cloud, float(slowdown)
         self.edge = Edge(model)
         self.model_name = model_name or model.name
         self._decoder = decoder
+        if planner is not None:
+            _check_planner(planner, model)
+        self.planner, self.budget, self.workers = planner, budget, workers
+        self.estimator = estimator if estimator is not None or planner is None else NetworkEstimator()
+        self.probe_timeout_s, self.clock = probe_timeout_s, clock
+        self._stream_planner: Planner | None = None
 
     @property
     def decoder(self) -> Decoder:
@@ -229,10 +309,15 @@ class EdgeClient:
         timeout_s: float | None = None,
     ) -> EdgeResult:
         """One waveform ``(S,)`` at 16 kHz. ``mode``: ``split`` (head to ``point``, ``codec``,
-        tail in the cloud), ``cloud`` (the audio itself, ``codec`` default pcm16+pack), or
-        ``edge`` (the whole model here)."""
+        tail in the cloud), ``cloud`` (the audio itself, ``codec`` default pcm16+pack),
+        ``edge`` (the whole model here), or ``auto`` (the planner chooses; needs
+        ``EdgeClient(planner=...)``; no ``point`` or ``codec``)."""
         if mode not in MODES:
             raise SplitASRError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        if mode == "auto":
+            if point or codec:
+                raise SplitASRError("mode auto chooses the split point and codec: give neither")
+            return self._auto(wave, beam, timeout_s)
         t0 = time.perf_counter()
         if mode == "edge" or self.cloud is None:
             reason = None if mode == "edge" else "no cloud configured"
@@ -241,19 +326,35 @@ class EdgeClient:
             point, codec = AUDIO, codec or CLOUD_CODEC
         if not point or not codec:
             raise SplitASRError("split mode needs a split point and a codec")
+        return self._offload(wave, point, codec, mode, beam, timeout_s, t0, {})
+
+    def _offload(
+        self,
+        wave: torch.Tensor,
+        point: str,
+        codec: str,
+        mode: str,
+        beam: int | None,
+        timeout_s: float | None,
+        t0: float,
+        timings: dict[str, float],
+    ) -> EdgeResult:
+        """Head and codec here, the rest in the cloud; the edge finishes alone when the
+        cloud fails (``fallback``), and re-raises when it refuses the request itself."""
         sent = self.edge.encode(wave, point, codec)
         self._stall(sent.head_ms + sent.encode_ms)
         f = self.slowdown
-        timings = {"head": round(f * sent.head_ms, 3), "encode": round(f * sent.encode_ms, 3)}
-        request = self.cloud.request(sent.payload, self.model_name, point, sent.codec, beam)
+        timings = {**timings, "head": round(f * sent.head_ms, 3), "encode": round(f * sent.encode_ms, 3)}
+        request = self.cloud.request(sent.payload, self.model_name, point, sent.codec, beam)  # type: ignore[union-attr]
         t1 = time.perf_counter()
         try:
-            reply = self.cloud.call(request, timeout_s)
+            reply = self.cloud.call(request, timeout_s)  # type: ignore[union-attr]
         except CloudError as exc:
             if exc.code in _REFUSED:
                 raise
             timings["round_trip"] = _ms(time.perf_counter() - t1)
             return self._local(wave, mode, t0, f"{exc.code.name}: {exc.details}", timings)
+        replied_ns = time.time_ns()
         rtt = _ms(time.perf_counter() - t1)
         s = reply.timings
         timings.update(
@@ -281,7 +382,94 @@ class EdgeClient:
             },
             request_bytes=request.ByteSize(),
             reply_bytes=reply.ByteSize(),
+            request_timing=RequestTiming(
+                sent_s=request.sent_unix_ns / 1e9,
+                replied_s=replied_ns / 1e9,
+                server_total_ms=s.total_ms,
+                bytes_up=request.ByteSize(),
+                server_received_s=reply.received_unix_ns / 1e9 if reply.received_unix_ns else None,
+            ),
         )
+
+    # ------------------------------------------------------------------ mode auto
+
+    def _probe_if_due(self, timings: dict[str, float]) -> None:
+        """Probe (:meth:`CloudClient.probe`) when the estimator says the estimate is stale
+        or an outage is due a retry; its wall time goes to ``timings["probe"]``."""
+        est = self.estimator
+        if self.cloud is None or est is None or not est.probe_due(self.clock()):
+            return
+        t = time.perf_counter()
+        try:
+            rtt = self.cloud.probe(self.probe_timeout_s)
+        except CloudError:
+            est.observe_failure(self.clock())
+        else:
+            est.observe_probe(self.clock(), rtt)
+        timings["probe"] = _ms(time.perf_counter() - t)
+
+    def _load(self) -> ServerLoad:
+        """The server's load from the last reply, with this client's idea of its workers."""
+        last = self.estimator.load  # type: ignore[union-attr]
+        return ServerLoad(last.queue_depth, last.mean_service_ms, self.workers)
+
+    def _decide(self, planner: Planner, seconds: float) -> Decision:
+        est = self.estimator.estimate()  # type: ignore[union-attr]
+        if self.cloud is None and not est.outage:  # no cloud: as an outage, edge-only alone
+            est = replace(est, outage=True)
+        return planner.decide(seconds, est, self._load(), self.budget)
+
+    def _observe(self, r: EdgeResult) -> None:
+        """Feed one offloaded utterance's outcome back into the estimator."""
+        est = self.estimator
+        if est is None:
+            return
+        if r.fallback:
+            est.observe_failure(self.clock())
+        elif r.request_timing is not None:
+            load = r.server_load or {}
+            est.observe_request(
+                self.clock(),
+                r.request_timing,
+                ServerLoad(
+                    int(load.get("queue_depth", 0)), float(load.get("mean_service_ms", 0.0)), self.workers
+                ),
+            )
+
+    def _auto(self, wave: torch.Tensor, beam: int | None, timeout_s: float | None) -> EdgeResult:
+        if self.planner is None:
+            raise SplitASRError("mode auto needs a planner: EdgeClient(planner=Planner(edge, cloud))")
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        self._probe_if_due(timings)
+        d = self._decide(self.planner, wave.shape[-1] / self.model.sample_rate)
+        o = d.option
+        if o.kind == "edge":
+            r = self._local(wave, "edge", t0, None, timings)
+        else:
+            mode = "cloud" if o.kind == "cloud" else "split"
+            r = self._offload(wave, o.point, o.codec, mode, beam, timeout_s, t0, timings)  # type: ignore[arg-type]
+            self._observe(r)
+        r.decision, r.predicted_ms, r.plan = o.label, round(d.predicted_ms, 3), d
+        return r
+
+    def streaming_planner(self) -> Planner:
+        """The planner restricted to what streams: edge-only, and the options whose point
+        streams for this model with a codec that decodes at that point (built once)."""
+        if self.planner is None:
+            raise SplitASRError("mode auto needs a planner: EdgeClient(planner=Planner(edge, cloud))")
+        if self._stream_planner is None:
+            keep = []
+            for o in self.planner.options:
+                if o.kind != "edge":
+                    try:
+                        self.edge.stream(o.point, o.codec)  # type: ignore[arg-type]
+                    except SplitASRError:
+                        continue
+                keep.append(o.label)
+            p = self.planner
+            self._stream_planner = Planner(p.edge, p.cloud, p.wer, p.power, options=keep)
+        return self._stream_planner
 
     def _stall(self, compute_ms: float) -> None:
         """Wait out the rest of an emulated slower device's ``compute_ms``."""
@@ -291,13 +479,14 @@ class EdgeClient:
     def transcribe_stream(
         self,
         audio: torch.Tensor | Iterable[torch.Tensor],
-        point: str,
-        codec: str,
+        point: str | None = None,
+        codec: str | None = None,
         chunk_ms: float = DEFAULT_CHUNK_MS,
         realtime: bool = False,
         beam: int | None = None,
         timeout_s: float | None = None,
         max_seconds: float = 120.0,
+        mode: str = "split",
     ) -> EdgeResult:
         """One utterance streamed as it is recorded: the head runs chunk by chunk here
         (``Edge.stream``), each chunk's payload goes up as soon as it is made, and the
@@ -311,6 +500,12 @@ class EdgeClient:
                 with ``pcm16+pack`` is cloud-only streaming) and its codec.
             timeout_s: the deadline after the audio ends (the call's gRPC deadline is this
                 plus the audio's length, ``max_seconds`` for an iterable).
+            mode: ``split`` (``point`` and ``codec``), ``cloud`` (``audio``, ``codec`` default
+                pcm16+pack) or ``auto``: the planner decides once for this utterance, before
+                its first chunk, among edge-only and the options that stream
+                (:meth:`streaming_planner`), from the utterance's length (``max_seconds``
+                for an iterable); the plan never changes within an utterance, only between
+                them. Edge-only collects the audio and runs the whole model after it ends.
 
         Returns:
             :class:`EdgeResult` whose timings (ms) add to the unary call's: ``after_speech``
@@ -327,16 +522,71 @@ class EdgeClient:
             raise SplitASRError("streaming needs a cloud (CloudClient)")
         if chunk_ms <= 0:
             raise SplitASRError(f"chunk_ms {chunk_ms}: must be positive")
-        stream = self.edge.stream(point, codec)  # PipelineError for a point that does not stream
+        if mode not in ("split", "cloud", "auto"):
+            raise SplitASRError(f"unknown streaming mode {mode!r}; choose from split, cloud, auto")
         rate = self.model.sample_rate
         if isinstance(audio, torch.Tensor):
             seconds = audio.shape[-1] / rate
             source = _paced(audio.reshape(-1), max(1, round(chunk_ms * rate / 1000)), rate, realtime)
         else:
             seconds, source = max_seconds, iter(audio)
-        feed = _StreamFeed(stream, self.model_name, point, beam)
         t0 = time.perf_counter()
-        call = self.cloud.stream_future(feed.requests(), (timeout_s or self.cloud.timeout_s) + seconds)
+        timings: dict[str, float] = {}
+        if mode == "auto":
+            if point or codec:
+                raise SplitASRError("mode auto chooses the split point and codec: give neither")
+            planner = self.streaming_planner()
+            self._probe_if_due(timings)
+            d = self._decide(planner, seconds)
+            o = d.option
+            if o.kind == "edge":
+                r = self._stream_local(source, max_seconds, t0, timings)
+            else:
+                r = self._stream(source, seconds, o.point, o.codec, beam, timeout_s, max_seconds, t0, timings)  # type: ignore[arg-type]
+                self._observe(r)
+            r.decision, r.predicted_ms, r.plan = o.label, round(d.predicted_ms, 3), d
+            return r
+        if mode == "cloud":
+            point, codec = AUDIO, codec or CLOUD_CODEC
+        if not point or not codec:
+            raise SplitASRError("streaming needs a split point and a codec (or mode cloud or auto)")
+        return self._stream(source, seconds, point, codec, beam, timeout_s, max_seconds, t0, timings)
+
+    def _stream_local(
+        self, source: Iterator[torch.Tensor], max_seconds: float, t0: float, timings: dict[str, float]
+    ) -> EdgeResult:
+        """Edge-only for a streamed utterance: collect it as it comes, then the whole model."""
+        kept: list[torch.Tensor] = []
+        received = 0
+        for samples in source:
+            samples = torch.as_tensor(samples, dtype=torch.float32).reshape(-1)
+            kept.append(samples)
+            received += samples.shape[0]
+            if received > max_seconds * self.model.sample_rate:
+                raise SplitASRError(f"the audio is longer than {max_seconds:g} s")
+        speech_end = time.perf_counter()
+        r = self._local(torch.cat(kept) if kept else torch.zeros(0), "edge", t0, None, timings)
+        r.timings["after_speech"] = _ms(time.perf_counter() - speech_end)
+        return r
+
+    def _stream(
+        self,
+        source: Iterator[torch.Tensor],
+        seconds: float,
+        point: str,
+        codec: str,
+        beam: int | None,
+        timeout_s: float | None,
+        max_seconds: float,
+        t0: float,
+        timings: dict[str, float],
+    ) -> EdgeResult:
+        """One utterance through ``Edge.stream`` and ``TranscribeStream`` (see
+        :meth:`transcribe_stream`)."""
+        rate = self.model.sample_rate
+        stream = self.edge.stream(point, codec)  # PipelineError for a point that does not stream
+        feed = _StreamFeed(stream, self.model_name, point, beam)
+        call = self.cloud.stream_future(feed.requests(), (timeout_s or self.cloud.timeout_s) + seconds)  # type: ignore[union-attr]
         kept: list[torch.Tensor] = []  # the edge's fallback needs the whole utterance
         received = 0
         speech_end = sent_end = t0
@@ -371,12 +621,13 @@ class EdgeClient:
             if code in _REFUSED:
                 raise CloudError(code, details) from None
             wave = torch.cat(kept) if kept else torch.zeros(0)
-            return self._local(wave, "stream", t0, f"{code.name}: {details}", {})
+            return self._local(wave, "stream", t0, f"{code.name}: {details}", timings)
         done = time.perf_counter()
         s = reply.timings
         after = _ms(done - speech_end)
         edge_finish = _ms(sent_end - speech_end)
         timings = {
+            **timings,
             "head": round(self.slowdown * stream.head_ms, 3),
             "encode": round(self.slowdown * stream.encode_ms, 3),
             "edge_finish": edge_finish,
@@ -404,6 +655,9 @@ class EdgeClient:
                 "mean_service_ms": reply.load.mean_service_ms,
                 "open_streams": reply.load.open_streams,
             },
+            # what the estimator can use: the network time after the last chunk (an RTT
+            # sample; the upload is spread over the speech, so no bandwidth sample)
+            request_timing=RequestTiming(sent_end, done, s.total_ms, 0),
         )
 
     def _local(self, wave, mode: str, t0: float, reason: str | None, timings: dict) -> EdgeResult:
@@ -504,6 +758,18 @@ def _record(sounddevice, total: int, size: int, rate: int) -> Iterator[torch.Ten
             yield torch.from_numpy(block)
 
 
+def _check_planner(planner: Planner, model: SplitModel) -> None:
+    """The planner's profiles are for ``model``, and every option it may pick runs here."""
+    if planner.edge.model != model.name:
+        raise SplitASRError(
+            f"the planner's profiles are for {planner.edge.model!r}, the model is {model.name!r}"
+        )
+    for o in planner.options:
+        for p in (o.point, o.resume):
+            if p is not None and p not in model.split_points:
+                raise SplitASRError(f"planner option {o.label!r}: {model.name} has no split point {p!r}")
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -513,4 +779,4 @@ def _ms(seconds: float) -> float:
     return round(1000 * seconds, 3)
 
 
-__all__ = ["CloudClient", "CloudError", "EdgeClient", "EdgeResult", "MODES", "microphone"]
+__all__ = ["CloudClient", "CloudError", "EdgeClient", "EdgeResult", "HEALTH_SERVICE", "MODES", "microphone"]
