@@ -506,7 +506,8 @@ def cmd_edge_transcribe(args) -> int:
         raise ConfigError("give audio FILEs (or --stream --mic to record one)")
     if args.realtime or args.chunk_ms is not None:
         raise ConfigError("--realtime and --chunk-ms go with --stream")
-    mode = args.mode or "split"
+    _check_policy(args)
+    mode = "auto" if args.policy else args.mode or "split"
     if mode == "split" and not (args.split and args.codec):
         raise ConfigError("split mode needs --split POINT and --codec CODEC (or --mode edge|cloud)")
     if mode == "edge" and (args.split or args.codec):
@@ -514,7 +515,7 @@ def cmd_edge_transcribe(args) -> int:
     if mode == "cloud" and args.split:
         raise ConfigError("--mode cloud sends the audio itself: no --split (--codec picks pcm16, flac, opus)")
     if mode != "edge" and not args.cloud:
-        raise ConfigError(f"--mode {mode} needs --cloud HOST:PORT")
+        raise ConfigError(f"--{'policy' if mode == 'auto' else 'mode'} {mode} needs --cloud HOST:PORT")
     if args.timeout <= 0:
         raise ConfigError(f"--timeout {args.timeout}: must be positive")
     if args.beam is not None and args.beam < 1:
@@ -528,7 +529,13 @@ def cmd_edge_transcribe(args) -> int:
         cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout, tls_ca=args.tls_ca, tls=args.tls)
     if args.slowdown < 1:
         raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
-    client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam), slowdown=args.slowdown)
+    client = EdgeClient(
+        model,
+        cloud,
+        decoder=model.make_decoder(beam=args.beam),
+        slowdown=args.slowdown,
+        **_auto_kwargs(args, model),
+    )
     failed = 0
     try:
         for f in args.files:
@@ -539,19 +546,99 @@ def cmd_edge_transcribe(args) -> int:
                 failed += 1
                 print(f"splitasr: error: {exc}", file=sys.stderr)
                 continue
-            if r.fallback:
-                print(f"splitasr: {f}: cloud failed ({r.fallback}); finished on the edge", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"file": str(f), **r.to_dict()}), flush=True)
-                continue
-            print(f"{f}\t{r.text}" if len(args.files) > 1 else r.text, flush=True)
-            where = "edge (fallback)" if r.fallback else r.mode
-            stages = " ".join(f"{k}={v:.1f}" for k, v in r.timings.items())
-            print(f"  [{where} {r.point or ''} {r.codec or ''} {r.bytes_up} B up] ms: {stages}", flush=True)
+            _print_result(args, f, r, len(args.files) > 1)
     finally:
         if cloud is not None:
             cloud.close()
     return EXIT_USER_ERROR if failed else 0
+
+
+def _print_result(args, f, r, many: bool) -> None:
+    """One file's result of ``splitasr edge transcribe``: the transcript and a line of
+    timings, or one JSON object; with ``--policy auto`` the decision, its predicted total
+    and, with ``--explain``, the planner's table."""
+    if r.fallback:
+        print(f"splitasr: {f}: cloud failed ({r.fallback}); finished on the edge", file=sys.stderr)
+    if args.json:
+        extra = {"explain": r.explain()} if getattr(args, "explain", False) else {}
+        print(json.dumps({"file": str(f), **r.to_dict(), **extra}), flush=True)
+        return
+    print(f"{f}\t{r.text}" if many else r.text, flush=True)
+    where = "edge (fallback)" if r.fallback else r.mode
+    stages = " ".join(f"{k}={v:.1f}" for k, v in r.timings.items())
+    print(f"  [{where} {r.point or ''} {r.codec or ''} {r.bytes_up} B up] ms: {stages}", flush=True)
+    if r.decision is not None:
+        measured = r.timings.get("total", 0.0) - r.timings.get("probe", 0.0)
+        print(
+            f"  [auto: {r.decision}; predicted {r.predicted_ms:.1f} ms, measured {measured:.1f} ms"
+            + (f" + probe {r.timings['probe']:.1f} ms" if "probe" in r.timings else "")
+            + "]",
+            flush=True,
+        )
+        if args.explain:
+            print("\n".join("    " + line for line in (r.explain() or "").splitlines()), flush=True)
+
+
+POLICY_FLAGS = ("edge_profile", "cloud_profile", "wer_budget", "probe_age_s", "workers", "up_kbps")
+DEFAULT_UP_KBPS = 10_000.0  # the uplink prior of --policy auto: LTE's nominal rate (paper 001's trace)
+
+
+def _check_policy(args) -> None:
+    """``--policy auto`` chooses the mode, point and codec; its flags need it."""
+    if args.policy:
+        if args.mode or args.split or args.codec:
+            raise ConfigError("--policy auto chooses edge, cloud or split: no --mode, --split or --codec")
+        return
+    given = [f for f in POLICY_FLAGS if getattr(args, f) is not None] + (["explain"] if args.explain else [])
+    if given:
+        raise ConfigError(f"--{given[0].replace('_', '-')} goes with --policy auto")
+
+
+def _auto_kwargs(args, model) -> dict:
+    """The planner, estimator and budget of ``--policy auto`` (nothing without it): the
+    profiles given, or the shipped ones of the model (splitasr/planner/data/profiles)."""
+    if not args.policy:
+        return {}
+    import math
+
+    from splitasr.planner.estimator import PROBE_AGE_S, NetworkEstimator
+    from splitasr.planner.policy import Budget, Planner
+    from splitasr.planner.profiles import DATA_DIR, load_profile, load_wer_table
+
+    paths = []
+    for role, given in (("edge", args.edge_profile), ("cloud", args.cloud_profile)):
+        path = Path(given) if given else DATA_DIR / "profiles" / f"{model.name}-{role}.json"
+        if not given and not path.is_file():
+            raise ConfigError(f"no shipped {role} profile for {model.name}: give --{role}-profile FILE")
+        paths.append(path)
+    edge, cloud = (load_profile(p) for p in paths)
+    if edge.model != model.name or cloud.model != model.name:
+        raise ConfigError(
+            f"the profiles are for {edge.model!r} and {cloud.model!r}, the model is {model.name!r}"
+        )
+    if args.wer_budget is not None and not (math.isfinite(args.wer_budget) and args.wer_budget >= 0):
+        raise ConfigError("--wer-budget must be a number of points >= 0")
+    try:
+        wer = load_wer_table(model.name)
+    except SplitASRError:
+        if args.wer_budget is not None:
+            raise
+        wer = None
+    probe_age = PROBE_AGE_S if args.probe_age_s is None else args.probe_age_s
+    if not (math.isfinite(probe_age) and probe_age > 0):
+        raise ConfigError("--probe-age-s must be a positive number")
+    up = DEFAULT_UP_KBPS if args.up_kbps is None else args.up_kbps
+    if not (math.isfinite(up) and up > 0):
+        raise ConfigError("--up-kbps must be a positive number")
+    workers = 1 if args.workers is None else args.workers
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    return {
+        "planner": Planner(edge, cloud, wer),
+        "estimator": NetworkEstimator(up_kbps=up, probe_age_s=probe_age),
+        "budget": Budget(args.wer_budget),
+        "workers": workers,
+    }
 
 
 def _floats(value: str, flag: str) -> tuple[float, ...]:
@@ -789,6 +876,7 @@ def _edge_stream(args) -> int:
         raise ConfigError("--stream needs --cloud HOST:PORT")
     if args.mode not in (None, "split", "cloud"):
         raise ConfigError(f"--stream with --mode {args.mode}: stream split (--split, --codec) or cloud")
+    _check_policy(args)
     if args.mic and args.files:
         raise ConfigError("--mic records the utterance: give no FILE")
     if not args.mic and not args.files:
@@ -803,11 +891,13 @@ def _edge_stream(args) -> int:
         if point:
             raise ConfigError("--mode cloud sends the audio itself: no --split")
         point, codec = "audio", codec or "pcm16+pack"
-    if not (point and codec):
-        raise ConfigError("--stream needs --split POINT and --codec CODEC (or --mode cloud)")
+    if not (point and codec) and not args.policy:
+        raise ConfigError(
+            "--stream needs --split POINT and --codec CODEC (or --mode cloud, or --policy auto)"
+        )
     mic = microphone(args.seconds, chunk_ms) if args.mic else None  # sounddevice, or one line
     model = load_model(args.model)
-    if point not in model.streamable_points:
+    if point and point not in model.streamable_points:
         raise ConfigError(
             f"--split {point}: does not stream for {model.name}; "
             f"streamable: {', '.join(model.streamable_points)}"
@@ -816,7 +906,13 @@ def _edge_stream(args) -> int:
     cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout, tls_ca=args.tls_ca, tls=args.tls)
     if args.slowdown < 1:
         raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
-    client = EdgeClient(model, cloud, decoder=model.make_decoder(beam=args.beam), slowdown=args.slowdown)
+    client = EdgeClient(
+        model,
+        cloud,
+        decoder=model.make_decoder(beam=args.beam),
+        slowdown=args.slowdown,
+        **_auto_kwargs(args, model),
+    )
     sources = ["(microphone)"] if args.mic else args.files
     failed = 0
     try:
@@ -835,20 +931,13 @@ def _edge_stream(args) -> int:
                     realtime=args.realtime,
                     beam=args.beam,
                     max_seconds=args.max_seconds,
+                    mode="auto" if args.policy else "split",
                 )
             except SplitASRError as exc:
                 failed += 1
                 print(f"splitasr: error: {exc}", file=sys.stderr)
                 continue
-            if r.fallback:
-                print(f"splitasr: {f}: cloud failed ({r.fallback}); finished on the edge", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"file": str(f), **r.to_dict()}), flush=True)
-                continue
-            print(f"{f}\t{r.text}" if len(sources) > 1 else r.text, flush=True)
-            where = "edge (fallback)" if r.fallback else "stream"
-            stages = " ".join(f"{k}={v:.1f}" for k, v in r.timings.items())
-            print(f"  [{where} {r.point or ''} {r.codec or ''} {r.bytes_up} B up] ms: {stages}", flush=True)
+            _print_result(args, f, r, len(sources) > 1)
     finally:
         cloud.close()
     return EXIT_USER_ERROR if failed else 0
@@ -1078,6 +1167,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split point (splitasr info)")
     p.add_argument("--codec", help="codec for what crosses the split (splitasr codec list)")
     p.add_argument("--mode", choices=["split", "edge", "cloud"], help="default: split")
+    p.add_argument(
+        "--policy",
+        choices=["auto"],
+        help="auto: the planner picks edge, cloud or split point x codec per file (docs/planner.md, Live)",
+    )
+    p.add_argument(
+        "--edge-profile", help="with --policy auto: this device's profile (default: the shipped one)"
+    )
+    p.add_argument(
+        "--cloud-profile", help="with --policy auto: the server's profile (default: the shipped one)"
+    )
+    p.add_argument(
+        "--wer-budget", type=float, help="with --policy auto: most WER points over the unsplit model"
+    )
+    p.add_argument(
+        "--explain", action="store_true", help="with --policy auto: print each file's decision table"
+    )
+    p.add_argument(
+        "--probe-age-s", type=float, help="with --policy auto: probe when the estimate is older (60)"
+    )
+    p.add_argument("--workers", type=int, help="with --policy auto: the server's --workers (1)")
+    p.add_argument(
+        "--up-kbps",
+        type=float,
+        help="with --policy auto: the uplink's nominal rate, kbit/s, until measured (10000)",
+    )
     p.add_argument("--beam", type=int, help="beam width (default: the model's own)")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline of each cloud call, seconds")
     p.add_argument("--token", help="the server's bearer token (default: $SPLITASR_TOKEN)")

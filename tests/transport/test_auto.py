@@ -167,3 +167,63 @@ def test_streaming_auto_decides_once_per_utterance_among_streamable_options(
     assert all(r.mode == "stream" and r.point == "audio" and r.fallback is None for r in rs)
     assert [r.text for r in rs] == direct
     assert est.rtt_samples >= 1 + len(rs)  # the probe, then one network sample per utterance
+
+
+def test_cli_policy_auto_explains_each_file_and_refuses_bad_profiles(
+    model, clouds, planner, speech_dir, direct, tmp_path, capsys
+):
+    from splitasr.cli import main
+    from splitasr.planner.profiles import save_profile
+
+    edge, cloud = tmp_path / "edge.json", tmp_path / "cloud.json"
+    save_profile(planner.edge, edge)
+    save_profile(planner.cloud, cloud)
+    files = [str(p) for p in sorted(speech_dir.glob("*.wav"))]
+    flags = ["--model", "ds2", "--beam", "1", "--edge-profile", str(edge), "--cloud-profile", str(cloud)]
+    with ServerThread(clouds) as server:
+        code = main(
+            [
+                "edge",
+                "transcribe",
+                *files,
+                "--cloud",
+                f"127.0.0.1:{server.port}",
+                "--policy",
+                "auto",
+                *flags,
+                "--explain",
+            ]
+        )
+    out = capsys.readouterr().out
+    assert code == 0
+    for f, text in zip(files, direct, strict=True):
+        assert f"{f}\t{text}" in out
+    # loopback, RTT ~0: the cloud wins; each file has its decision and its table
+    assert out.count("[auto: cloud audio pcm16+pack; predicted ") == len(files)
+    assert out.count("chosen: cloud audio pcm16+pack, least predicted total") == len(files)
+    assert "+ probe " in out  # the first file probed
+    # a bad profile: one line, exit 2, no traceback
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1, "role": "edge", "slope": 3}')
+    code = main(
+        [
+            "edge",
+            "transcribe",
+            files[0],
+            "--cloud",
+            "127.0.0.1:1",
+            "--policy",
+            "auto",
+            "--edge-profile",
+            str(bad),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("splitasr: error: ") and "bad.json" in err[0]
+    code = main(
+        ["edge", "transcribe", files[0], "--cloud", "127.0.0.1:1", "--policy", "auto", "--split", "proj"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        "splitasr: error: --policy auto chooses edge, cloud or split: no --mode, --split or --codec"
+    ]
