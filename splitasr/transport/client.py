@@ -154,6 +154,14 @@ class CloudClient:
         except grpc.RpcError as exc:
             raise CloudError(exc.code(), exc.details() or "") from None
 
+    def wait_ready(self, timeout_s: float) -> None:
+        """Connect now (TCP, TLS, HTTP/2), or :class:`CloudError` ``UNAVAILABLE`` after
+        ``timeout_s``."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise CloudError(grpc.StatusCode.UNAVAILABLE, f"not connected within {timeout_s:g} s") from None
+
     def probe(self, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S) -> float:
         """A ping: the round trip (ms) of one gRPC health check (``grpc.health.v1``, about
         40 bytes each way, no model work), after the channel is connected (connecting, a
@@ -161,10 +169,7 @@ class CloudClient:
         sees it). Raises :class:`CloudError` (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``) when
         the server cannot be reached within ``timeout_s``."""
         start = time.perf_counter()
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
-        except grpc.FutureTimeoutError:
-            raise CloudError(grpc.StatusCode.UNAVAILABLE, f"not connected within {timeout_s:g} s") from None
+        self.wait_ready(timeout_s)
         left = max(timeout_s - (time.perf_counter() - start), 0.001)
         if self._health is None:
             self._health = health_pb2_grpc.HealthStub(self._channel)
