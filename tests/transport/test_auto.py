@@ -227,3 +227,25 @@ def test_cli_policy_auto_explains_each_file_and_refuses_bad_profiles(
     assert code == 2 and err == [
         "splitasr: error: --policy auto chooses edge, cloud or split: no --mode, --split or --codec"
     ]
+
+
+def test_a_missed_deadline_finishes_on_the_edge_and_counts_as_a_failure(
+    model, clouds, planner, utterances, direct
+):
+    est = NetworkEstimator(rtt_ms=100.0, up_kbps=10_000.0, outage_after=3)
+    stalled = LinkProfile("tunnel", one_way_ms=20, up_kbps=10_000, down_kbps=50_000, outages=((0.0, 30.0),))
+    with ServerThread(clouds) as server, EmulatorThread(("127.0.0.1", server.port), profile=FAST) as em:
+        client = _client(model, planner, em.port, est)
+        try:
+            ok = client.transcribe(utterances[0], mode="auto", beam=GREEDY)  # probes, connects
+            em.set_profile(stalled)  # nothing gets through for 30 s
+            t = time.perf_counter()
+            late = client.transcribe(utterances[1], mode="auto", beam=GREEDY, timeout_s=0.5)
+            wall = time.perf_counter() - t
+        finally:
+            client.cloud.close()
+    assert ok.fallback is None and ok.decision == "cloud audio pcm16+pack"
+    assert late.decision == "cloud audio pcm16+pack" and late.fallback.startswith("DEADLINE_EXCEEDED")
+    assert late.timings["round_trip"] >= 500.0 and wall < 5.0
+    assert late.text == direct[1]
+    assert est.failures == 1 and not est.outage  # one miss: not yet an outage
