@@ -23,7 +23,7 @@ from __future__ import annotations
 import queue
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
@@ -281,7 +281,7 @@ class EdgeClient:
         budget: Budget = NO_BUDGET,
         workers: int = 1,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ):
         if not slowdown >= 1.0:
             raise SplitASRError(f"slowdown {slowdown}: must be >= 1 (1: this machine as it is)")
