@@ -60,7 +60,10 @@ class Decoder:
         raise NotImplementedError
 
     def decode_batch(self, logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        """``logits (N, T, V)``, ``lengths (N,)`` -> N strings."""
+        """``logits (N, T, V)``, ``lengths (N,)`` -> N strings, the texts :meth:`decode`
+        gives each row within its length. This default decodes row by row; a decoder that
+        can share work across rows overrides it (Whisper's steps all rows together), and
+        ``Cloud.transcribe_batch`` calls it once per decoder of a batch."""
         return [self.decode(logits[i], int(lengths[i])) for i in range(logits.shape[0])]
 
 

@@ -4,15 +4,20 @@ concurrent requests each with its own transcript, some of them batched."""
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
+from splitasr.audio import SAMPLE_RATE, load_audio
 from splitasr.errors import SplitASRError
+from splitasr.model.whisper.model import _windows
 from splitasr.pipeline import Cloud, Edge, _pad
 from splitasr.transport.client import CloudClient
 from splitasr.transport.server import ServerThread
+from tests.conftest import SHARED
 
 POINTS = (("proj", "q8+ans"), ("gru1", "q8+ans"), ("audio", "flac+pack"))
 
@@ -157,3 +162,112 @@ def test_batched_whisper_tails_equal_single_runs_bit_for_bit(whisper, name, wave
         one, one_lens = cloud.tail(h, lens, resume)
         n = int(one_lens[0])
         assert int(out_lens[row]) == n and torch.equal(out[row, :n], one[0, :n])
+
+
+FSDD = SHARED / "fsdd" / "recordings"
+SENTENCES = Path(__file__).resolve().parents[2] / "data" / "corpus" / "test_sentences_seen_voices.jsonl"
+
+
+def _real_utterances() -> list[torch.Tensor]:
+    """Real speech of different lengths: FSDD digits alone and connected (1 to 12 digits,
+    four speakers, 0.3 s to ~5 s), one over 30 s (digits, 28 s of silence, digits: two
+    windows), and three corpus sentences when the corpus is built."""
+    digit = [
+        torch.from_numpy(load_audio(FSDD / f"{d}_{s}_{k}.wav"))
+        for k, (d, s) in enumerate(
+            zip("718302946518", ["lucas", "george", "jackson", "nicolas"] * 3, strict=True)
+        )
+    ]
+    waves = [
+        digit[0],
+        digit[1],
+        digit[2],
+        torch.cat(digit[3:5]),
+        torch.cat(digit[:4]),
+        torch.cat(digit[4:11]),
+    ]
+    waves += [torch.cat(digit), torch.cat([*digit[:3], torch.zeros(28 * SAMPLE_RATE), *digit[3:6]])]
+    if SENTENCES.is_file():
+        rows = sorted(
+            (json.loads(line) for line in SENTENCES.read_text().splitlines()), key=lambda r: r["duration"]
+        )
+        paths = [SENTENCES.parent / rows[i]["audio"] for i in (0, len(rows) // 2, -1)]
+        waves += [torch.from_numpy(load_audio(p)) for p in paths if p.is_file()]
+    return waves
+
+
+@pytest.fixture(scope="module", params=["whisper-tiny.en", "whisper-tiny.en-dyn"])
+def whisper_memories(request, whisper):
+    """(model, encoder outputs (T_i, C) of the real utterances through ``stem`` + ``deepcod+ans``)."""
+    from splitasr.model.registry import load_model
+
+    model = whisper if request.param == "whisper-tiny.en" else load_model(request.param)
+    edge, cloud = Edge(model), Cloud(model)
+    memories = []
+    for wave in _real_utterances():
+        h, lens, resume = cloud.activation(
+            edge.encode(wave, "stem", "deepcod+ans").payload, "stem", "deepcod+ans"
+        )
+        out, out_lens = cloud.tail(h, lens, resume)
+        memories.append(out[0, : int(out_lens[0])])
+    return model, memories
+
+
+@pytest.mark.skipif(not FSDD.is_dir(), reason=f"{FSDD} (FSDD recordings) not found")
+@pytest.mark.parametrize("beam", [1, 5])
+def test_whisper_batched_text_decoder_gives_the_single_token_ids(whisper_memories, beam):
+    """Every window of every utterance decoded in one batch (rows leaving as they end)
+    gives the token ids of decoding it alone; decode_batch gives decode's texts."""
+    model, memories = whisper_memories
+    decoder = model.make_decoder(beam=beam)
+    size = model.config.n_audio_ctx
+    owner = [i for i, m in enumerate(memories) for _ in _windows(m.shape[0], size)]
+    windows = [m[a:b] for m in memories for a, b in _windows(m.shape[0], size)]
+    assert len(memories) >= 8 and len(windows) == len(memories) + 1  # the long one has two
+    assert len({w.shape[0] for w in windows}) > 1 or not model.config.trim
+    with torch.inference_mode():
+        single = [decoder.tokens(w) for w in windows]
+        batched = decoder.tokens_batch(windows)
+    assert batched == single
+    assert len({len(ids) for ids in single}) > 3  # windows end at different steps
+    lengths = torch.tensor([m.shape[0] for m in memories])
+    padded = torch.zeros(len(memories), int(lengths.max()), memories[0].shape[1])
+    for i, m in enumerate(memories):
+        padded[i, : m.shape[0]] = m
+    texts = decoder.decode_batch(padded, lengths)
+    per_item = [
+        [decoder.text_of(ids) for j, ids in zip(owner, single, strict=True) if j == i]
+        for i in range(len(memories))
+    ]
+    assert texts == [" ".join(t for t in w if t) for w in per_item]  # as decode() joins windows
+    assert sum("7" in t or "seven" in t.lower() for t in texts) >= 3
+
+
+class _CountingDecoder:
+    """Wraps a real decoder and records the batch size of each decode_batch call."""
+
+    def __init__(self, decoder):
+        self.decoder, self.calls = decoder, []
+
+    def decode(self, logits, length=None):
+        return self.decoder.decode(logits, length)
+
+    def decode_batch(self, logits, lengths):
+        self.calls.append(int(logits.shape[0]))
+        return self.decoder.decode_batch(logits, lengths)
+
+
+def test_transcribe_batch_decodes_each_decoders_items_as_one_batch(whisper, waves):
+    """A batch of items naming different decoders: one text batch per decoder, each text
+    that decoder's single-request text, text_ms shared within a decoder's batch."""
+    edge, cloud = Edge(whisper), Cloud(whisper, decoder=_CountingDecoder(whisper.make_decoder(beam=1)))
+    beam5 = _CountingDecoder(whisper.make_decoder(beam=5))
+    payloads = [edge.encode(w, "stem", "deepcod+ans").payload for w in waves]
+    payloads.append(edge.encode(waves[0][: len(waves[0]) // 2], "stem", "deepcod+ans").payload)
+    items = [(p, "stem", "deepcod+ans", beam5 if i % 2 else None) for i, p in enumerate(payloads)]
+    items.append((b"\x00garbage" * 4, "stem", "deepcod+ans", beam5))
+    got = cloud.transcribe_batch(items)
+    assert cloud.decoder.calls == [2] and beam5.calls == [1]
+    for i, (payload, point, codec, decoder) in enumerate(items[:-1]):
+        assert got[i].text == cloud.transcribe(payload, point, codec, decoder).text and got[i].batch == 3
+    assert got[0].text_ms == got[2].text_ms and isinstance(got[3], SplitASRError)

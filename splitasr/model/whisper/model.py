@@ -93,6 +93,17 @@ class WhisperConfig:
         return self.d_model // self.n_heads
 
 
+@dataclass(frozen=True)
+class CrossGroup:
+    """Encoder keys and values ``k, v (G, H, T, D)`` of G windows of one length ``T``, for
+    :meth:`MultiHeadAttention.attend_groups`: window ``g`` is attended by ``counts[g]``
+    consecutive decoder rows (1 in greedy decoding, its beams in beam search)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    counts: tuple[int, ...]
+
+
 class MultiHeadAttention(nn.Module):
     """Whisper's attention: separate q, k, v, out projections (k has no bias in Whisper;
     here it has one, loaded as zeros, which changes no value)."""
@@ -119,6 +130,37 @@ class MultiHeadAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         n, h, t, d = y.shape
         return self.out(y.transpose(1, 2).reshape(n, t, h * d))
+
+    def attend_groups(self, x: torch.Tensor, groups: list[CrossGroup]) -> torch.Tensor:
+        """Queries from ``x (R, L, C)`` against several windows' keys/values -> ``(R, L, C)``.
+
+        The rows of ``x`` belong to the windows of ``groups`` in order, ``counts[g]``
+        consecutive rows per window (its beams). Attention is not causal here, so a
+        window's rows and positions are one query sequence: a group whose windows all have
+        the same number of rows runs as one ``(G, H, n * L, D)`` attention against its
+        ``(G, H, T, D)`` keys, with no padding and no copy of the keys per row.
+        """
+        q = self._split(self.query(x))  # (R, H, L, D)
+        _, h, length, d = q.shape
+        ys, r = [], 0
+        for g in groups:
+            n = g.counts[0]
+            if all(c == n for c in g.counts):
+                parts = [(r, len(g.counts), n, g.k, g.v)]
+            else:  # windows with different row counts: one attention each
+                starts = [r + sum(g.counts[:j]) for j in range(len(g.counts))]
+                parts = [
+                    (s, 1, c, g.k[j : j + 1], g.v[j : j + 1])
+                    for j, (s, c) in enumerate(zip(starts, g.counts, strict=True))
+                ]
+            for start, windows, rows, k, v in parts:
+                qg = q[start : start + windows * rows].reshape(windows, rows, h, length, d)
+                qg = qg.transpose(1, 2).reshape(windows, h, rows * length, d)
+                y = F.scaled_dot_product_attention(qg, k, v)  # (G, H, n * L, D)
+                y = y.reshape(windows, h, rows, length, d).permute(0, 2, 3, 1, 4)
+                ys.append(y.reshape(windows * rows, length, h * d))
+            r += sum(g.counts)
+        return self.out(torch.cat(ys))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Self-attention over the whole of ``x (N, T, C)`` (the encoder's)."""
@@ -304,7 +346,11 @@ class DecoderBlock(nn.Module):
         self.mlp_ln = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config.d_model)
 
-    def forward(self, x, cache: dict, cross: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x, cache: dict, cross: tuple[torch.Tensor, torch.Tensor] | list[CrossGroup]
+    ) -> torch.Tensor:
+        """``x (B, L, C)``; ``cross``: one window's keys/values ``(B, H, T, D)`` for every
+        row, or a list of :class:`CrossGroup` for rows of several windows."""
         h = self.attn_ln(x)
         k, v = self.attn.kv(h)
         if "k" in cache:
@@ -312,7 +358,11 @@ class DecoderBlock(nn.Module):
         cache["k"], cache["v"] = k, v
         # New tokens see every cached position and the earlier new ones (causal among them).
         x = x + self.attn.attend(h, k, v, causal=x.shape[1] > 1)
-        x = x + self.cross_attn.attend(self.cross_attn_ln(x), *cross)
+        h = self.cross_attn_ln(x)
+        if isinstance(cross, list):  # rows of several windows (WhisperDecoder.decode_batch)
+            x = x + self.cross_attn.attend_groups(h, cross)
+        else:
+            x = x + self.cross_attn.attend(h, *cross)
         return x + self.mlp(self.mlp_ln(x))
 
 
