@@ -359,36 +359,38 @@ def paper000_table(p0_rows: list[dict], counts: tuple[int, ...]) -> list[dict]:
 
 
 def checks_3g(summary: dict) -> list[dict]:
-    """The issue's 3g targets per (model, slowdown): the best split against cloud-only PCM
-    (at most half its time) and against the Opus rates at equal or better WER (faster)."""
+    """The issue's 3g targets per (model, slowdown), for each split setup: at most half the
+    time of cloud-only PCM, and faster than every Opus rate at an equal or better WER (the
+    split dominates Opus: quicker and no less accurate than each rate measured)."""
     out = []
     for key, by_setup in summary.items():
         model, slowdown, profile = key.split("|")
-        if profile != "3g":
+        if profile != "3g" or "cloud pcm16" not in by_setup:
             continue
-        splits = {k: v for k, v in by_setup.items() if k.startswith("split")}
-        if not splits or "cloud pcm16" not in by_setup:
-            continue
-        best_label, best = min(splits.items(), key=lambda kv: kv[1]["mean_ms"])
         pcm = by_setup["cloud pcm16"]
-        opus = {k: v for k, v in by_setup.items() if k.startswith("cloud opus") and v["wer"] <= best["wer"]}
-        fastest_opus = min(opus.items(), key=lambda kv: kv[1]["mean_ms"]) if opus else None
-        out.append(
-            {
-                "model": model,
-                "slowdown": float(slowdown),
-                "best_split": best_label,
-                "split_ms": best["mean_ms"],
-                "split_wer": best["wer"],
-                "pcm_ms": pcm["mean_ms"],
-                "split_over_pcm": round(best["mean_ms"] / pcm["mean_ms"], 3),
-                "opus_at_equal_or_better_wer": fastest_opus[0] if fastest_opus else "none",
-                "opus_ms": fastest_opus[1]["mean_ms"] if fastest_opus else float("nan"),
-                "opus_wer": fastest_opus[1]["wer"] if fastest_opus else float("nan"),
-                "half_of_pcm": best["mean_ms"] <= 0.5 * pcm["mean_ms"],
-                "faster_than_opus": bool(fastest_opus) and best["mean_ms"] < fastest_opus[1]["mean_ms"],
-            }
-        )
+        opus = {k: v for k, v in by_setup.items() if k.startswith("cloud opus")}
+        fastest = min(opus.items(), key=lambda kv: kv[1]["mean_ms"]) if opus else None
+        for label, split in ((k, v) for k, v in by_setup.items() if k.startswith("split")):
+            faster = all(split["mean_ms"] < o["mean_ms"] for o in opus.values())
+            no_worse = all(split["wer"] <= o["wer"] for o in opus.values())
+            out.append(
+                {
+                    "model": model,
+                    "slowdown": float(slowdown),
+                    "split": label,
+                    "split_ms": split["mean_ms"],
+                    "split_wer": split["wer"],
+                    "pcm_ms": pcm["mean_ms"],
+                    "split_over_pcm": round(split["mean_ms"] / pcm["mean_ms"], 3),
+                    "fastest_opus": fastest[0] if fastest else "none",
+                    "opus_ms": fastest[1]["mean_ms"] if fastest else float("nan"),
+                    "opus_wer": fastest[1]["wer"] if fastest else float("nan"),
+                    "half_of_pcm": split["mean_ms"] <= 0.5 * pcm["mean_ms"],
+                    "faster_than_every_opus": faster,
+                    "wer_le_every_opus": no_worse,
+                    "beats_opus": faster and no_worse,
+                }
+            )
     return out
 
 
@@ -498,6 +500,24 @@ def run_e2e(
     )
 
 
+def rebuild_report(out: str, command: str = "") -> dict:
+    """Write results.json, table.md and the PNGs again from the device files of an earlier
+    run in ``out`` (after a change to the summaries; nothing is measured)."""
+    out_dir = Path(out)
+    old = json.loads((out_dir / "results.json").read_text())
+    jsonl = sorted(out_dir.glob("device-*.jsonl"))
+    profiles = tuple(dict.fromkeys(k.split("|")[2] for k in old["summary"]))
+    counts = {}
+    for key, table in old["paper000"].items():
+        counts[key.split("|")[0]] = tuple(
+            int(k[1:]) for k in table[0] if k.startswith("t") and k[1:].isdigit()
+        )
+    return _report(
+        profiles, jsonl, old["link_stats"], out_dir, old["limit"], old["wall_s"],
+        old["machine"].get("server_threads", 2), counts, old["command"],
+    )  # fmt: skip
+
+
 def _last_stats(stdout: str) -> dict:
     """The emulator's final ``{"event": "stats", ...}`` line, if it printed one."""
     for line in reversed(stdout.splitlines()):
@@ -544,7 +564,10 @@ def _report(profiles, jsonl, link_bytes, out_dir, limit, wall, server_threads, p
             p0[f"{m}|{f}"] = paper000_table(got, tuple(p0_counts[m]))
     # bytes on the wire: what the emulator carried against the messages the devices sent
     wire = {}
+    streamed = {r["profile"] for r in rows if r["kind"] == "stream"}
     for p in profiles:
+        if p in streamed:  # streamed chunks are not counted as messages by the device
+            continue
         stats = link_bytes.get(p) or {}
         sent = [r for r in rows if r["kind"] == "link" and r["profile"] == p]
         calls = sum(r["calls"] for r in sent)
@@ -644,7 +667,10 @@ def _markdown(results: dict) -> str:
         ]
         parts.append(markdown_table(rows, cols) + "\n")
     if results["wire"]:
-        parts.append("### Bytes on the wire (TCP payload counted by the link emulator)\n")
+        parts.append(
+            "### Bytes on the wire (TCP payload counted by the link emulator; links that also "
+            "carried streams left out)\n"
+        )
         rows = [{"profile": p, **w} for p, w in results["wire"].items()]
         cols = [
             ("profile", "link", "s"),
@@ -661,15 +687,17 @@ def _markdown(results: dict) -> str:
         cols = [
             ("model", "model", "s"),
             ("slowdown", "slowdown", "g"),
-            ("best_split", "best split", "s"),
+            ("split", "split", "s"),
             ("split_ms", "split ms", ".0f"),
             ("split_wer", "split WER", ".2f"),
             ("pcm_ms", "PCM ms", ".0f"),
             ("split_over_pcm", "split/PCM", ".2f"),
-            ("opus_at_equal_or_better_wer", "Opus (WER <= split)", "s"),
-            ("opus_ms", "Opus ms", ".0f"),
+            ("fastest_opus", "fastest Opus", "s"),
+            ("opus_ms", "its ms", ".0f"),
+            ("opus_wer", "its WER", ".2f"),
             ("half_of_pcm", "<= half PCM", ""),
-            ("faster_than_opus", "< Opus", ""),
+            ("faster_than_every_opus", "faster than every Opus", ""),
+            ("wer_le_every_opus", "WER <= every Opus", ""),
         ]
         parts.append(markdown_table(results["checks_3g"], cols) + "\n")
     return "\n".join(parts)
