@@ -2,7 +2,8 @@
 
 The same inputs, at the same arrival times, on the same changing link, twice:
 
-* **live**: a loopback server (``ServerThread``, one worker) behind the link emulator
+* **live**: a loopback server (``splitasr serve`` in its own process, one worker, one
+  thread) behind the link emulator
   (``EmulatorThread`` replaying the trace), and ``EdgeClient(mode="auto")`` with the
   planner and a fresh :class:`~splitasr.planner.estimator.NetworkEstimator` (prior: 100 ms
   RTT and the trace's first uplink rate, as the simulator's). The edge is this machine
@@ -26,15 +27,18 @@ connection is opened (its handshake is not charged; the first input's probe is).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from splitasr.audio import load_audio
+from splitasr.bench.e2e import _splitasr, spawn, stop
 from splitasr.netem import EmulatorThread, Trace, TraceRow
-from splitasr.pipeline import Cloud
 from splitasr.planner.estimator import NetworkEstimator
 from splitasr.planner.policy import NO_BUDGET, Budget, Planner
 from splitasr.planner.profiles import Profile, ProfileError, WerTable
@@ -49,7 +53,6 @@ from splitasr.planner.simulate import (
 )
 from splitasr.planner.workload import Workload
 from splitasr.transport.client import CloudClient, EdgeClient
-from splitasr.transport.server import ServerThread
 
 CONTEXT_POLICIES = ("edge", "cloud-pcm", "oracle")
 
@@ -130,59 +133,75 @@ def run_live(v: Validation, model) -> tuple[list[LiveStep], list[float]]:
         waves[e.id] = torch.from_numpy(load_audio(path))
     slowdown = v.slowdown if v.slowdown is not None else v.planner.edge.machine.slowdown
     decoder = model.make_decoder(beam=v.beam)
+    # the server in its own process, as in deployment and in `bench e2e`: in this process its
+    # gRPC threads and tails would compete with the edge's model for the interpreter
+    log_path = Path(tempfile.gettempdir()) / f"splitasr-validate-server-{os.getpid()}.log"
+    proc, port = spawn(
+        _splitasr("serve", "--models", model.name, "--host", "127.0.0.1", "--port", "0",
+                  "--workers", "1", "--threads", "1"),
+        log_path,
+    )  # fmt: skip
+    server = SimpleNamespace(port=port)
+    try:
+        return _run_live(v, model, server, inputs, waves, arrivals, slowdown, decoder, n)
+    finally:
+        stop(proc)
+
+
+def _run_live(v: Validation, model, server, inputs, waves, arrivals, slowdown, decoder, n: int):
+    """The live inputs against ``server`` (anything with a ``port``), through the emulator."""
     steps: list[LiveStep] = []
-    with ServerThread({model.name: Cloud(model)}, workers=1) as server:
-        _say(v, "warm-up: every option once on a direct connection")
-        with CloudClient(f"127.0.0.1:{server.port}", timeout_s=60) as direct:
-            warm = EdgeClient(model, direct, decoder=decoder)
-            w = waves[inputs[0].id]
-            for o in v.planner.options:
-                if o.kind == "edge":
-                    warm.transcribe(w, mode="edge")
-                else:
-                    warm.transcribe(w, o.point, o.codec, mode="split", beam=v.beam)
-        estimator = NetworkEstimator(rtt_ms=100.0, up_kbps=v.trace.rows[0].up_kbps, probe_age_s=v.probe_age_s)
-        with EmulatorThread(("127.0.0.1", server.port), trace=v.trace) as em:
-            t0 = em.emulator.started_at  # the emulator's loop clock is time.monotonic
-            cloud = CloudClient(f"127.0.0.1:{em.port}", timeout_s=v.timeout_s)
-            client = EdgeClient(
-                model,
-                cloud,
-                decoder=decoder,
-                slowdown=slowdown,
-                planner=v.planner,
-                estimator=estimator,
-                budget=v.budget,
-            )
-            try:
-                cloud.wait_ready(30.0)  # the handshake, not charged
-                _say(v, f"live: {n} inputs over {run_length_s(v.trace):g} s of {v.trace.name}")
-                for k, at in enumerate(arrivals):
-                    wait = t0 + at - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
-                    start = time.monotonic() - t0
-                    e = inputs[k % len(inputs)]
-                    r = client.transcribe(waves[e.id], mode="auto", beam=v.beam)
-                    probe = r.timings.get("probe", 0.0)
-                    phase = _phase(v.trace, start + probe / 1000.0)
-                    steps.append(
-                        LiveStep(
-                            k,
-                            e.id,
-                            e.seconds,
-                            round(start, 4),
-                            phase,
-                            r.decision or "",
-                            r.predicted_ms or 0.0,
-                            r.timings["total"],
-                            probe,
-                            r.fallback,
-                            r.text,
-                        )
+    _say(v, "warm-up: every option once on a direct connection")
+    with CloudClient(f"127.0.0.1:{server.port}", timeout_s=60) as direct:
+        warm = EdgeClient(model, direct, decoder=decoder)
+        w = waves[inputs[0].id]
+        for o in v.planner.options:
+            if o.kind == "edge":
+                warm.transcribe(w, mode="edge")
+            else:
+                warm.transcribe(w, o.point, o.codec, mode="split", beam=v.beam)
+    estimator = NetworkEstimator(rtt_ms=100.0, up_kbps=v.trace.rows[0].up_kbps, probe_age_s=v.probe_age_s)
+    with EmulatorThread(("127.0.0.1", server.port), trace=v.trace) as em:
+        t0 = em.emulator.started_at  # the emulator's loop clock is time.monotonic
+        cloud = CloudClient(f"127.0.0.1:{em.port}", timeout_s=v.timeout_s)
+        client = EdgeClient(
+            model,
+            cloud,
+            decoder=decoder,
+            slowdown=slowdown,
+            planner=v.planner,
+            estimator=estimator,
+            budget=v.budget,
+        )
+        try:
+            cloud.wait_ready(30.0)  # the handshake, not charged
+            _say(v, f"live: {n} inputs over {run_length_s(v.trace):g} s of {v.trace.name}")
+            for k, at in enumerate(arrivals):
+                wait = t0 + at - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                start = time.monotonic() - t0
+                e = inputs[k % len(inputs)]
+                r = client.transcribe(waves[e.id], mode="auto", beam=v.beam)
+                probe = r.timings.get("probe", 0.0)
+                phase = _phase(v.trace, start + probe / 1000.0)
+                steps.append(
+                    LiveStep(
+                        k,
+                        e.id,
+                        e.seconds,
+                        round(start, 4),
+                        phase,
+                        r.decision or "",
+                        r.predicted_ms or 0.0,
+                        r.timings["total"],
+                        probe,
+                        r.fallback,
+                        r.text,
                     )
-            finally:
-                cloud.close()
+                )
+        finally:
+            cloud.close()
     return steps, arrivals
 
 

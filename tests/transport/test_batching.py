@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -119,12 +120,26 @@ def test_a_lone_request_does_not_wait_for_a_batch(model, jobs):
                 assert reply.timings.batch_size == 1 and reply.timings.queue_ms < 2500
 
 
-def test_a_request_cancelled_while_batched_does_not_break_the_others(model, jobs):
-    cloud = Cloud(model)
+class _SlowFirstBatch(Cloud):
+    """A cloud whose first batch takes half a second: what arrives meanwhile queues."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches = 0
+
+    def transcribe_batch(self, items):
+        self.batches += 1
+        if self.batches == 1:
+            time.sleep(0.5)
+        return super().transcribe_batch(items)
+
+
+def test_a_request_cancelled_while_queued_does_not_break_the_others(model, jobs):
+    cloud = _SlowFirstBatch(model)
     p, point, codec = next(j for j in jobs if j[1] == "proj")
     want = cloud.transcribe(p, point, codec).text
     results = {}
-    with ServerThread({"ds2": cloud}, max_batch=8, max_wait_ms=300) as s:
+    with ServerThread({"ds2": cloud}, workers=1, max_batch=8, max_wait_ms=50) as s:
 
         def run(i, timeout_s):
             with CloudClient(f"127.0.0.1:{s.port}", timeout_s=timeout_s) as c:
@@ -133,14 +148,17 @@ def test_a_request_cancelled_while_batched_does_not_break_the_others(model, jobs
                 except Exception as exc:  # noqa: BLE001 - checked below
                     results[i] = exc
 
-        # 0 and 2 give up while the batch still waits for more requests; 1 and 3 wait
+        first = threading.Thread(target=run, args=(99, 30))
+        first.start()  # holds the only worker for 0.5 s
+        time.sleep(0.15)
+        # 0 and 2 give up while they wait in the queue; 1 and 3 wait
         threads = [threading.Thread(target=run, args=(i, 0.1 if i % 2 == 0 else 30)) for i in range(4)]
         for t in threads:
             t.start()
-        for t in threads:
+        for t in [first, *threads]:
             t.join(timeout=60)
         run(4, 30)  # and the server keeps serving
-    assert results[1] == results[3] == results[4] == want
+    assert results[99] == results[1] == results[3] == results[4] == want
     for i in (0, 2):
         assert results[i].code.name == "DEADLINE_EXCEEDED"
 
