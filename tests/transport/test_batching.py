@@ -189,27 +189,20 @@ SENTENCES = Path(__file__).resolve().parents[2] / "data" / "corpus" / "test_sent
 def _real_utterances() -> list[torch.Tensor]:
     """Real speech of different lengths: FSDD digits alone and connected (1 to 12 digits,
     four speakers, 0.3 s to ~5 s), one over 30 s (digits, 28 s of silence, digits: two
-    windows), and three corpus sentences when the corpus is built."""
+    windows), and a corpus sentence when the corpus is built."""
     digit = [
         torch.from_numpy(load_audio(FSDD / f"{d}_{s}_{k}.wav"))
         for k, (d, s) in enumerate(
             zip("718302946518", ["lucas", "george", "jackson", "nicolas"] * 3, strict=True)
         )
     ]
-    waves = [
-        digit[0],
-        digit[1],
-        digit[2],
-        torch.cat(digit[3:5]),
-        torch.cat(digit[:4]),
-        torch.cat(digit[4:11]),
-    ]
+    waves = [digit[0], digit[2], torch.cat(digit[3:5]), torch.cat(digit[4:11])]
     waves += [torch.cat(digit), torch.cat([*digit[:3], torch.zeros(28 * SAMPLE_RATE), *digit[3:6]])]
     if SENTENCES.is_file():
         rows = sorted(
             (json.loads(line) for line in SENTENCES.read_text().splitlines()), key=lambda r: r["duration"]
         )
-        paths = [SENTENCES.parent / rows[i]["audio"] for i in (0, len(rows) // 2, -1)]
+        paths = [SENTENCES.parent / rows[i]["audio"] for i in (len(rows) // 2,)]
         waves += [torch.from_numpy(load_audio(p)) for p in paths if p.is_file()]
     return waves
 
@@ -241,7 +234,7 @@ def test_whisper_batched_text_decoder_gives_the_single_token_ids(whisper_memorie
     size = model.config.n_audio_ctx
     owner = [i for i, m in enumerate(memories) for _ in _windows(m.shape[0], size)]
     windows = [m[a:b] for m in memories for a, b in _windows(m.shape[0], size)]
-    assert len(memories) >= 8 and len(windows) == len(memories) + 1  # the long one has two
+    assert len(memories) >= 6 and len(windows) == len(memories) + 1  # the long one has two
     assert len({w.shape[0] for w in windows}) > 1 or not model.config.trim
     with torch.inference_mode():
         single = [decoder.tokens(w) for w in windows]
