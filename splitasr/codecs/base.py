@@ -486,6 +486,12 @@ class Coder(ABC):
             self._digest = state_digest(self.state)
         return self._digest
 
+    def bind(self, transform: Transform) -> None:
+        """Called once by :class:`Codec` with the transform this coder follows: a coder may
+        take a model of the symbols from it (``ans`` codes ``lrd`` latents with the
+        transform's learned per-channel prior). Default: nothing."""
+        return None
+
     @abstractmethod
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes: ...
 
@@ -532,6 +538,7 @@ class Codec:
 
     def __init__(self, transform: Transform, coder: Coder, limits: DecodeLimits | None = None):
         self.transform, self.coder = transform, coder
+        coder.bind(transform)
         self.limits = limits or DecodeLimits()
         t_digest, c_digest = transform.state_digest, coder.state_digest
         self.state_hash = b""
