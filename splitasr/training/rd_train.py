@@ -324,9 +324,9 @@ def measure_rate(name: str, state_dir: str | Path, items: list[RdItem], fps: flo
     body = est_bits = seconds = 0.0
     for it in items:
         x = it.x.float()[None]
-        payload = codec.compress(x)
-        body += len(payload) - codec.read_header(payload).size
-        est_bits += codec.transform.prior.bits(codec.transform.forward(x.numpy()).data)
+        sym = codec.transform.forward(x.numpy())
+        body += len(codec.coder.encode(sym.data, sym.alphabet))  # the payload's body, exactly
+        est_bits += codec.transform.prior.bits(sym.data)
         seconds += x.shape[1] / fps
     return {
         "body_bytes": int(body),
