@@ -24,10 +24,20 @@ replace torch (it pulls torch 2.14.1, torchvision and CUDA wheels).
 * Run time: ``symbol = clamp(round(y - m), lo, hi) - lo``, decoded to
   ``q = symbol + lo + m``. Values beyond the range are clamped (a distortion, not an
   escape code): by construction they occur with probability about ``TAIL`` per value.
+
+Variable rate from one set of weights (gain units, Cui et al. 2021, "Asymmetric gained
+deep image compression with continuous rate adaptation"): with ``rates = R > 1`` the
+encoder's latent is multiplied by a learned gain vector ``g_r`` ``(D,)`` before rounding
+and the decoder's input by an inverse gain ``h_r``, one pair per rate index ``r``, each
+trained with its own lambda; a position between two indices interpolates geometrically
+(``g = g_i^(1-a) g_(i+1)^a``), so any rate between the lowest and the highest is
+available. The prior is shared. The encoder picks the position (:meth:`Lrd.at_rate`);
+the payload carries it (params: one float32), so the decoder needs no setting.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -36,7 +46,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from splitasr.codecs.base import CodecError, Symbols, Transform, register_transform
+from splitasr.codecs.base import (
+    CodecError,
+    ParamReader,
+    ParamWriter,
+    Symbols,
+    Transform,
+    register_transform,
+)
 from splitasr.codecs.entropy import PRIOR_MAX_SYMBOLS, ChannelPrior, quantise_pmf
 
 TAIL = 1e-6  # probability mass left beyond each end of a channel's symbol range
@@ -156,10 +173,13 @@ class LrdConfig:
     stride: int = 2
     enc_hidden: int = 64
     hidden: int = 384
+    rates: int = 1  # gain-vector pairs (1: one fixed rate, no gains)
 
     def __post_init__(self):
-        if min(self.in_dim, self.latent_dim, self.stride, self.enc_hidden, self.hidden) < 1:
+        if min(self.in_dim, self.latent_dim, self.stride, self.enc_hidden, self.hidden, self.rates) < 1:
             raise CodecError("lrd config: every size must be >= 1")
+        if self.rates > 64:
+            raise CodecError("lrd config: at most 64 rates")
 
 
 class _Res(nn.Module):
@@ -192,35 +212,65 @@ class LrdNet(nn.Module):
         self.up = nn.ConvTranspose1d(d, h, kernel_size=2 * s, stride=s, padding=s // 2)
         self.dec = nn.Sequential(_Res(h), _Res(h), nn.GELU(), nn.Conv1d(h, c, 1))
         self.prior = FactorizedPrior(d)
+        if cfg.rates > 1:  # log-gains, spread so a higher index starts finer (more bits)
+            start = torch.linspace(-1.0, 1.0, cfg.rates)[:, None].expand(cfg.rates, d)
+            self.log_gain = nn.Parameter(start.clone())
+            self.log_inv_gain = nn.Parameter(-start.clone())
+
+    def gains(self, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gain (D,), inverse gain (D,))`` at rate position ``rate`` in ``[0, rates-1]``
+        (geometric interpolation between the neighbouring indices); ones with one rate."""
+        if self.cfg.rates == 1:
+            one = torch.ones(self.cfg.latent_dim)
+            return one, one
+        if not 0 <= rate <= self.cfg.rates - 1:
+            raise CodecError(f"lrd rate {rate} is outside 0..{self.cfg.rates - 1}")
+        i = min(int(math.floor(rate)), self.cfg.rates - 2)
+        a = rate - i
+        g = (1 - a) * self.log_gain[i] + a * self.log_gain[i + 1]
+        h = (1 - a) * self.log_inv_gain[i] + a * self.log_inv_gain[i + 1]
+        return g.exp(), h.exp()
 
     def latent_frames(self, t_in: int) -> int:
         return math.ceil(t_in / self.cfg.stride)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, T, in_dim)`` -> ``(N, ceil(T / stride), latent_dim)``."""
+    def encode(self, x: torch.Tensor, rate: float = 0.0) -> torch.Tensor:
+        """``(N, T, in_dim)`` -> ``(N, ceil(T / stride), latent_dim)``, scaled by the gain
+        of ``rate``."""
         t_lat = self.latent_frames(x.shape[1])
         z = (x - self.in_mean) / self.in_std
         z = self.enc2(F.gelu(self.enc1(z.transpose(1, 2)))).transpose(1, 2)
         z = z[:, :t_lat]
-        return F.pad(z, (0, 0, 0, t_lat - z.shape[1])) if z.shape[1] < t_lat else z
+        z = F.pad(z, (0, 0, 0, t_lat - z.shape[1])) if z.shape[1] < t_lat else z
+        return z * self.gains(rate)[0] if self.cfg.rates > 1 else z
 
-    def decode(self, q: torch.Tensor, t_out: int) -> torch.Tensor:
-        """``(N, T_lat, latent_dim)`` -> ``(N, t_out, in_dim)``."""
+    def decode(self, q: torch.Tensor, t_out: int, rate: float = 0.0) -> torch.Tensor:
+        """``(N, T_lat, latent_dim)`` -> ``(N, t_out, in_dim)``; ``rate`` as at :meth:`encode`."""
+        if self.cfg.rates > 1:
+            q = q * self.gains(rate)[1]
         y = self.dec(self.up(q.transpose(1, 2))).transpose(1, 2)
         y = y[:, :t_out]
         y = F.pad(y, (0, 0, 0, t_out - y.shape[1])) if y.shape[1] < t_out else y
         return y * self.in_std + self.in_mean
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training pass: ``(reconstruction (N, T, in_dim), bits (scalar))`` with uniform
-        noise standing in for rounding; ``mask`` ``(N, T_lat, 1)`` marks valid latent frames."""
-        y = self.encode(x)
+    def forward(
+        self, x: torch.Tensor, rate: float = 0.0, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass at ``rate``: ``(reconstruction (N, T, in_dim), bits (scalar))``
+        with uniform noise standing in for rounding; ``mask`` ``(N, T_lat, 1)`` marks
+        valid latent frames."""
+        y = self.encode(x, rate)
         y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        return self.decode(y_tilde, x.shape[1]), self.prior.bits(y_tilde, mask)
+        return self.decode(y_tilde, x.shape[1], rate), self.prior.bits(y_tilde, mask)
 
     def encoder_parameters(self) -> int:
         """Parameters that run on the device (the normalisation buffers included)."""
-        return sum(p.numel() for m in (self.enc1, self.enc2) for p in m.parameters()) + 2 * self.cfg.in_dim
+        gains = self.cfg.latent_dim * self.cfg.rates if self.cfg.rates > 1 else 0
+        return (
+            sum(p.numel() for m in (self.enc1, self.enc2) for p in m.parameters())
+            + 2 * self.cfg.in_dim
+            + gains
+        )
 
     def encoder_flops(self, t_in: int) -> int:
         """Multiply-adds of :meth:`encode` on ``t_in`` frames (one item)."""
@@ -280,6 +330,32 @@ class Lrd(Transform):
         self.net, self.tables = lrd_from_state(self.state)
         t = self.tables
         self.prior = ChannelPrior(t["freqs"].astype(np.int64), t["sizes"].astype(np.int64))
+        self.rate = float(self.config.rates - 1)  # the finest by default; see at_rate
+
+    def at_rate(self, rate: float) -> Lrd:
+        """This codec encoding at rate position ``rate`` (``0 .. rates-1``; higher: more
+        bits, less distortion), sharing the weights; ``self`` is unchanged. Payloads say
+        their rate, so any :class:`Lrd` with the same state decodes them."""
+        if not 0 <= rate <= self.config.rates - 1:
+            raise CodecError(f"lrd rate {rate} is outside 0..{self.config.rates - 1}")
+        other = copy.copy(self)
+        other.rate = float(np.float32(rate))  # what the payload's float32 carries
+        return other
+
+    def pack_params(self, params, shape):
+        if self.config.rates == 1:
+            return super().pack_params(params, shape)
+        return ParamWriter().f32(params["rate"]).bytes()
+
+    def unpack_params(self, blob, shape):
+        if self.config.rates == 1:
+            return super().unpack_params(blob, shape)
+        r = ParamReader(blob, "lrd")
+        rate = r.f32()
+        r.done()
+        if not 0 <= rate <= self.config.rates - 1:
+            raise CodecError(f"lrd payload names rate {rate}, outside 0..{self.config.rates - 1}")
+        return {"rate": rate}
 
     @property
     def config(self) -> LrdConfig:
@@ -309,17 +385,19 @@ class Lrd(Transform):
         if not np.isfinite(x).all():
             raise CodecError("lrd: activation contains NaN or infinity")
         with torch.inference_mode():
-            return self.net.encode(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+            return self.net.encode(torch.from_numpy(np.ascontiguousarray(x, np.float32)), self.rate).numpy()
 
     def forward(self, x: np.ndarray) -> Symbols:
-        return Symbols(self.quantise(self.latent(x)), int(self.prior.sizes.max()))
+        params = {"rate": self.rate} if self.config.rates > 1 else {}
+        return Symbols(self.quantise(self.latent(x)), int(self.prior.sizes.max()), params)
 
     def inverse(self, symbols, params, shape):
         sym = np.asarray(symbols)
         if sym.size and (sym.astype(np.int64) >= self.prior.sizes).any():
             raise CodecError("lrd: symbol outside its channel's range")
+        rate = params.get("rate", 0.0)
         with torch.inference_mode():
-            return self.net.decode(torch.from_numpy(self.dequantise(sym)), shape[1]).numpy()
+            return self.net.decode(torch.from_numpy(self.dequantise(sym)), shape[1], rate).numpy()
 
     def symbol_layout(self, params, shape):
         n, t_lat = shape[0], self.net.latent_frames(shape[1])

@@ -67,6 +67,7 @@ class RdTrainConfig:
     lr: float = 1e-3
     prior_lr: float = 1e-2
     lmbda: float = 8.0  # kbit/s per nat of KL: larger = better accuracy, more bits
+    lmbdas: list[float] = field(default_factory=list)  # one per rate index when codec.rates > 1
     mse_weight: float = 0.05
     seed: int = 0
     threads: int = 0
@@ -173,12 +174,21 @@ def _spread(x: torch.Tensor) -> torch.Tensor:
 
 
 def rd_loss(
-    net: LrdNet, model, item: RdItem, point: str, fps: float, cfg: RdTrainConfig, spread: torch.Tensor
+    net: LrdNet,
+    model,
+    item: RdItem,
+    point: str,
+    fps: float,
+    cfg: RdTrainConfig,
+    spread: torch.Tensor,
+    rate_index: int = 0,
 ) -> tuple[torch.Tensor, dict]:
-    """``(loss, parts)`` for one utterance (see the module docstring); ``fps`` frames per
-    second at ``point``, ``spread`` ``(C,)`` the MSE's per-channel scale."""
+    """``(loss, parts)`` for one utterance at gain index ``rate_index`` (see the module
+    docstring); ``fps`` frames per second at ``point``, ``spread`` ``(C,)`` the MSE's
+    per-channel scale."""
     x = item.x.float()[None]
-    y, bits = net(x)
+    lmbda = cfg.lmbdas[rate_index] if cfg.codec.rates > 1 else cfg.lmbda
+    y, bits = net(x, float(rate_index))
     seconds = x.shape[1] / fps
     rate = bits / 1000 / seconds  # kbit/s
     mse = (((y - x) / spread) ** 2).mean()
@@ -188,7 +198,7 @@ def rd_loss(
     else:
         t = item.teacher.float()[None]
         kl = (t.exp() * (t - out.log_softmax(-1))).sum(-1).mean()
-    loss = rate + cfg.lmbda * (kl + cfg.mse_weight * mse)
+    loss = rate + lmbda * (kl + cfg.mse_weight * mse)
     return loss, {"kbps": float(rate.detach()), "kl": float(kl.detach()), "mse": float(mse.detach())}
 
 
@@ -239,6 +249,8 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
 
     if not cfg.train or not cfg.model:
         raise ConfigError("an lrd recipe needs model = ... and train = [manifests]")
+    if cfg.codec.rates > 1 and len(cfg.lmbdas) != cfg.codec.rates:
+        raise ConfigError(f"an lrd recipe with {cfg.codec.rates} rates needs as many lmbdas, one per rate")
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -278,7 +290,8 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)
         for it in rng.sample(items, min(cfg.utts_per_step, len(items))):
-            loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread)
+            r = rng.randrange(ccfg.rates)
+            loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread, r)
             (loss / cfg.utts_per_step).backward()
             window.append({"loss": float(loss.detach()), **parts})
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -303,7 +316,8 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     extra = {"trained": {"steps": step, "utterances": len(items), "recipe": recipe, "log_tail": log[-3:]}}
     written = save_state(out, "lrd", lrd_to_state(net, {**extra, "model": str(cfg.model)}))
     report = {"codec": "lrd+ans", "state": str(written), "steps": step, "log_tail": log[-3:]}
-    report["rate"] = measure_rate("lrd+ans", out, items[: min(len(items), 20)], fps)
+    sample = items[: min(len(items), 20)]
+    report["rate"] = [measure_rate("lrd+ans", out, sample, fps, r) for r in range(ccfg.rates)]
     report["device"] = device_cost(net, full, ccfg.point, fps)
     if cfg.dev:
         from splitasr.training.codec_train import evaluate_codec
@@ -312,15 +326,19 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     return report
 
 
-def measure_rate(name: str, state_dir: str | Path, items: list[RdItem], fps: float) -> dict:
+def measure_rate(
+    name: str, state_dir: str | Path, items: list[RdItem], fps: float, rate: float = 0.0
+) -> dict:
     """Payload body bytes against the prior's estimate on ``items`` (real activations).
 
     The ANS stack adds a fixed 4 to 8 bytes a payload (its final 32-bit state; see
     :class:`~splitasr.codecs.entropy.ChannelPrior`): under 2 % from about 400 bytes of
     body (a 3-s utterance at ~1 kbit/s) up."""
     from splitasr.codecs import get_codec
+    from splitasr.codecs.base import Codec
 
     codec = get_codec(name, state_dir)
+    codec = Codec(codec.transform.at_rate(rate), codec.coder)
     body = est_bits = seconds = 0.0
     for it in items:
         x = it.x.float()[None]
@@ -329,6 +347,7 @@ def measure_rate(name: str, state_dir: str | Path, items: list[RdItem], fps: flo
         est_bits += codec.transform.prior.bits(sym.data)
         seconds += x.shape[1] / fps
     return {
+        "rate": rate,
         "body_bytes": int(body),
         "estimated_bytes": round(est_bits / 8, 1),
         "ratio": round(body * 8 / max(est_bits, 1e-9), 4),

@@ -13,7 +13,7 @@ import torch
 
 from splitasr.audio import load_audio
 from splitasr.codecs import CodecError, DecodeLimits, get_codec
-from splitasr.codecs.base import Header, pack_payload
+from splitasr.codecs.base import Codec, Header, ParamWriter, pack_payload
 from splitasr.codecs.entropy import PRIOR_TOTAL, ChannelPrior, quantise_pmf
 from splitasr.codecs.rd import LrdConfig, LrdNet, lrd_to_state, prior_tables
 from splitasr.codecs.state import load_state
@@ -127,3 +127,28 @@ def test_a_bad_prior_table_is_refused():
 def test_lrd_without_state_says_how_to_train_it():
     with pytest.raises(CodecError, match="train-codec"):
         get_codec("lrd+ans")
+
+
+def test_one_state_serves_several_rates_and_payloads_say_theirs():
+    """Gain units: an untrained 3-rate lrd; its initial gains already order the rates."""
+    base = get_codec("lrd+ans", untrained_lrd_dir(256, rates=3))
+    x = 20 * torch.from_numpy(np.stack(laplacian_activations(1, 60, 256, seed=7)))  # latents >> 1
+    sizes = []
+    for rate in (0.0, 1.0, 1.5, 2.0):
+        enc = Codec(base.transform.at_rate(rate), base.coder)
+        payload = enc.compress(x)
+        sizes.append(len(payload))
+        y, _ = base.decompress(payload)  # the default-rate decoder reads the payload's rate
+        sym = enc.transform.forward(x.numpy()).data
+        with torch.inference_mode():
+            q = torch.from_numpy(base.transform.dequantise(sym))
+            assert torch.equal(y, base.transform.net.decode(q, 60, rate))
+    assert sizes == sorted(sizes) and sizes[0] < 0.9 * sizes[-1], sizes
+    assert base.transform.rate == 2.0  # at_rate left the shared one alone
+    with pytest.raises(CodecError, match="outside"):
+        base.transform.at_rate(2.5)
+    hostile = pack_payload(
+        Header("lrd+ans", (1, 60, 256), (60,), ParamWriter().f32(7.5).bytes()), b"", base.state_hash
+    )
+    with pytest.raises(CodecError, match="rate 7.5"):
+        base.decompress(hostile)

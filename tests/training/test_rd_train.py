@@ -38,7 +38,7 @@ def test_a_tiny_run_lowers_the_loss_writes_a_codec_and_resumes(whisper, speech_m
     assert [r["step"] for r in rows] == list(range(1, 13))
     first, last = sum(r["loss"] for r in rows[:3]) / 3, sum(r["loss"] for r in rows[-3:]) / 3
     assert last < first, (first, last)
-    assert 0 <= report["rate"]["overhead_bytes_per_payload"] <= 8  # ANS's final state: tiny bodies here
+    assert 0 <= report["rate"][0]["overhead_bytes_per_payload"] <= 8  # ANS's final state: tiny bodies here
     assert (
         report["device"]["encoder_params"] < 500_000
         and report["device"]["encoder_share_of_model_macs"] < 0.01
@@ -68,3 +68,14 @@ def test_the_recipe_is_read_and_checked(tmp_path):
     bad.write_text('kind = "lrd"\nlambda = 3\n')
     with pytest.raises(ConfigError, match="unknown keys"):
         RdTrainConfig.from_toml(bad)
+
+
+def test_a_multi_rate_run_needs_a_lambda_per_rate_and_reports_each(whisper, speech_manifest, tmp_path):
+    cfg = _cfg(speech_manifest, tmp_path, 3)
+    cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32, rates=2)
+    with pytest.raises(ConfigError, match="lmbdas"):
+        train_rd(cfg, progress=False)
+    cfg.lmbdas = [0.5, 4.0]
+    report = train_rd(cfg, progress=False)
+    assert [r["rate"] for r in report["rate"]] == [0, 1]
+    assert report["rate"][0]["body_bytes"] <= report["rate"][1]["body_bytes"]
