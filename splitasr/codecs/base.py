@@ -413,6 +413,7 @@ class Transform(ABC):
     id: int = 0
     lossless: bool = False
     decodes_to: str | None = None  # a later split point the inverse returns; None: the same
+    takes_option: bool = False  # accepts "name@option" (see with_option)
 
     def __init__(self, state: dict | None = None):
         self.state = state or {}
@@ -425,6 +426,11 @@ class Transform(ABC):
         if "_digest" not in self.__dict__:
             self._digest = state_digest(self.state)
         return self._digest
+
+    def with_option(self, option: str) -> Transform:
+        """This transform set by the ``@option`` of its codec name (``lrd@2k``: the rate),
+        sharing its state; only for transforms with ``takes_option``."""
+        raise CodecError(f"{self.name} takes no '@' option")
 
     def output_layout(
         self, shape: tuple[int, ...], lens: tuple[int, ...]
@@ -617,9 +623,23 @@ class Codec:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), lens
 
 
+def name_option(name: str) -> str:
+    """The option after ``@`` in a codec name's transform (``"lrd@2k+ans" -> "2k"``), or
+    ``""``. Only transforms with ``takes_option`` accept one (:meth:`Transform.with_option`);
+    payloads never carry the option's text, only what the transform makes of it."""
+    return ALIASES.get(name, name).split("+")[0].partition("@")[2].strip()
+
+
 def split_name(name: str) -> tuple[str, str]:
-    """``"q8+ans" -> ("q8", "ans")``; completes single names with the default other part."""
+    """``"q8+ans" -> ("q8", "ans")``; completes single names with the default other part.
+    A transform's ``@option`` (``"lrd@2k+ans" -> ("lrd", "ans")``) is checked and dropped:
+    see :func:`name_option`."""
     parts = [p.strip() for p in ALIASES.get(name, name).split("+")]
+    base, at, option = parts[0].partition("@")
+    if at:
+        if not option.strip() or not getattr(TRANSFORMS.get(base.strip()), "takes_option", False):
+            raise CodecError(f"codec {name!r}: only rate-distortion transforms take an '@' option (lrd@2k)")
+        parts[0] = base.strip()
     if len(parts) == 1:
         (p,) = parts
         if p in CODERS:
@@ -643,7 +663,10 @@ def get_codec(name: str, state_dir: str | Path | None = None, limits: DecodeLimi
     t_name, c_name = split_name(name)
     t_state = load_state(state_dir, t_name) if state_dir else None
     c_state = load_state(state_dir, f"{t_name}+{c_name}") if state_dir else None
-    return Codec(TRANSFORMS[t_name](t_state), CODERS[c_name](c_state), limits)
+    transform = TRANSFORMS[t_name](t_state)
+    if option := name_option(name):
+        transform = transform.with_option(option)
+    return Codec(transform, CODERS[c_name](c_state), limits)
 
 
 def available_codecs() -> list[str]:

@@ -332,6 +332,26 @@ class Lrd(Transform):
         self.prior = ChannelPrior(t["freqs"].astype(np.int64), t["sizes"].astype(np.int64))
         self.rate = float(self.config.rates - 1)  # the finest by default; see at_rate
 
+    takes_option = True
+
+    def with_option(self, option: str) -> Lrd:
+        """``lrd@1.5``: rate position 1.5; ``lrd@2k``: the position whose measured rate
+        (``rate_kbps`` in the state, per rate index, from training) is 2 kbit/s,
+        interpolated in log-rate and clamped to the available range."""
+        try:
+            value = float(option[:-1] if option.endswith("k") else option)
+        except ValueError:
+            raise CodecError(f"lrd@{option}: write a rate position (lrd@1.5) or kbit/s (lrd@2k)") from None
+        if not option.endswith("k"):
+            return self.at_rate(value)
+        kbps = np.asarray(self.state.get("rate_kbps", []), np.float64)
+        if kbps.size != self.config.rates or self.config.rates < 2:
+            raise CodecError(f"lrd@{option}: this state has no measured rates to pick from; name a position")
+        if not np.isfinite(value) or value <= 0 or (np.diff(kbps) <= 0).any():
+            raise CodecError(f"lrd@{option}: cannot pick a position (rates {kbps.round(2).tolist()} kbit/s)")
+        pos = float(np.interp(np.log(value), np.log(kbps), np.arange(kbps.size)))
+        return self.at_rate(pos)
+
     def at_rate(self, rate: float) -> Lrd:
         """This codec encoding at rate position ``rate`` (``0 .. rates-1``; higher: more
         bits, less distortion), sharing the weights; ``self`` is unchanged. Payloads say

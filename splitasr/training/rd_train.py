@@ -314,10 +314,13 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     net.eval()
     recipe = {k: v for k, v in asdict(cfg).items() if k != "codec"}
     extra = {"trained": {"steps": step, "utterances": len(items), "recipe": recipe, "log_tail": log[-3:]}}
-    written = save_state(out, "lrd", lrd_to_state(net, {**extra, "model": str(cfg.model)}))
-    report = {"codec": "lrd+ans", "state": str(written), "steps": step, "log_tail": log[-3:]}
+    state = lrd_to_state(net, {**extra, "model": str(cfg.model)})
+    written = save_state(out, "lrd", state)
     sample = items[: min(len(items), 20)]
-    report["rate"] = [measure_rate("lrd+ans", out, sample, fps, r) for r in range(ccfg.rates)]
+    rates = [measure_rate("lrd+ans", out, sample, fps, r) for r in range(ccfg.rates)]
+    if ccfg.rates > 1:  # what lrd@<kbps>k picks from; measured on training audio
+        written = save_state(out, "lrd", {**state, "rate_kbps": [r["kbps_body"] for r in rates]})
+    report = {"codec": "lrd+ans", "state": str(written), "steps": step, "log_tail": log[-3:], "rate": rates}
     report["device"] = device_cost(net, full, ccfg.point, fps)
     if cfg.dev:
         from splitasr.training.codec_train import evaluate_codec

@@ -152,3 +152,24 @@ def test_one_state_serves_several_rates_and_payloads_say_theirs():
     )
     with pytest.raises(CodecError, match="rate 7.5"):
         base.decompress(hostile)
+
+
+def test_names_pick_the_rate(tmp_path):
+    from splitasr.codecs.state import save_state
+
+    d = untrained_lrd_dir(256, rates=3)
+    assert get_codec("lrd@1+ans", d).transform.rate == 1.0
+    assert get_codec("lrd@0.25+ans", d).name == "lrd+ans"  # the payload names the transform alone
+    with pytest.raises(CodecError, match="no measured rates"):
+        get_codec("lrd@2k+ans", d)
+    save_state(tmp_path, "lrd", {**load_state(d, "lrd"), "rate_kbps": [1.0, 2.0, 4.0]})
+    assert get_codec("lrd@2k+ans", tmp_path).transform.rate == 1.0
+    assert abs(get_codec("lrd@2.83k+ans", tmp_path).transform.rate - 1.5) < 0.01
+    assert get_codec("lrd@9k+ans", tmp_path).transform.rate == 2.0  # clamped to the finest
+    for bad, message in (
+        ("q8@2+ans", "only rate-distortion"),
+        ("lrd@fast+ans", "rate position"),
+        ("lrd@+ans", "only"),
+    ):
+        with pytest.raises(CodecError, match=message):
+            get_codec(bad, d)
