@@ -4,6 +4,10 @@ Loss per step, over a few utterances::
 
     rate + lambda x distortion
 
+(the rate's weight ramps from 0 to 1 over the first ``rate_warmup`` steps: with a random
+decoder the distortion's gradient is weak at first and the rate term alone would squeeze
+the latents to almost nothing before the decoder learns to use them)
+
 * rate: the latents' code length under the codec's learned prior
   (:class:`~splitasr.codecs.rd.FactorizedPrior`, uniform noise for rounding), in kbit per
   second of audio;
@@ -69,6 +73,7 @@ class RdTrainConfig:
     lmbda: float = 8.0  # kbit/s per nat of KL: larger = better accuracy, more bits
     lmbdas: list[float] = field(default_factory=list)  # one per rate index when codec.rates > 1
     mse_weight: float = 0.05
+    rate_warmup: int = 0  # steps over which the rate's weight ramps from 0 to 1
     seed: int = 0
     threads: int = 0
     log_every: int = 10
@@ -182,10 +187,11 @@ def rd_loss(
     cfg: RdTrainConfig,
     spread: torch.Tensor,
     rate_index: int = 0,
+    rate_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
     """``(loss, parts)`` for one utterance at gain index ``rate_index`` (see the module
     docstring); ``fps`` frames per second at ``point``, ``spread`` ``(C,)`` the MSE's
-    per-channel scale."""
+    per-channel scale; ``rate_weight`` scales the rate term (the warm-up)."""
     x = item.x.float()[None]
     lmbda = cfg.lmbdas[rate_index] if cfg.codec.rates > 1 else cfg.lmbda
     y, bits = net(x, float(rate_index))
@@ -198,7 +204,7 @@ def rd_loss(
     else:
         t = item.teacher.float()[None]
         kl = (t.exp() * (t - out.log_softmax(-1))).sum(-1).mean()
-    loss = rate + lmbda * (kl + cfg.mse_weight * mse)
+    loss = rate_weight * rate + lmbda * (kl + cfg.mse_weight * mse)
     return loss, {"kbps": float(rate.detach()), "kl": float(kl.detach()), "mse": float(mse.detach())}
 
 
@@ -291,7 +297,8 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
         opt.zero_grad(set_to_none=True)
         for it in rng.sample(items, min(cfg.utts_per_step, len(items))):
             r = rng.randrange(ccfg.rates)
-            loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread, r)
+            warm = min(1.0, (step + 1) / cfg.rate_warmup) if cfg.rate_warmup else 1.0
+            loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread, r, warm)
             (loss / cfg.utts_per_step).backward()
             window.append({"loss": float(loss.detach()), **parts})
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
