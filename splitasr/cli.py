@@ -239,12 +239,15 @@ def cmd_train_codec(args) -> int:
     import json
 
     from splitasr.training.codec_train import CodecTrainConfig, train_codec
+    from splitasr.training.rd_train import RdTrainConfig, train_rd
+    from splitasr.training.trainer import read_toml
 
-    cfg = CodecTrainConfig.from_toml(args.config)
+    rd = read_toml(Path(args.config)).get("kind") == "lrd"  # a rate-distortion recipe
+    cfg = RdTrainConfig.from_toml(args.config) if rd else CodecTrainConfig.from_toml(args.config)
     for key in ("steps", "out", "max_minutes", "model", "limit_per_manifest"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
-    report = train_codec(cfg)
+    report = train_rd(cfg) if rd else train_codec(cfg)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -1108,7 +1111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/<model>/<point>/)")
     p.add_argument("--limit", type=int, default=200, help="first N utterances only")
     p.set_defaults(func=cmd_codec_calibrate)
-    p = sub.add_parser("train-codec", help="train a learned codec (ae, deepcod, bnf) on a frozen model")
+    p = sub.add_parser("train-codec", help="train a learned codec (ae, deepcod, bnf, lrd) on a frozen model")
     p.add_argument("--config", required=True, help="TOML recipe, e.g. configs/codec-deepcod.toml")
     p.add_argument("--steps", type=int, help="override the recipe's training steps")
     p.add_argument("--limit-per-manifest", type=int, help="override: first N utterances of each manifest")

@@ -11,6 +11,7 @@ from splitasr.codecs import (
     entropy,  # noqa: F401  (registers huffman, ans)
     learned,  # noqa: F401  (registers ae, deepcod, bnf)
     quantize,  # noqa: F401  (registers f16, q8, q6, q4, q2)
+    rd,  # noqa: F401  (registers lrd)
 )
 from splitasr.codecs.base import (
     Codec,

@@ -413,6 +413,7 @@ class Transform(ABC):
     id: int = 0
     lossless: bool = False
     decodes_to: str | None = None  # a later split point the inverse returns; None: the same
+    takes_option: bool = False  # accepts "name@option" (see with_option)
 
     def __init__(self, state: dict | None = None):
         self.state = state or {}
@@ -425,6 +426,11 @@ class Transform(ABC):
         if "_digest" not in self.__dict__:
             self._digest = state_digest(self.state)
         return self._digest
+
+    def with_option(self, option: str) -> Transform:
+        """This transform set by the ``@option`` of its codec name (``lrd@2k``: the rate),
+        sharing its state; only for transforms with ``takes_option``."""
+        raise CodecError(f"{self.name} takes no '@' option")
 
     def output_layout(
         self, shape: tuple[int, ...], lens: tuple[int, ...]
@@ -486,6 +492,12 @@ class Coder(ABC):
             self._digest = state_digest(self.state)
         return self._digest
 
+    def bind(self, transform: Transform) -> None:
+        """Called once by :class:`Codec` with the transform this coder follows: a coder may
+        take a model of the symbols from it (``ans`` codes ``lrd`` latents with the
+        transform's learned per-channel prior). Default: nothing."""
+        return None
+
     @abstractmethod
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes: ...
 
@@ -532,6 +544,7 @@ class Codec:
 
     def __init__(self, transform: Transform, coder: Coder, limits: DecodeLimits | None = None):
         self.transform, self.coder = transform, coder
+        coder.bind(transform)
         self.limits = limits or DecodeLimits()
         t_digest, c_digest = transform.state_digest, coder.state_digest
         self.state_hash = b""
@@ -610,9 +623,23 @@ class Codec:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), lens
 
 
+def name_option(name: str) -> str:
+    """The option after ``@`` in a codec name's transform (``"lrd@2k+ans" -> "2k"``), or
+    ``""``. Only transforms with ``takes_option`` accept one (:meth:`Transform.with_option`);
+    payloads never carry the option's text, only what the transform makes of it."""
+    return ALIASES.get(name, name).split("+")[0].partition("@")[2].strip()
+
+
 def split_name(name: str) -> tuple[str, str]:
-    """``"q8+ans" -> ("q8", "ans")``; completes single names with the default other part."""
+    """``"q8+ans" -> ("q8", "ans")``; completes single names with the default other part.
+    A transform's ``@option`` (``"lrd@2k+ans" -> ("lrd", "ans")``) is checked and dropped:
+    see :func:`name_option`."""
     parts = [p.strip() for p in ALIASES.get(name, name).split("+")]
+    base, at, option = parts[0].partition("@")
+    if at:
+        if not option.strip() or not getattr(TRANSFORMS.get(base.strip()), "takes_option", False):
+            raise CodecError(f"codec {name!r}: only rate-distortion transforms take an '@' option (lrd@2k)")
+        parts[0] = base.strip()
     if len(parts) == 1:
         (p,) = parts
         if p in CODERS:
@@ -636,7 +663,10 @@ def get_codec(name: str, state_dir: str | Path | None = None, limits: DecodeLimi
     t_name, c_name = split_name(name)
     t_state = load_state(state_dir, t_name) if state_dir else None
     c_state = load_state(state_dir, f"{t_name}+{c_name}") if state_dir else None
-    return Codec(TRANSFORMS[t_name](t_state), CODERS[c_name](c_state), limits)
+    transform = TRANSFORMS[t_name](t_state)
+    if option := name_option(name):
+        transform = transform.with_option(option)
+    return Codec(transform, CODERS[c_name](c_state), limits)
 
 
 def available_codecs() -> list[str]:

@@ -703,12 +703,23 @@ class Ans(_TableCoder):
     sorted ids), so absent symbols waste no probability mass.
     """
 
+    _prior: ChannelPrior | None = None
+
     def _model_from_counts(self, ids: np.ndarray, counts: np.ndarray) -> _AnsModel:
         return _AnsModel(None, np.asarray(counts, np.float64))
+
+    def bind(self, transform) -> None:
+        """Take the transform's learned per-channel prior (``symbol_prior()``, see
+        :class:`ChannelPrior`) when it has one and this coder has no table of its own."""
+        get = getattr(transform, "symbol_prior", None)
+        if get is not None and self._counts is None:
+            self._prior = get()
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
         import constriction
 
+        if self._prior is not None:
+            return self._prior.encode(symbols)
         streams = as_streams(symbols)
         _check_range(streams, alphabet)
         models = self._static(streams.shape[0], alphabet)
@@ -731,6 +742,8 @@ class Ans(_TableCoder):
     def decode(self, body: bytes, shape: tuple[int, ...], alphabet: int) -> np.ndarray:
         import constriction
 
+        if self._prior is not None:
+            return self._prior.decode(body, shape)
         n_streams, n = stream_shape(shape)
         tables, pos = self._read_head(body, n_streams, alphabet, 1 << 62)
         if tables is None:
@@ -759,6 +772,134 @@ class Ans(_TableCoder):
                 for start in range(0, n, ANS_CHUNK):
                     dec = coder.decode(cat, min(ANS_CHUNK, n - start))
                     out[s, start : start + dec.size] = dec if model.ids is None else model.ids[dec]
+            rest = coder.get_compressed()
+        except (ValueError, KeyError, RuntimeError, IndexError) as exc:
+            raise CodecError(f"ANS: {exc}") from None
+        if rest.size != 1 or int(rest[0]) != ANS_START:
+            raise CodecError("ANS body does not end where its symbols do")
+        return out.reshape(shape)
+
+
+# ------------------------------------------------------------------ per-channel priors
+
+PRIOR_PRECISION = 16  # bits of the integer frequency tables of a learned prior
+PRIOR_TOTAL = 1 << PRIOR_PRECISION
+PRIOR_MAX_SYMBOLS = 256  # symbols per channel, bounded (the range is clamped, see rd.py)
+PRIOR_TOP = PRIOR_TOTAL - 256  # no symbol gets more: at least 2**-8 for the rest, so each
+# symbol costs at least 0.0056 bits and a body of B bits holds at most ~180 B symbols
+
+
+def quantise_pmf(pmf: np.ndarray) -> np.ndarray:
+    """A probability vector ``(L,)`` (2 <= L <= PRIOR_MAX_SYMBOLS) as integer frequencies
+    summing to exactly ``PRIOR_TOTAL``, each >= 1 and <= ``PRIOR_TOP``.
+
+    Pure float64 numpy with a fixed order of operations, so the encoder and the decoder
+    derive the same table from the same pmf; the tables are computed once when a codec's
+    state is exported and stored in it, so they never depend on the machine at run time."""
+    pmf = np.asarray(pmf, np.float64)
+    if pmf.ndim != 1 or not 2 <= pmf.size <= PRIOR_MAX_SYMBOLS or not np.isfinite(pmf).all():
+        raise CodecError(f"cannot build a frequency table from a pmf of shape {pmf.shape}")
+    pmf = np.clip(pmf, 0.0, None)
+    pmf = pmf / pmf.sum() if pmf.sum() > 0 else np.full(pmf.size, 1.0 / pmf.size)
+    spare = PRIOR_TOTAL - pmf.size  # one count per symbol is reserved
+    freqs = 1 + np.floor(pmf * spare).astype(np.int64)
+    rest = PRIOR_TOTAL - int(freqs.sum())
+    order = np.argsort(-(pmf * spare - np.floor(pmf * spare)), kind="stable")
+    freqs[order[:rest]] += 1  # largest remainders first
+    top = int(np.argmax(freqs))
+    if freqs[top] > PRIOR_TOP:  # give the excess to the runner-up (or a neighbour)
+        other = int(np.argsort(-freqs, kind="stable")[1])
+        freqs[other] += int(freqs[top]) - PRIOR_TOP
+        freqs[top] = PRIOR_TOP
+    return freqs
+
+
+@dataclass(frozen=True)
+class ChannelPrior:
+    """A learned factorised prior as integer tables: channel ``c`` of a ``(..., C)`` symbol
+    array takes values ``0 .. sizes[c]-1`` with probability ``freqs[c, s] / PRIOR_TOTAL``.
+
+    ``freqs`` ``(C, L)`` int64, rows summing to ``PRIOR_TOTAL`` over their first
+    ``sizes[c]`` entries (the rest 0); ``sizes`` ``(C,)``. Body: ``ANS words:u32...``,
+    channels in order, each channel's symbols in C order of the leading axes, on one
+    ANS stack from :data:`ANS_START` like :class:`Ans`.
+    """
+
+    freqs: np.ndarray
+    sizes: np.ndarray
+
+    def __post_init__(self):
+        f, z = np.asarray(self.freqs), np.asarray(self.sizes)
+        if f.ndim != 2 or z.shape != (f.shape[0],) or f.shape[1] > PRIOR_MAX_SYMBOLS:
+            raise CodecError("learned prior: freqs must be (C, L <= 256) with one size per channel")
+        if z.min() < 2 or z.max() > f.shape[1]:
+            raise CodecError("learned prior: every channel needs 2..L symbols")
+        live = np.arange(f.shape[1])[None, :] < z[:, None]
+        if (f[live] < 1).any() or (f[~live] != 0).any() or (f.max() > PRIOR_TOP):
+            raise CodecError("learned prior: frequencies out of range")
+        if (f.sum(1) != PRIOR_TOTAL).any():
+            raise CodecError(f"learned prior: every row must sum to {PRIOR_TOTAL}")
+
+    @property
+    def channels(self) -> int:
+        return int(self.freqs.shape[0])
+
+    @cached_property
+    def _models(self) -> list:
+        return [_categorical(self.freqs[c, : self.sizes[c]] / PRIOR_TOTAL) for c in range(self.channels)]
+
+    def bits(self, symbols: np.ndarray) -> float:
+        """The ideal code length in bits of ``symbols`` ``(..., C)`` under the tables: the
+        rate a payload body should come within a few words of."""
+        sym = np.asarray(symbols).reshape(-1, self.channels).astype(np.int64)
+        p = self.freqs[np.arange(self.channels)[None, :], sym] / PRIOR_TOTAL
+        return float(-np.log2(p).sum())
+
+    def min_bits(self, n: int) -> float:
+        """The fewest bits ``n`` symbols per channel can take (each symbol's probability is
+        at most ``PRIOR_TOP / PRIOR_TOTAL``, plus constriction's 24-bit rounding)."""
+        top = self.freqs.max(1) / PRIOR_TOTAL + (self.sizes + 1) * 2.0**-24
+        return float(n * -np.log2(np.minimum(top, 1.0)).sum())
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        import constriction
+
+        sym = np.asarray(symbols)
+        if sym.ndim < 1 or sym.shape[-1] != self.channels:
+            raise CodecError(f"learned prior codes {self.channels} channels, symbols have shape {sym.shape}")
+        cols = sym.reshape(-1, self.channels).astype(np.int64)
+        if cols.size and ((cols < 0).any() or (cols >= self.sizes[None, :]).any()):
+            raise CodecError("symbols outside the learned prior's range")
+        coder = constriction.stream.stack.AnsCoder(np.array([ANS_START], np.uint32))
+        if cols.shape[0]:
+            for c in reversed(range(self.channels)):
+                coder.encode_reverse(cols[:, c].astype(np.int32), self._models[c])
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, body: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        """Symbols of ``shape`` ``(..., C)`` from ``body``, bounded: the body must hold at
+        least :meth:`min_bits` before the output is allocated."""
+        import constriction
+
+        if not shape or shape[-1] != self.channels:
+            raise CodecError(f"learned prior codes {self.channels} channels, payload asks for {shape}")
+        n = int(np.prod(shape[:-1], dtype=np.int64))
+        if len(body) % 4:
+            raise CodecError("ANS body is not a whole number of 32-bit words")
+        words = np.frombuffer(body, "<u4").astype(np.uint32)
+        need = self.min_bits(n)
+        if 0.99 * need - 96 > 32 * words.size:
+            raise CodecError(
+                f"ANS body of {len(body)} bytes is too short for {n} x {self.channels} symbols "
+                f"(they need at least {need / 8:.0f} bytes)"
+            )
+        out = np.empty((n, self.channels), symbol_dtype(int(self.sizes.max())))
+        try:
+            coder = constriction.stream.stack.AnsCoder(words)
+            for c in range(self.channels):
+                for start in range(0, n, ANS_CHUNK):
+                    dec = coder.decode(self._models[c], min(ANS_CHUNK, n - start))
+                    out[start : start + dec.size, c] = dec
             rest = coder.get_compressed()
         except (ValueError, KeyError, RuntimeError, IndexError) as exc:
             raise CodecError(f"ANS: {exc}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -69,3 +71,22 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.equal(
         a.contiguous().view(torch.int32), b.contiguous().view(torch.int32)
     )
+
+
+@functools.cache
+def untrained_lrd_dir(in_dim: int = 256, latent_dim: int = 16, seed: int = 0, rates: int = 1) -> str:
+    """A state folder holding an ``lrd`` codec with randomly initialised weights and the
+    prior tables derived from its (untrained) density: a real, if useless, codec for tests
+    of the format and its bounds. Kept for the test session in a temporary folder."""
+    import tempfile
+
+    import torch
+
+    from splitasr.codecs.rd import LrdConfig, LrdNet, lrd_to_state
+    from splitasr.codecs.state import save_state
+
+    torch.manual_seed(seed)
+    out = tempfile.mkdtemp(prefix="lrd-untrained-")
+    cfg = LrdConfig(in_dim=in_dim, latent_dim=latent_dim, hidden=64, rates=rates)
+    save_state(out, "lrd", lrd_to_state(LrdNet(cfg)))
+    return out

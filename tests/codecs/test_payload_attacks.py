@@ -33,8 +33,9 @@ from splitasr.codecs.base import (
     unpack_payload,
 )
 from splitasr.codecs.learned import LearnedCodecNet
+from splitasr.codecs.rd import LrdNet
 from splitasr.codecs.state import shipped_state_dir
-from tests.codecs.synthetic import activation_bits, laplacian_activations, same_bits
+from tests.codecs.synthetic import activation_bits, laplacian_activations, same_bits, untrained_lrd_dir
 
 AUDIO = {"pcm16", "flac", "opus6", "opus8", "opus10", "opus12", "opus16", "opus24"}
 MAX_SECONDS = 120.0
@@ -62,6 +63,9 @@ def _setup(name: str):
         x = torch.from_numpy(laplacian_activations(1, 24, 256, seed=3)[0][None])
     if t in AUDIO:
         codec, limits = get_codec(name), DecodeLimits.for_point(16000, 1, MAX_SECONDS)
+    elif t == "lrd":  # no trained lrd ships yet: an untrained one has the same format
+        codec = get_codec(name, untrained_lrd_dir(256))
+        limits = DecodeLimits.for_point(50, 256, MAX_SECONDS)
     else:
         codec = get_codec(name, shipped_state_dir("ds2", "audio" if t == "bnf" else "proj"))
         limits = DecodeLimits.for_point(50, 256, MAX_SECONDS)
@@ -110,7 +114,7 @@ def attacks(codec, payload: bytes, limits: DecodeLimits) -> dict[str, tuple[byte
         "body one byte long": (craft(body=body + b"\0"), limits),
     }
     t_name = split_name(codec.name)[0]
-    if t_name in AUDIO or t_name in ("ae", "deepcod", "bnf", "cs4", "cs8") or codec.transform.state:
+    if t_name in AUDIO or t_name in ("ae", "deepcod", "bnf", "lrd", "cs4", "cs8") or codec.transform.state:
         out["huge C, no channel limit"] = (craft((n, t, 100_000)), DecodeLimits(max_values=2**40))
     return out
 
@@ -121,6 +125,7 @@ def no_torch(monkeypatch):
         raise TorchRan(f"{self.cfg.kind} decoder ran on a payload that should have been refused")
 
     monkeypatch.setattr(LearnedCodecNet, "decode", refuse)
+    monkeypatch.setattr(LrdNet, "decode", refuse)
 
 
 @pytest.mark.parametrize("name", available_codecs())
@@ -184,7 +189,7 @@ def test_codec_part_ids_are_pinned():
         "dct10": 12, "dct25": 13, "dct50": 14, "dct75": 15,
         "pcm16": 16, "flac": 17,
         "opus6": 18, "opus8": 19, "opus10": 20, "opus12": 21, "opus16": 22, "opus24": 23,
-        "ae": 24, "deepcod": 25, "bnf": 26,
+        "ae": 24, "deepcod": 25, "bnf": 26, "lrd": 27,
     }  # fmt: skip
     assert {name: cls.id for name, cls in CODERS.items()} == {"pack": 1, "zstd": 2, "huffman": 3, "ans": 4}
 

@@ -1,0 +1,390 @@
+"""Train a rate-distortion codec (``lrd``): ``splitasr train-codec --config configs/lrd-whisper-stem.toml``.
+
+Loss per step, over a few utterances::
+
+    rate + lambda x distortion
+
+(the rate's weight ramps from 0 to 1 over the first ``rate_warmup`` steps: with a random
+decoder the distortion's gradient is weak at first and the rate term alone would squeeze
+the latents to almost nothing before the decoder learns to use them)
+
+* rate: the latents' code length under the codec's learned prior
+  (:class:`~splitasr.codecs.rd.FactorizedPrior`, uniform noise for rounding), in kbit per
+  second of audio;
+* distortion, with the recogniser frozen and the gradients flowing through it into the
+  codec's decoder and encoder:
+
+  - Whisper: KL from the text decoder's next-token distributions given the uncompressed
+    encoder input to those given the decoded one, teacher-forced on the unsplit model's
+    own greedy transcript (prompt + tokens + end token; nats per token, averaged), plus
+    ``mse_weight`` x the reconstruction MSE (per channel, in units of its spread);
+  - a CTC model (DS2): KL on the CTC posteriors per frame (as
+    :mod:`~splitasr.training.codec_train` does), plus the same MSE term.
+
+No labels are used. The frozen model gives, once per utterance, the activation at the
+codec's point, the encoder output (Whisper) or CTC log-posteriors, and (Whisper) the
+greedy transcript; these are cached as ``.npz`` (no pickle) under ``cache_dir``.
+
+Checkpoints (weights and Adam moments as safetensors, the step and the log in the
+metadata) go to ``<out>/lrd-checkpoint.safetensors`` every ``checkpoint_every`` steps; a
+run finding one continues from it (``resume = true``). The log is one JSON line per
+``log_every`` steps in ``<out>/lrd-train.jsonl``. At the end the codec state (weights and
+the prior's run-time tables) is written as ``<out>/lrd.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from splitasr.codecs.rd import LrdConfig, LrdNet, lrd_to_state
+from splitasr.errors import ConfigError
+
+CHECKPOINT = "lrd-checkpoint"
+LOG = "lrd-train.jsonl"
+
+
+@dataclass
+class RdTrainConfig:
+    """An ``lrd`` recipe (TOML: ``kind = "lrd"``, top-level keys, ``[codec]`` for :class:`LrdConfig`)."""
+
+    kind: str = "lrd"
+    codec: LrdConfig = field(default_factory=LrdConfig)
+    model: str = ""
+    train: list[str] = field(default_factory=list)
+    dev: str = ""  # manifest for the WER check after training ("" : none)
+    dev_limit: int = 40
+    limit_per_manifest: int = 400
+    out: str = ""  # state folder; default: the shipped one for (model, point)
+    steps: int = 2000
+    max_minutes: float = 0.0
+    utts_per_step: int = 4
+    lr: float = 1e-3
+    prior_lr: float = 1e-2
+    lmbda: float = 8.0  # kbit/s per nat of KL: larger = better accuracy, more bits
+    lmbdas: list[float] = field(default_factory=list)  # one per rate index when codec.rates > 1
+    mse_weight: float = 0.05
+    rate_warmup: int = 0  # steps over which the rate's weight ramps from 0 to 1
+    seed: int = 0
+    threads: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 50
+    resume: bool = True
+    cache_dir: str = "data/cache/rd-train"
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RdTrainConfig:
+        from splitasr.training.trainer import read_toml
+
+        raw = read_toml(Path(path))
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        unknown |= {f"codec.{k}" for k in set(raw.get("codec", {})) - {f.name for f in fields(LrdConfig)}}
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+        if raw.get("kind", "lrd") != "lrd":
+            raise ConfigError(f"{path}: kind must be 'lrd'")
+        return cls(codec=LrdConfig(**raw.pop("codec", {})), **raw)
+
+
+@dataclass
+class RdItem:
+    """One utterance, prepared: ``x`` ``(T, C)`` float16 at the codec's point; ``teacher``
+    ``(T', D)`` float16: Whisper's encoder output or CTC log-posteriors; ``tokens`` ``(L,)``
+    int64: the teacher-forcing input (Whisper: prompt + greedy transcript), empty for CTC."""
+
+    x: torch.Tensor
+    teacher: torch.Tensor
+    tokens: torch.Tensor
+
+
+def prepare_items(model, point: str, manifests: list[str], limit: int, cache_dir: str) -> list[RdItem]:
+    """Run the frozen (trimmed) model once per utterance; cached (see the module docstring)."""
+    from splitasr.audio import load_audio
+    from splitasr.manifest import read_manifest
+    from splitasr.training.codec_train import model_fingerprint
+
+    key = json.dumps(
+        ["rd1", model_fingerprint(model), repr(getattr(model, "config", None)), point, manifests, limit]
+    )
+    path = Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        return _load_items(path)
+    whisper = model.output_kind != "logits"
+    decoder = model.make_decoder(beam=1) if whisper else None
+    items = []
+    with torch.inference_mode():
+        for m in manifests:
+            root = Path(m).parent
+            for utt in read_manifest(m)[:limit]:
+                wave = torch.from_numpy(load_audio(utt.resolve(root)))[None]
+                x, lens = model.head(wave, None, point)
+                out, _ = model.tail(x, lens, point)
+                if whisper:
+                    ids = decoder.tokens(out[0])
+                    tokens = torch.tensor([*decoder.prompt, *ids], dtype=torch.int64)
+                    teacher = out[0]
+                else:
+                    tokens, teacher = torch.zeros(0, dtype=torch.int64), out[0].log_softmax(-1)
+                items.append(RdItem(x[0].to(torch.float16), teacher.to(torch.float16), tokens))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for f in ("x", "teacher", "tokens"):
+            parts = [getattr(it, f).numpy() for it in items]
+            arrays[f], arrays[f"{f}_lens"] = np.concatenate(parts), np.array([len(p) for p in parts])
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    return items
+
+
+def _load_items(path: Path) -> list[RdItem]:
+    with np.load(path, allow_pickle=False) as z:
+        cols = {f: np.split(z[f], np.cumsum(z[f"{f}_lens"])[:-1]) for f in ("x", "teacher", "tokens")}
+    n = len(cols["x"])
+    return [RdItem(*(torch.from_numpy(cols[f][i]) for f in ("x", "teacher", "tokens"))) for i in range(n)]
+
+
+def decoder_kl(model, memory: torch.Tensor, teacher: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of Whisper's next-token distributions, nats per token.
+
+    ``memory`` ``(1, T', D)``: encoder output from the decoded activation (with gradient);
+    ``teacher`` ``(T', D)``: from the uncompressed one; ``tokens`` ``(L,)``: prompt +
+    transcript, teacher-forced; the L distributions after each of them are compared."""
+    text = model.text_decoder
+    inp = tokens[None]
+
+    def logp(mem: torch.Tensor) -> torch.Tensor:
+        caches = [{} for _ in text.blocks]
+        return text(inp, caches, text.cross_kv(mem), 0).log_softmax(-1)
+
+    with torch.no_grad():
+        t = logp(teacher[None].float())
+    s = logp(memory)
+    return (t.exp() * (t - s)).sum(-1).mean()
+
+
+def _spread(x: torch.Tensor) -> torch.Tensor:
+    std = x.std(0)
+    return std.clamp_min(max(1e-2, 0.1 * float(std.median())))
+
+
+def rd_loss(
+    net: LrdNet,
+    model,
+    item: RdItem,
+    point: str,
+    fps: float,
+    cfg: RdTrainConfig,
+    spread: torch.Tensor,
+    rate_index: int = 0,
+    rate_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict]:
+    """``(loss, parts)`` for one utterance at gain index ``rate_index`` (see the module
+    docstring); ``fps`` frames per second at ``point``, ``spread`` ``(C,)`` the MSE's
+    per-channel scale; ``rate_weight`` scales the rate term (the warm-up)."""
+    x = item.x.float()[None]
+    lmbda = cfg.lmbdas[rate_index] if cfg.codec.rates > 1 else cfg.lmbda
+    y, bits = net(x, float(rate_index))
+    seconds = x.shape[1] / fps
+    rate = bits / 1000 / seconds  # kbit/s
+    mse = (((y - x) / spread) ** 2).mean()
+    out, _ = model.tail(y, torch.tensor([x.shape[1]]), point)
+    if item.tokens.numel():
+        kl = decoder_kl(model, out, item.teacher, item.tokens)
+    else:
+        t = item.teacher.float()[None]
+        kl = (t.exp() * (t - out.log_softmax(-1))).sum(-1).mean()
+    loss = rate_weight * rate + lmbda * (kl + cfg.mse_weight * mse)
+    return loss, {"kbps": float(rate.detach()), "kl": float(kl.detach()), "mse": float(mse.detach())}
+
+
+def _save_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, step: int, log: list[dict]) -> None:
+    from splitasr.codecs.state import save_state
+
+    arrays = {f"w.{k}": v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    for i, (_, st) in enumerate(opt.state_dict()["state"].items()):
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in st:
+                arrays[f"opt.{i}.{name}"] = st[name].numpy().copy()
+        arrays[f"opt.{i}.step"] = np.array([float(st.get("step", 0))])
+    tmp = f"{CHECKPOINT}.tmp"
+    save_state(out, tmp, {**arrays, "step": step, "config": asdict(net.cfg), "log_tail": log[-5:]})
+    (out / f"{tmp}.safetensors").replace(out / f"{CHECKPOINT}.safetensors")
+
+
+def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer) -> int:
+    """Restore a checkpoint into ``net`` and ``opt``; the step it was taken at (0: none)."""
+    from splitasr.codecs.state import load_state
+
+    st = load_state(out, CHECKPOINT)
+    if st is None:
+        return 0
+    if st.get("config") != asdict(net.cfg):
+        raise ConfigError(
+            f"{out}/{CHECKPOINT}.safetensors is for another lrd config; delete it to start over"
+        )
+    net.load_state_dict({k[2:]: torch.from_numpy(np.asarray(v)) for k, v in st.items() if k.startswith("w.")})
+    sd = opt.state_dict()
+    for i, pid in enumerate(
+        sd["param_groups"][0]["params"] + sum((g["params"] for g in sd["param_groups"][1:]), [])
+    ):
+        if f"opt.{i}.exp_avg" in st:
+            sd["state"][pid] = {
+                "step": torch.tensor(float(st[f"opt.{i}.step"][0])),
+                "exp_avg": torch.from_numpy(np.asarray(st[f"opt.{i}.exp_avg"])),
+                "exp_avg_sq": torch.from_numpy(np.asarray(st[f"opt.{i}.exp_avg_sq"])),
+            }
+    opt.load_state_dict(sd)
+    return int(st["step"])
+
+
+def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
+    """Train (or continue), save the codec state and report; returns the report."""
+    from splitasr.codecs.state import save_state, shipped_state_dir
+    from splitasr.model.registry import load_model
+
+    if not cfg.train or not cfg.model:
+        raise ConfigError("an lrd recipe needs model = ... and train = [manifests]")
+    if cfg.codec.rates > 1 and len(cfg.lmbdas) != cfg.codec.rates:
+        raise ConfigError(f"an lrd recipe with {cfg.codec.rates} rates needs as many lmbdas, one per rate")
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    full = load_model(cfg.model)
+    for p in full.parameters():
+        p.requires_grad_(False)
+    ccfg = cfg.codec
+    info = {p.name: p for p in full.point_info()}
+    if ccfg.point not in info or ccfg.point == "audio":
+        raise ConfigError(f"lrd cannot train at {ccfg.point!r}; choose from {', '.join(list(info)[1:])}")
+    if info[ccfg.point].dim != ccfg.in_dim:
+        raise ConfigError(
+            f"{ccfg.point} has {info[ccfg.point].dim} values per frame, config says {ccfg.in_dim}"
+        )
+    model = full.distilling() if hasattr(full, "distilling") else full
+    out = Path(cfg.out) if cfg.out else shipped_state_dir(full.codec_home(ccfg.point), ccfg.point)
+    out.mkdir(parents=True, exist_ok=True)
+    items = prepare_items(model, ccfg.point, cfg.train, cfg.limit_per_manifest, cfg.cache_dir)
+    if not items:
+        raise ConfigError("the training manifests hold no utterances")
+    fps = info[ccfg.point].frames_per_second
+
+    net = LrdNet(ccfg)
+    xs = torch.cat([it.x.float() for it in items[:: max(len(items) // 200, 1)]])
+    net.in_mean.copy_(xs.mean(0))
+    net.in_std.copy_(xs.std(0).clamp_min(1e-3))
+    spread = _spread(xs)
+    prior = list(net.prior.parameters())
+    rest = [p for n, p in net.named_parameters() if not n.startswith("prior.")]
+    opt = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": prior, "lr": cfg.prior_lr}])
+    step = _load_checkpoint(out, net, opt) if cfg.resume else 0
+    rng = random.Random(cfg.seed + step)
+    log_path = out / LOG
+    log: list[dict] = []
+    t0, window = time.time(), []
+    net.train()
+    while step < cfg.steps:
+        opt.zero_grad(set_to_none=True)
+        for it in rng.sample(items, min(cfg.utts_per_step, len(items))):
+            r = rng.randrange(ccfg.rates)
+            warm = min(1.0, (step + 1) / cfg.rate_warmup) if cfg.rate_warmup else 1.0
+            loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread, r, warm)
+            (loss / cfg.utts_per_step).backward()
+            window.append({"loss": float(loss.detach()), **parts})
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            row = {"step": step, "minutes": round((time.time() - t0) / 60, 2)}
+            row |= {k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]}
+            window = []
+            log.append(row)
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if progress:
+                print(json.dumps(row), flush=True)
+        if step % cfg.checkpoint_every == 0:
+            _save_checkpoint(out, net, opt, step, log)
+        if cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes:
+            break
+    _save_checkpoint(out, net, opt, step, log)
+    net.eval()
+    recipe = {k: v for k, v in asdict(cfg).items() if k != "codec"}
+    extra = {"trained": {"steps": step, "utterances": len(items), "recipe": recipe, "log_tail": log[-3:]}}
+    state = lrd_to_state(net, {**extra, "model": str(cfg.model)})
+    written = save_state(out, "lrd", state)
+    sample = items[: min(len(items), 20)]
+    rates = [measure_rate("lrd+ans", out, sample, fps, r) for r in range(ccfg.rates)]
+    if ccfg.rates > 1:  # what lrd@<kbps>k picks from; measured on training audio
+        written = save_state(out, "lrd", {**state, "rate_kbps": [r["kbps_body"] for r in rates]})
+    report = {"codec": "lrd+ans", "state": str(written), "steps": step, "log_tail": log[-3:], "rate": rates}
+    report["device"] = device_cost(net, full, ccfg.point, fps)
+    if cfg.dev:
+        from splitasr.training.codec_train import evaluate_codec
+
+        report["dev"] = evaluate_codec(full, "lrd+ans", out, ccfg.point, cfg.dev, cfg.dev_limit)
+    return report
+
+
+def measure_rate(
+    name: str, state_dir: str | Path, items: list[RdItem], fps: float, rate: float = 0.0
+) -> dict:
+    """Payload body bytes against the prior's estimate on ``items`` (real activations).
+
+    The ANS stack adds a fixed 4 to 8 bytes a payload (its final 32-bit state; see
+    :class:`~splitasr.codecs.entropy.ChannelPrior`): under 2 % from about 400 bytes of
+    body (a 3-s utterance at ~1 kbit/s) up."""
+    from splitasr.codecs import get_codec
+    from splitasr.codecs.base import Codec
+
+    codec = get_codec(name, state_dir)
+    codec = Codec(codec.transform.at_rate(rate), codec.coder)
+    body = est_bits = seconds = 0.0
+    for it in items:
+        x = it.x.float()[None]
+        sym = codec.transform.forward(x.numpy())
+        body += len(codec.coder.encode(sym.data, sym.alphabet))  # the payload's body, exactly
+        est_bits += codec.transform.prior.bits(sym.data)
+        seconds += x.shape[1] / fps
+    return {
+        "rate": rate,
+        "body_bytes": int(body),
+        "estimated_bytes": round(est_bits / 8, 1),
+        "ratio": round(body * 8 / max(est_bits, 1e-9), 4),
+        "overhead_bytes_per_payload": round((body - est_bits / 8) / max(len(items), 1), 2),
+        "kbps_body": round(body * 8 / 1000 / max(seconds, 1e-9), 3),
+    }
+
+
+def device_cost(net: LrdNet, model, point: str, fps: float, seconds: float = 3.0) -> dict:
+    """The device encoder's parameters (bytes as float32) and multiply-adds for ``seconds``
+    of audio, against the model's: its parameters and the FLOPs of its head and tail
+    (audio to encoder output or CTC logits; Whisper's text decoder not counted, so the
+    fraction is an upper bound), counted by torch's ``FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = int(math.ceil(seconds * fps))
+    wave = torch.zeros(1, int(seconds * model.sample_rate))
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        h, lens = model.head(wave, None, point)
+        model.tail(h, lens, point)
+    model_macs = counter.get_total_flops() // 2
+    macs = net.encoder_flops(t)
+    return {
+        "encoder_params": net.encoder_parameters(),
+        "encoder_bytes_f32": 4 * net.encoder_parameters(),
+        "encoder_macs_3s": macs,
+        "model_params": sum(p.numel() for p in model.parameters()),
+        "model_macs_3s": int(model_macs),
+        "encoder_share_of_model_macs": round(macs / max(model_macs, 1), 5),
+    }

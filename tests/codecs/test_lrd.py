@@ -1,0 +1,175 @@
+"""The rate-distortion codec ``lrd+ans``: its learned prior's tables, the exact round trip
+of the latents, the rate estimate against real payloads, and hostile payloads.
+
+The codec here is *untrained* (random weights, its prior's tables derived from the
+untrained density, :func:`tests.codecs.synthetic.untrained_lrd_dir`): the format, the
+coder and the bounds do not depend on training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from splitasr.audio import load_audio
+from splitasr.codecs import CodecError, DecodeLimits, get_codec
+from splitasr.codecs.base import Codec, Header, ParamWriter, pack_payload
+from splitasr.codecs.entropy import PRIOR_TOTAL, ChannelPrior, quantise_pmf
+from splitasr.codecs.rd import LrdConfig, LrdNet, lrd_to_state, prior_tables
+from splitasr.codecs.state import load_state
+from tests.codecs.synthetic import laplacian_activations, untrained_lrd_dir
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return get_codec("lrd+ans", untrained_lrd_dir(256))
+
+
+@pytest.fixture(scope="module")
+def stem(whisper, speech_dir) -> torch.Tensor:
+    """Real Whisper ``stem`` activations of two synthesised utterances, ``(1, T, 384)`` each."""
+    out = []
+    for name in ("hello", "digits"):
+        wave = torch.from_numpy(load_audio(speech_dir / f"{name}.wav"))[None]
+        with torch.inference_mode():
+            x, _ = whisper.head(wave, None, "stem")
+        out.append(x)
+    return out
+
+
+def test_quantised_tables_are_golden():
+    """Pure float64 numpy, fixed order: the same integers on every machine."""
+    assert quantise_pmf(np.array([0.5, 0.25, 0.125, 0.125])).tolist() == [32767, 16384, 8193, 8192]
+    f = quantise_pmf(np.array([1.0, 0.0, 0.0]))  # a degenerate pmf still codes every symbol
+    assert f.tolist() == [65280, 255, 1] and f.sum() == PRIOR_TOTAL
+
+
+def test_encoder_and_decoder_derive_identical_tables():
+    torch.manual_seed(1)
+    net = LrdNet(LrdConfig(in_dim=32, latent_dim=8, hidden=16))
+    a, b = prior_tables(net.prior), prior_tables(net.prior)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert (a["freqs"].sum(1) == PRIOR_TOTAL).all() and (a["freqs"][:, : a["sizes"].min()] >= 1).all()
+    # both ends build their prior from the stored tables, not from the network
+    state = lrd_to_state(net)
+    for k in a:
+        assert np.array_equal(state[f"prior.{k}"], a[k])
+    enc, dec = get_codec("lrd+ans", untrained_lrd_dir(256)), get_codec("lrd+ans", untrained_lrd_dir(256))
+    assert np.array_equal(enc.transform.prior.freqs, dec.transform.prior.freqs)
+    stored = load_state(untrained_lrd_dir(256), "lrd")
+    assert np.array_equal(enc.transform.prior.freqs, stored["prior.freqs"])
+    assert enc.coder._prior is enc.transform.prior  # ans codes with the transform's prior
+
+
+def test_round_trip_gives_the_quantised_latents_exactly(codec):
+    x = torch.from_numpy(np.stack(laplacian_activations(2, 40, 256, seed=5)))
+    sym = codec.transform.forward(x.numpy())
+    payload = codec.compress(x)
+    header = codec.read_header(payload)
+    body = payload[header.size :]
+    shape, alphabet = codec.transform.symbol_layout({}, header.shape)
+    decoded = codec.coder.decode(body, shape, alphabet)
+    assert decoded.shape == (2, 20, 16) and np.array_equal(decoded, sym.data)
+    y, lens = codec.decompress(payload)
+    with torch.inference_mode():
+        expect = codec.transform.net.decode(torch.from_numpy(codec.transform.dequantise(sym.data)), 40)
+    assert torch.equal(y, expect) and lens.tolist() == [40, 40]
+
+
+def test_estimated_rate_matches_the_payload_body_on_real_activations(stem):
+    """Untrained lrd (random weights, seed 0) on Whisper stem activations of real speech."""
+    codec = get_codec("lrd+ans", untrained_lrd_dir(384, 32))
+    for x in stem:
+        sym = codec.transform.forward(x.numpy()).data
+        payload = codec.compress(x)
+        body = len(payload) - codec.read_header(payload).size
+        table_bits = codec.transform.prior.bits(sym)
+        with torch.no_grad():  # the training-time estimate: the continuous density
+            q = torch.from_numpy(codec.transform.dequantise(sym))
+            model_bits = float(codec.transform.net.prior.bits(q))
+        assert body > 500
+        assert abs(body * 8 / table_bits - 1) < 0.02, (body, table_bits / 8)
+        assert abs(body * 8 / model_bits - 1) < 0.02, (body, model_bits / 8)
+
+
+def test_hostile_payloads_are_refused(codec):
+    x = torch.from_numpy(laplacian_activations(1, 30, 256, seed=2)[0][None])
+    payload = codec.compress(x)
+    h = codec.read_header(payload)
+    body = payload[h.size :]
+
+    def craft(shape=(1, 30, 256), body=body):
+        return pack_payload(Header("lrd+ans", shape, (shape[1],) * shape[0]), body, codec.state_hash)
+
+    limits = DecodeLimits.for_point(50, 256, 120)
+    cases = {
+        "truncated": (payload[:-4], limits, "CRC|truncated|corrupt"),
+        "huge T": (craft((1, limits.max_frames + 1, 256)), limits, "frames per item"),
+        "huge C": (craft((1, 30, 100_000)), DecodeLimits(max_values=2**40), "decodes to 256"),
+        "short body for T": (craft((1, 6000, 256)), limits, "too short"),
+        "bad symbols": (craft(body=bytes(len(body))), limits, "ANS"),
+        "odd body": (craft(body=body[:-1]), limits, "32-bit words"),
+    }
+    for name, (bad, lim, message) in cases.items():
+        with pytest.raises(CodecError, match=message):
+            codec.decompress(bad, lim)
+        assert name
+
+
+def test_a_bad_prior_table_is_refused():
+    assert ChannelPrior(np.array([[PRIOR_TOTAL - 256, 256, 0]]), np.array([2])).channels == 1
+    with pytest.raises(CodecError, match="sum"):
+        ChannelPrior(np.array([[100, 1, 0]]), np.array([2]))
+    with pytest.raises(CodecError, match="out of range"):
+        ChannelPrior(np.array([[PRIOR_TOTAL - 1, 1, 0]]), np.array([2]))  # 0.00002 bits a symbol
+
+
+def test_lrd_without_state_says_how_to_train_it():
+    with pytest.raises(CodecError, match="train-codec"):
+        get_codec("lrd+ans")
+
+
+def test_one_state_serves_several_rates_and_payloads_say_theirs():
+    """Gain units: an untrained 3-rate lrd; its initial gains already order the rates."""
+    base = get_codec("lrd+ans", untrained_lrd_dir(256, rates=3))
+    x = 20 * torch.from_numpy(np.stack(laplacian_activations(1, 60, 256, seed=7)))  # latents >> 1
+    sizes = []
+    for rate in (0.0, 1.0, 1.5, 2.0):
+        enc = Codec(base.transform.at_rate(rate), base.coder)
+        payload = enc.compress(x)
+        sizes.append(len(payload))
+        y, _ = base.decompress(payload)  # the default-rate decoder reads the payload's rate
+        sym = enc.transform.forward(x.numpy()).data
+        with torch.inference_mode():
+            q = torch.from_numpy(base.transform.dequantise(sym))
+            assert torch.equal(y, base.transform.net.decode(q, 60, rate))
+    assert sizes == sorted(sizes) and sizes[0] < 0.9 * sizes[-1], sizes
+    assert base.transform.rate == 2.0  # at_rate left the shared one alone
+    with pytest.raises(CodecError, match="outside"):
+        base.transform.at_rate(2.5)
+    hostile = pack_payload(
+        Header("lrd+ans", (1, 60, 256), (60,), ParamWriter().f32(7.5).bytes()), b"", base.state_hash
+    )
+    with pytest.raises(CodecError, match="rate 7.5"):
+        base.decompress(hostile)
+
+
+def test_names_pick_the_rate(tmp_path):
+    from splitasr.codecs.state import save_state
+
+    d = untrained_lrd_dir(256, rates=3)
+    assert get_codec("lrd@1+ans", d).transform.rate == 1.0
+    assert get_codec("lrd@0.25+ans", d).name == "lrd+ans"  # the payload names the transform alone
+    with pytest.raises(CodecError, match="no measured rates"):
+        get_codec("lrd@2k+ans", d)
+    save_state(tmp_path, "lrd", {**load_state(d, "lrd"), "rate_kbps": [1.0, 2.0, 4.0]})
+    assert get_codec("lrd@2k+ans", tmp_path).transform.rate == 1.0
+    assert abs(get_codec("lrd@2.83k+ans", tmp_path).transform.rate - 1.5) < 0.01
+    assert get_codec("lrd@9k+ans", tmp_path).transform.rate == 2.0  # clamped to the finest
+    for bad, message in (
+        ("q8@2+ans", "only rate-distortion"),
+        ("lrd@fast+ans", "rate position"),
+        ("lrd@+ans", "only"),
+    ):
+        with pytest.raises(CodecError, match=message):
+            get_codec(bad, d)

@@ -1,0 +1,81 @@
+"""A tiny rate-distortion training run through the frozen Whisper: the loss falls, the
+state loads as a codec, and a second run continues from the checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from splitasr.codecs import get_codec
+from splitasr.codecs.rd import LrdConfig
+from splitasr.errors import ConfigError
+from splitasr.training.rd_train import CHECKPOINT, LOG, RdTrainConfig, train_rd
+
+
+def _cfg(manifest, out, steps: int) -> RdTrainConfig:
+    return RdTrainConfig(
+        codec=LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32),
+        model="whisper-tiny.en",
+        train=[str(manifest)],
+        out=str(out),
+        steps=steps,
+        utts_per_step=2,
+        lr=3e-3,
+        lmbda=1.0,
+        log_every=1,
+        checkpoint_every=4,
+        cache_dir=str(out / "cache"),
+        threads=1,
+    )
+
+
+def test_a_tiny_run_lowers_the_loss_writes_a_codec_and_resumes(whisper, speech_manifest, tmp_path):
+    torch.set_num_threads(1)
+    report = train_rd(_cfg(speech_manifest, tmp_path, 12), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / LOG).read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    first, last = sum(r["loss"] for r in rows[:3]) / 3, sum(r["loss"] for r in rows[-3:]) / 3
+    assert last < first, (first, last)
+    assert 0 <= report["rate"][0]["overhead_bytes_per_payload"] <= 8  # ANS's final state: tiny bodies here
+    assert (
+        report["device"]["encoder_params"] < 500_000
+        and report["device"]["encoder_share_of_model_macs"] < 0.01
+    )
+    codec = get_codec("lrd+ans", tmp_path)
+    x = torch.randn(1, 50, 384)
+    y, _ = codec.decompress(codec.compress(x))
+    assert y.shape == (1, 50, 384)
+    assert (tmp_path / f"{CHECKPOINT}.safetensors").is_file()
+    report = train_rd(_cfg(speech_manifest, tmp_path, 14), progress=False)  # continues at step 12
+    rows = [json.loads(line) for line in (tmp_path / LOG).read_text().splitlines()]
+    assert report["steps"] == 14 and [r["step"] for r in rows[-2:]] == [13, 14]
+
+
+def test_a_checkpoint_of_another_config_is_refused(whisper, speech_manifest, tmp_path):
+    train_rd(_cfg(speech_manifest, tmp_path, 1), progress=False)
+    cfg = _cfg(speech_manifest, tmp_path, 2)
+    cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=4, enc_hidden=16, hidden=32)
+    with pytest.raises(ConfigError, match="another lrd config"):
+        train_rd(cfg, progress=False)
+
+
+def test_the_recipe_is_read_and_checked(tmp_path):
+    cfg = RdTrainConfig.from_toml("configs/lrd-whisper-stem.toml")
+    assert cfg.codec.point == "stem" and cfg.lmbda > 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "lrd"\nlambda = 3\n')
+    with pytest.raises(ConfigError, match="unknown keys"):
+        RdTrainConfig.from_toml(bad)
+
+
+def test_a_multi_rate_run_needs_a_lambda_per_rate_and_reports_each(whisper, speech_manifest, tmp_path):
+    cfg = _cfg(speech_manifest, tmp_path, 3)
+    cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32, rates=2)
+    with pytest.raises(ConfigError, match="lmbdas"):
+        train_rd(cfg, progress=False)
+    cfg.lmbdas = [0.5, 4.0]
+    report = train_rd(cfg, progress=False)
+    assert [r["rate"] for r in report["rate"]] == [0, 1]
+    assert report["rate"][0]["body_bytes"] <= report["rate"][1]["body_bytes"]
