@@ -500,7 +500,6 @@ def cmd_edge_transcribe(args) -> int:
 
     from splitasr.audio import load_audio
     from splitasr.model.registry import load_model
-    from splitasr.transport.client import CloudClient, EdgeClient
 
     _setup_threads(args)
     if args.stream or args.mic:
@@ -526,19 +525,7 @@ def cmd_edge_transcribe(args) -> int:
     model = load_model(args.model)
     if mode == "split" and args.split not in model.split_points:
         raise ConfigError(f"--split {args.split}: choose from {', '.join(model.split_points)}")
-    token = args.token or os.environ.get("SPLITASR_TOKEN") or None
-    cloud = None
-    if args.cloud:
-        cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout, tls_ca=args.tls_ca, tls=args.tls)
-    if args.slowdown < 1:
-        raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
-    client = EdgeClient(
-        model,
-        cloud,
-        decoder=model.make_decoder(beam=args.beam),
-        slowdown=args.slowdown,
-        **_auto_kwargs(args, model),
-    )
+    cloud, client = _edge_client(args, model)
     failed = 0
     try:
         for f in args.files:
@@ -864,6 +851,26 @@ POLICY_NAMES = (  # splitasr.planner.simulate.POLICIES (not imported here: numpy
 )
 
 
+def _edge_client(args, model):
+    """``(CloudClient | None, EdgeClient)`` of ``splitasr edge transcribe``'s flags."""
+    from splitasr.transport.client import CloudClient, EdgeClient
+
+    if args.slowdown < 1:
+        raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
+    cloud = None
+    if args.cloud:
+        token = args.token or os.environ.get("SPLITASR_TOKEN") or None
+        cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout, tls_ca=args.tls_ca, tls=args.tls)
+    client = EdgeClient(
+        model,
+        cloud,
+        decoder=model.make_decoder(beam=args.beam),
+        slowdown=args.slowdown,
+        **_auto_kwargs(args, model),
+    )
+    return cloud, client
+
+
 def _edge_stream(args) -> int:
     """``splitasr edge transcribe --stream``: each file (or the microphone) streamed in
     chunks through ``EdgeClient.transcribe_stream``."""
@@ -871,7 +878,7 @@ def _edge_stream(args) -> int:
 
     from splitasr.audio import load_audio
     from splitasr.model.registry import load_model
-    from splitasr.transport.client import DEFAULT_CHUNK_MS, CloudClient, EdgeClient, microphone
+    from splitasr.transport.client import DEFAULT_CHUNK_MS, microphone
 
     if not args.stream:
         raise ConfigError("--mic streams: add --stream")
@@ -905,17 +912,7 @@ def _edge_stream(args) -> int:
             f"--split {point}: does not stream for {model.name}; "
             f"streamable: {', '.join(model.streamable_points)}"
         )
-    token = args.token or os.environ.get("SPLITASR_TOKEN") or None
-    cloud = CloudClient(args.cloud, token=token, timeout_s=args.timeout, tls_ca=args.tls_ca, tls=args.tls)
-    if args.slowdown < 1:
-        raise ConfigError(f"--slowdown {args.slowdown}: must be >= 1 (1: this machine as it is)")
-    client = EdgeClient(
-        model,
-        cloud,
-        decoder=model.make_decoder(beam=args.beam),
-        slowdown=args.slowdown,
-        **_auto_kwargs(args, model),
-    )
+    cloud, client = _edge_client(args, model)
     sources = ["(microphone)"] if args.mic else args.files
     failed = 0
     try:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -39,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from splitasr.bench.procs import spawn, splitasr_command, stop
 from splitasr.bench.report import machine_description, markdown_table, write_results
 
-LISTENING = re.compile(r"listening on ([\w.\-]+):(\d+)")
 PROFILES = ("wifi", "lte", "3g")
 SLOWDOWNS = (1.0, 4.0)
 PAPER000_COUNTS = (100, 500, 1000, 1500)
@@ -96,44 +94,6 @@ def paper000_setups(model: str) -> tuple[Setup, Setup]:
     shipped point against the audio as 16-bit PCM."""
     point = "proj" if model == "ds2" else "stem"
     return Setup("split", point, "deepcod+ans"), Setup("cloud", "audio", "pcm16+pack")
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def spawn(cmd: list[str], log_path: Path, timeout_s: float = 180) -> tuple[subprocess.Popen, int]:
-    """Start a splitasr command that prints ``listening on HOST:PORT``: (process, port)."""
-    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=os.environ.copy())
-    proc._splitasr_log = log  # type: ignore[attr-defined]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = LISTENING.search(line)
-        if m:
-            return proc, int(m.group(2))
-    stop(proc)
-    raise RuntimeError(f"{' '.join(cmd[3:6])} did not start; see {log_path}")
-
-
-def stop(proc: subprocess.Popen, timeout_s: float = 30) -> str:
-    """SIGTERM, wait, then kill; returns what the process still had to say on stdout."""
-    rest = ""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rest, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rest, _ = proc.communicate()
-    proc._splitasr_log.close()  # type: ignore[attr-defined]
-    return rest or ""
-
-
-def _splitasr(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from splitasr.cli import main; sys.exit(main())", *args]
 
 
 # --------------------------------------------------------------------------- the device
@@ -427,7 +387,7 @@ def run_e2e(
                 f"{m}: no manifest {manifests.get(m)!r} (make corpus, or --manifest MODEL=PATH)"
             )
     server, port = spawn(
-        _splitasr(
+        splitasr_command(
             "serve", "--models", ",".join(models), "--host", "127.0.0.1", "--port", "0",
             "--threads", str(server_threads), "--workers", "2",
         ),
@@ -440,7 +400,7 @@ def run_e2e(
     try:
         for p in profiles:
             emulators[p] = spawn(
-                _splitasr(
+                splitasr_command(
                     "netem", "--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{port}", "--profile", p
                 ),
                 out_dir / f"netem-{p}.log",

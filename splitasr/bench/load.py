@@ -13,12 +13,8 @@ load.png.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import re
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,45 +22,20 @@ import numpy as np
 import torch
 
 from splitasr.audio import load_audio
+from splitasr.bench.procs import spawn, splitasr_command, stop
 from splitasr.bench.report import machine_description, markdown_table, write_results
 from splitasr.manifest import read_manifest
 from splitasr.model.registry import load_model
 from splitasr.pipeline import Cloud, Edge
-
-LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 
 
 def start_server(
     model: str, max_batch: int, max_wait_ms: float, workers: int, threads: int, log_path: Path
 ) -> tuple[subprocess.Popen, int]:
     """``splitasr serve`` in its own process on an ephemeral loopback port: (process, port)."""
-    cmd = [sys.executable, "-c", "import sys; from splitasr.cli import main; sys.exit(main())", "serve"]
-    cmd += ["--models", model, "--host", "127.0.0.1", "--port", "0", "--workers", str(workers)]
-    cmd += ["--threads", str(threads), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
-    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=os.environ.copy())
-    proc._splitasr_log = log  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = LISTENING.search(line)
-        if m:
-            return proc, int(m.group(2))
-    stop_server(proc)
-    raise RuntimeError(f"the server did not start; see {log_path}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    proc._splitasr_log.close()  # type: ignore[attr-defined]
+    args = ["serve", "--models", model, "--host", "127.0.0.1", "--port", "0", "--workers", str(workers)]
+    args += ["--threads", str(threads), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
+    return spawn(splitasr_command(*args), log_path, timeout_s=120)
 
 
 async def _drive(
@@ -210,7 +181,7 @@ def run_load_bench(
                 )
             )
         finally:
-            stop_server(proc)
+            stop(proc)
         rows.append({"max_batch": mb, "max_wait_ms": max_wait_ms, "clients": clients, **got})
         print(
             f"max-batch {mb}: {got['throughput_rps']:.2f} req/s, p50 {got['p50_ms']:.0f} ms, "

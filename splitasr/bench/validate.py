@@ -37,7 +37,7 @@ from types import SimpleNamespace
 import torch
 
 from splitasr.audio import load_audio
-from splitasr.bench.e2e import _splitasr, spawn, stop
+from splitasr.bench.procs import spawn, splitasr_command, stop
 from splitasr.netem import EmulatorThread, Trace, TraceRow
 from splitasr.planner.estimator import NetworkEstimator
 from splitasr.planner.policy import NO_BUDGET, Budget, Planner
@@ -137,7 +137,7 @@ def run_live(v: Validation, model) -> tuple[list[LiveStep], list[float]]:
     # gRPC threads and tails would compete with the edge's model for the interpreter
     log_path = Path(tempfile.gettempdir()) / f"splitasr-validate-server-{os.getpid()}.log"
     proc, port = spawn(
-        _splitasr("serve", "--models", model.name, "--host", "127.0.0.1", "--port", "0",
+        splitasr_command("serve", "--models", model.name, "--host", "127.0.0.1", "--port", "0",
                   "--workers", "1", "--threads", "1"),
         log_path,
     )  # fmt: skip
