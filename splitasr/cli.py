@@ -263,28 +263,51 @@ def cmd_codec_list(args) -> int:
     return 0
 
 
+CLOSED_LOOP_DEFAULT = "32"
+
+
 def cmd_bench_load(args) -> int:
-    from splitasr.bench.load import run_load_bench
+    from splitasr.bench.load import parse_servers, run_load_bench
 
     _setup_threads(args)
-    batches = [int(x) for x in _csv(args.max_batch)]
-    if not batches or min(batches) < 1 or args.clients < 1 or args.requests < 1:
-        raise ConfigError("--max-batch needs values >= 1; --clients and --requests at least 1")
+    try:
+        clients = [int(x) for x in _csv(args.clients) or []]
+        rates = [float(x) for x in _csv(args.rate) or []]
+    except ValueError:
+        raise ConfigError(
+            f"--clients {args.clients!r} / --rate {args.rate!r}: comma-separated numbers"
+        ) from None
+    if min(clients + [1]) < 1 or min(rates + [1.0]) <= 0 or args.requests < 1:
+        raise ConfigError("--clients needs values >= 1, --rate values > 0, --requests at least 1")
+    if args.rate and args.clients == CLOSED_LOOP_DEFAULT:
+        clients = []  # --rate alone: open loop only
+    servers = None
+    if args.target:
+        if args.servers:
+            raise ConfigError("--target drives a running server: no --servers")
+    else:
+        spec = args.servers or ",".join(f"embedded:{b}" for b in _csv(args.max_batch))
+        servers = parse_servers(
+            spec, int(_csv(args.max_batch)[-1]), args.max_wait_ms, args.workers, args.server_threads
+        )
     run_load_bench(
         args.model,
         args.manifest,
         args.out,
         point=args.point,
         codec=args.codec,
-        max_batches=batches,
-        clients=args.clients,
+        clients=clients,
+        rates=rates,
         requests=args.requests,
+        target=args.target,
+        servers=servers,
         max_wait_ms=args.max_wait_ms,
         limit=args.limit,
-        workers=args.workers,
-        server_threads=args.server_threads,
         max_seconds=args.max_seconds,
         beam=args.beam,
+        token=args.token,
+        tls_ca=args.tls_ca,
+        server_note=args.label or "",
         command="splitasr " + " ".join(args.argv),
     )
     return 0
@@ -1028,18 +1051,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_tradeoff)
 
-    p = bench.add_parser("load", help="server throughput and latency under concurrent clients, per max batch")
+    p = bench.add_parser(
+        "load", help="throughput and latency of a server under concurrent clients (closed or open loop)"
+    )
     p.add_argument("--manifest", required=True, help="utterances whose payloads are sent")
     p.add_argument("--out", default="results/load")
+    p.add_argument("--target", help="HOST:PORT of a running server (default: start --servers here)")
+    p.add_argument("--label", help="name of the --target server in the table (default: its address)")
+    p.add_argument("--token", help="bearer token for --target")
+    p.add_argument("--tls-ca", help="CA certificate for a TLS --target")
+    p.add_argument(
+        "--servers",
+        help="servers to start in turn: embedded:MAX_BATCH or ray:REPLICAS, comma-separated "
+        "(default: embedded at each --max-batch)",
+    )
     p.add_argument("--point", default="proj", help="split point of the payloads")
     p.add_argument("--codec", default="q8+ans")
-    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
-    p.add_argument("--requests", type=int, default=200, help="requests per setting, all clients together")
-    p.add_argument("--max-seconds", type=float, default=120.0, help="stop a setting after this long")
-    p.add_argument("--max-batch", default="1,8", help="comma-separated server --max-batch settings")
+    p.add_argument(
+        "--clients",
+        default=CLOSED_LOOP_DEFAULT,
+        help="closed loop: concurrent clients, comma-separated sweep",
+    )
+    p.add_argument("--rate", help="open loop: offered requests/s (Poisson), comma-separated sweep")
+    p.add_argument("--requests", type=int, default=200, help="requests per load, all clients together")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="stop a load after this long")
+    p.add_argument(
+        "--max-batch", default="1,8", help="comma-separated embedded --max-batch settings (ray: the last)"
+    )
     p.add_argument("--max-wait-ms", type=float, default=5.0)
-    p.add_argument("--workers", type=int, default=2, help="server worker threads")
-    p.add_argument("--server-threads", type=int, default=1, help="server PyTorch threads")
+    p.add_argument("--workers", type=int, default=2, help="embedded server worker threads")
+    p.add_argument(
+        "--server-threads", type=int, default=1, help="PyTorch threads per server worker or replica"
+    )
     p.add_argument("--limit", type=int, help="first N utterances")
     _add_model_arg(p)
     p.add_argument("--beam", type=int, help="decoding beam of the requests (default: the model's; 1: greedy)")
