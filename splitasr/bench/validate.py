@@ -8,7 +8,8 @@ The same inputs, at the same arrival times, on the same changing link, twice:
   planner and a fresh :class:`~splitasr.planner.estimator.NetworkEstimator` (prior: 100 ms
   RTT and the trace's first uplink rate, as the simulator's). The edge is this machine
   slowed by the edge profile's ``machine.slowdown`` (the shipped DS2 edge: x4, one thread).
-  Each input's measured total is ``EdgeResult.timings["total"]`` (probe included);
+  Each input's measured total is ``EdgeResult.timings["total"]`` (a probe it waited for
+  included: none, unless the connecting probe failed);
 * **simulated**: :func:`splitasr.planner.simulate.simulate` with the ``planner`` policy on
   the workload's measured per-input times (the workload's inputs are the audio files the
   live run transcribes), the same trace, arrivals, estimator prior and probe age.
@@ -21,7 +22,8 @@ Inputs: input ``k`` is the workload's input ``k mod n`` and arrives at ``lead_s 
 gap_s`` after the emulator starts (``gap_s`` longer than the slowest input, so neither run
 queues). Before the run, every option runs once on a direct loopback connection (lazy
 codec state and first-call costs are not charged to either side), and the emulated
-connection is opened (its handshake is not charged; the first input's probe is).
+connection is opened (its handshake is not charged, nor the probe the client makes on
+connecting; later probes run in the background in both runs).
 """
 
 from __future__ import annotations

@@ -31,10 +31,17 @@ Policies (:class:`Policy`):
   hindsight (every split option is simulated as a fixed policy and the best kept);
 * ``planner``: :class:`~splitasr.planner.policy.Planner` with a
   :class:`~splitasr.planner.estimator.NetworkEstimator` fed only by what this policy did:
-  each offloaded request's timestamps (sent, server received, server total, replied) and,
-  when the estimate is older than the probe age (or was never measured), a probe first:
-  ``2 D + PROBE_BYTES * 8 / U + PROBE_BYTES * 8 / W`` ms charged to that input (sequential,
-  as paper 001 conservatively assumes) and ``2 * PROBE_BYTES`` counted;
+  each offloaded request's timestamps (sent, server received, server total, replied) and
+  probes. A probe takes ``2 D + PROBE_BYTES * 8 / U + PROBE_BYTES * 8 / W`` ms and counts
+  ``2 * PROBE_BYTES``. The first one runs when the client connects, before the first input
+  arrives (``EdgeClient`` with a planner probes when it is made), so no input waits for it
+  (``EstimatorSettings(probe_at_start=False)``: the first input waits for it); later ones
+  (the estimate is older than the probe age, or an outage is due a retry) run **in the
+  background** as the live client does: the input is decided with the estimate it has
+  and is not delayed, and the probe's answer reaches the estimator when it arrives (in
+  time for a later input).
+  ``EstimatorSettings(background_probes=False)`` charges every probe to its input, as paper
+  001 conservatively assumes;
 * ``planner-perfect-net``: the planner told the true link at ``t`` (no estimator, no
   probes): isolates the cost of stale estimates from the cost of regression error;
 * ``oracle``: knows the link at ``t`` and the measured times of input ``i``, and picks the
@@ -232,10 +239,11 @@ class Step:
     wait_ms: float  # arrived while the previous input was still running
     option: int
     charged: Charge
-    probe_ms: float  # a probe before the decision (0: none)
+    probe_ms: float  # time this input waited for a probe (0: none, or it ran in the background)
     predicted_ms: float | None  # the policy's prediction (planners)
     phase: int  # the trace row in force at the decision
     bytes_up: int = 0  # payload bytes sent (0 on the edge)
+    probe_rtt_ms: float = 0.0  # a probe sent at this input's decision (waited for or not): its round trip
 
     @property
     def total_ms(self) -> float:
@@ -267,6 +275,8 @@ class EstimatorSettings:
     up_kbps: float | None = None
     probe_age_s: float = 60.0
     alpha: float = 0.3
+    background_probes: bool = True  # False: every probe delays its input (paper 001)
+    probe_at_start: bool = True  # the client probes when it connects, before the first input
 
 
 def simulate(
@@ -290,18 +300,30 @@ def simulate(
         )
     run = Run(policy.name)
     free = 0.0
+    pending: tuple[float, float] | None = None  # a background probe: (answered at, its rtt ms)
+    if est is not None and settings.probe_at_start:  # on connecting, before the first input
+        est.observe_probe(0.0, probe_ms(trace.at(0.0)))
+        run.probes += 1
+        run.probe_bytes += 2 * PROBE_BYTES
     for k, case in enumerate(cases):
         arrival = arrivals[k] if arrivals is not None else case.arrival_s
         start = free if arrival is None else max(arrival, free)
         wait = 0.0 if arrival is None else (start - arrival) * 1000.0
         t = start
-        probe = 0.0
-        if est is not None and est.probe_due(t):
-            probe = probe_ms(trace.at(t))
-            t += probe / 1000.0
-            est.observe_probe(t, probe)
+        probe = sent_probe = 0.0
+        if est is not None and pending is not None and pending[0] <= t:
+            est.observe_probe(*pending)
+            pending = None
+        if est is not None and pending is None and est.probe_due(t):
+            rtt = sent_probe = probe_ms(trace.at(t))
             run.probes += 1
             run.probe_bytes += 2 * PROBE_BYTES
+            if settings.background_probes and est.measured_at is not None:
+                pending = (t + rtt / 1000.0, rtt)
+            else:  # nothing measured yet (or probes block): the input waits for the answer
+                probe = rtt
+                t += probe / 1000.0
+                est.observe_probe(t, probe)
         link = trace.at(t)
         i, predicted = policy.choose(case, link, None if est is None else est.estimate())
         c = charge(planner, case, i, link)
@@ -314,7 +336,7 @@ def simulate(
             )
         phase = max(0, bisect.bisect_right(times, t) - 1)
         nbytes = int(case.bytes_up[i]) if planner.offload[i] else 0
-        run.steps.append(Step(k, start, wait, i, c, probe, predicted, phase, nbytes))
+        run.steps.append(Step(k, start, wait, i, c, probe, predicted, phase, nbytes, sent_probe))
         free = end
     return run
 

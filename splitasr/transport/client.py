@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import queue
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
@@ -297,6 +298,10 @@ class EdgeClient:
         self.estimator = estimator if estimator is not None or planner is None else NetworkEstimator()
         self.probe_timeout_s, self.clock = probe_timeout_s, clock
         self._stream_planner: Planner | None = None
+        self._est_lock = threading.Lock()  # the estimator is fed by replies and background probes
+        self._probing: threading.Thread | None = None
+        if self.planner is not None and self.cloud is not None:
+            self._probe({})  # on connecting: the first decision reads a measured link
 
     @property
     def decoder(self) -> Decoder:
@@ -400,18 +405,41 @@ class EdgeClient:
 
     def _probe_if_due(self, timings: dict[str, float]) -> None:
         """Probe (:meth:`CloudClient.probe`) when the estimator says the estimate is stale
-        or an outage is due a retry; its wall time goes to ``timings["probe"]``."""
+        or an outage is due a retry. The utterance does not wait: the probe runs on a
+        background thread (one at a time) and its answer reaches the estimator for a later
+        decision. Only when the link was never measured does the utterance wait for it (its
+        wall time goes to ``timings["probe"]``)."""
         est = self.estimator
-        if self.cloud is None or est is None or not est.probe_due(self.clock()):
+        if self.cloud is None or est is None:
             return
+        with self._est_lock:
+            due = est.probe_due(self.clock())
+            never = est.measured_at is None and est.failures == 0
+        if not due or (self._probing is not None and self._probing.is_alive()):
+            return
+        if never:
+            self._probe(timings)
+            return
+        self._probing = threading.Thread(target=self._probe, args=({},), name="splitasr-probe", daemon=True)
+        self._probing.start()
+
+    def _probe(self, timings: dict[str, float]) -> None:
+        """One probe; its round trip (or failure) goes to the estimator."""
         t = time.perf_counter()
         try:
-            rtt = self.cloud.probe(self.probe_timeout_s)
+            rtt = self.cloud.probe(self.probe_timeout_s)  # type: ignore[union-attr]
         except CloudError:
-            est.observe_failure(self.clock())
+            with self._est_lock:
+                self.estimator.observe_failure(self.clock())  # type: ignore[union-attr]
         else:
-            est.observe_probe(self.clock(), rtt)
+            with self._est_lock:
+                self.estimator.observe_probe(self.clock(), rtt)  # type: ignore[union-attr]
         timings["probe"] = _ms(time.perf_counter() - t)
+
+    def wait_for_probe(self, timeout_s: float | None = None) -> None:
+        """Wait for a background probe in flight (tests, and before closing the cloud client)."""
+        if self._probing is not None:
+            self._probing.join(timeout_s)
 
     def _load(self) -> ServerLoad:
         """The server's load from the last reply, with this client's idea of its workers."""
@@ -419,27 +447,29 @@ class EdgeClient:
         return ServerLoad(last.queue_depth, last.mean_service_ms, self.workers)
 
     def _decide(self, planner: Planner, seconds: float) -> Decision:
-        est = self.estimator.estimate()  # type: ignore[union-attr]
+        with self._est_lock:
+            est, load = self.estimator.estimate(), self._load()  # type: ignore[union-attr]
         if self.cloud is None and not est.outage:  # no cloud: as an outage, edge-only alone
             est = replace(est, outage=True)
-        return planner.decide(seconds, est, self._load(), self.budget)
+        return planner.decide(seconds, est, load, self.budget)
 
     def _observe(self, r: EdgeResult) -> None:
         """Feed one offloaded utterance's outcome back into the estimator."""
         est = self.estimator
         if est is None:
             return
-        if r.fallback:
-            est.observe_failure(self.clock())
-        elif r.request_timing is not None:
-            load = r.server_load or {}
-            est.observe_request(
-                self.clock(),
-                r.request_timing,
-                ServerLoad(
-                    int(load.get("queue_depth", 0)), float(load.get("mean_service_ms", 0.0)), self.workers
-                ),
-            )
+        load = r.server_load or {}
+        with self._est_lock:
+            if r.fallback:
+                est.observe_failure(self.clock())
+            elif r.request_timing is not None:
+                est.observe_request(
+                    self.clock(),
+                    r.request_timing,
+                    ServerLoad(
+                        int(load.get("queue_depth", 0)), float(load.get("mean_service_ms", 0.0)), self.workers
+                    ),
+                )
 
     def _auto(self, wave: torch.Tensor, beam: int | None, timeout_s: float | None) -> EdgeResult:
         if self.planner is None:

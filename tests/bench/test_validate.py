@@ -57,7 +57,7 @@ def test_live_and_simulated_runs_line_up_phase_by_phase(model, speech_dir, tmp_p
     assert [p["live_inputs"] for p in phases] == [p["sim_inputs"] for p in phases] == [3, 1]
     first = phases[0]
     assert first["live_choices"] == first["sim_choices"] == {"cloud audio pcm16+pack": first["live_inputs"]}
-    assert first["live_probes"] == 1  # never measured: the first input probes, in both runs
+    assert first["live_probes"] == 0  # the client probed on connecting: no input waited for it
     assert all(math.isfinite(p["diff_pct"]) for p in phases if p["sim_ms"])
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["phases"] == phases and len(saved["live_steps"]) == n

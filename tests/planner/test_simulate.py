@@ -123,17 +123,51 @@ def test_each_input_is_charged_the_formula_by_hand():
     assert [s.start_s for s in seq.steps] == pytest.approx([0.0, 0.37175, 0.37175 + 0.638])
 
 
-def test_the_planner_probes_first_and_the_probe_is_charged():
+def test_the_planner_probes_when_it_connects_and_no_input_waits_for_it():
     edge_w, cloud_w = three_inputs()
     planner = _planner_for(edge_w, cloud_w)
     cases = build_cases(planner, edge_w, cloud_w)
     run = simulate(PlannerPolicy(planner), planner, cases, THREE_ROWS, [0.0, 10.0, 20.0])
-    probe = 2 * 50 + PROBE_BYTES * 8 / 1000 + PROBE_BYTES * 8 / 800  # 101.152 ms, on row 0
-    assert run.steps[0].probe_ms == pytest.approx(probe)
     # the estimate stays fresh for 60 s: no other probe, and it chose edge every time
     assert run.probes == 1 and run.probe_bytes == 2 * PROBE_BYTES
+    assert [s.probe_ms for s in run.steps] == [0.0, 0.0, 0.0]
     assert [planner.options[s.option].label for s in run.steps] == ["edge", "edge", "edge"]
-    assert run.total_ms == pytest.approx(probe + 120.0 + 232.0 + 68.0)
+    assert run.total_ms == pytest.approx(120.0 + 232.0 + 68.0)
+
+
+def test_paper_001_accounting_charges_every_probe_to_its_input():
+    edge_w, cloud_w = three_inputs()
+    planner = _planner_for(edge_w, cloud_w)
+    cases = build_cases(planner, edge_w, cloud_w)
+    paper = EstimatorSettings(background_probes=False, probe_at_start=False, probe_age_s=15.0)
+    run = simulate(PlannerPolicy(planner), planner, cases, THREE_ROWS, [0.0, 10.0, 20.0], paper)
+    first = 2 * 50 + PROBE_BYTES * 8 / 1000 + PROBE_BYTES * 8 / 800  # 101.152 ms, on row 0
+    third = 2 * 10 + PROBE_BYTES * 8 / 2000 + PROBE_BYTES * 8 / 400  # row 2, 20 s > 15 s later
+    assert [s.probe_ms for s in run.steps] == pytest.approx([first, 0.0, third])
+    assert run.probes == 2 and run.total_ms == pytest.approx(first + third + 120.0 + 232.0 + 68.0)
+
+
+def test_a_stale_estimate_is_probed_in_the_background_and_read_by_the_next_input():
+    edge_w, cloud_w = three_inputs()
+    planner = _planner_for(edge_w, cloud_w)
+    cases = build_cases(planner, edge_w, cloud_w)
+    settings = EstimatorSettings(probe_age_s=5.0)  # stale before each later input
+    est_seen = []
+
+    class Spy(PlannerPolicy):
+        def choose(self, case, link, estimate):
+            est_seen.append(round(estimate.rtt_ms, 3))
+            return super().choose(case, link, estimate)
+
+    arrivals = [0.0, 10.0, 10.5]  # the probe due at 10 s is answered (200 ms) before 10.5 s
+    run = simulate(Spy(planner), planner, cases, THREE_ROWS, arrivals, settings)
+    row1 = 2 * 100 + PROBE_BYTES * 8 / 500 + PROBE_BYTES * 8 / 800  # 201.664 ms
+    assert [s.probe_ms for s in run.steps] == [0.0, 0.0, 0.0]  # nobody waited
+    assert run.probes == 2  # on connecting, and at 10 s in the background
+    start_rtt = 2 * 50 + PROBE_BYTES * 8 / 1000 + PROBE_BYTES * 8 / 800
+    assert est_seen[:2] == [round(start_rtt, 3)] * 2  # the input at 10 s decided with the old one
+    assert est_seen[2] == pytest.approx(start_rtt + 0.3 * (row1 - start_rtt), abs=1e-3)  # EWMA, alpha 0.3
+    assert run.total_ms == pytest.approx(120.0 + 232.0 + 68.0)
 
 
 def test_edge_only_total_is_the_sum_of_measured_edge_times():
@@ -218,23 +252,26 @@ def test_after_a_step_the_planner_pays_until_a_probe_catches_up():
     assert run.steps[25].total_ms > 4000.0
     assert labels[26:50] == ["edge"] * 24 and best[26:50] == ["edge"] * 24
     # the link recovers at 100 s (k = 50); the estimate (last measured when input 25's reply came,
-    # at ~54.0 s, then probes every 10 s while on the edge) stays at 4 s until the next probe
-    probes = [k for k, s in enumerate(run.steps) if s.probe_ms > 0]
-    assert probes[0] == 0 and all(25 < k for k in probes[1:])
+    # at ~54.0 s, then probed every 10 s in the background while on the edge) stays at 4 s until
+    # a probe sent after 100 s answers
+    probes = [k for k, s in enumerate(run.steps) if s.probe_rtt_ms > 0]
+    assert all(25 < k for k in probes) and run.probes == len(probes) + 1  # + the one on connecting
+    assert all(s.probe_ms == 0 for s in run.steps)  # no input waited for a probe
     first_after = next(k for k in probes if k >= 50)
     assert best[50] != "edge"
-    assert labels[50:first_after] == ["edge"] * (first_after - 50)
-    assert labels[first_after] != "edge" and labels[first_after:] == best[first_after:]
-    # it fires at the first input that starts a probe age after the last measurement (the probe
-    # before it, made on the slow link: 4 s of round trip) ...
+    # the input that sends the probe still decides on the stale estimate; the next one reads it
+    assert labels[50 : first_after + 1] == ["edge"] * (first_after + 1 - 50)
+    assert labels[first_after + 1] != "edge" and labels[first_after + 1 :] == best[first_after + 1 :]
+    # it is sent by the first input that starts a probe age after the last measurement (the probe
+    # before it, made on the slow link, answered after its 4-s round trip) ...
     before = run.steps[probes[probes.index(first_after) - 1]]
-    measured_at = before.start_s + before.probe_ms / 1000.0
+    measured_at = before.start_s + before.probe_rtt_ms / 1000.0
     assert run.steps[first_after].start_s >= measured_at + 10.0 > run.steps[first_after - 1].start_s
-    # ... so the planner pays for at most a probe age, a probe's round trip and a gap
-    assert run.steps[first_after].start_s - 100.0 <= 10.0 + 4.1 + 2.0
-    # what the staleness cost: the stale offload, the edge inputs after recovery, the probes
+    # ... so the planner pays for at most a probe age, a probe's round trip and two gaps
+    assert run.steps[first_after + 1].start_s - 100.0 <= 10.0 + 4.1 + 2.0 + 2.0
+    # what the staleness cost: the stale offload and the edge inputs after recovery
     stale = sum(run.steps[k].total_ms - oracle.steps[k].total_ms for k in range(n))
-    assert stale > 4000.0 and run.probes == len(probes)
+    assert stale > 4000.0
 
 
 def test_workload_round_trip_and_a_bad_file_is_one_line(tmp_path):
