@@ -22,6 +22,7 @@ skipped and listed in the result's ``skipped``.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,8 +325,8 @@ def run_per_input(
     Per utterance (after one untimed warm-up on the first): the whole model and its text
     decoder; at every (point, codec) ``Edge.encode`` (head, encode, bytes) and
     ``Cloud.activation`` (decode); ``Cloud.tail`` once per resume point. With
-    ``repeats`` > 1 each time is the mean of the repeats (bytes do not vary). A point's
-    head is the mean over its codecs' runs (the same computation). ``slowdown`` scales
+    ``repeats`` > 1 each time is the median of the repeats (bytes do not vary). A point's
+    head is the median over its codecs' runs (the same computation). ``slowdown`` scales
     every time, as for a profile. Returns the workload and the skipped pairs.
     """
     if role not in ("edge", "cloud"):
@@ -382,8 +383,8 @@ def run_per_input(
             one(wave)  # warm-up
         runs = [one(wave) for _ in range(repeats)]
 
-        def mean(values: list[float]) -> float:
-            return slowdown * sum(values) / len(values)
+        def mean(values: list[float]) -> float:  # the median: one disturbed run does not move it
+            return slowdown * statistics.median(values)
 
         point_names = [p for p in model.split_points if p in runs[0]["head"] or p in runs[0]["tail"]]
         pts = tuple(
