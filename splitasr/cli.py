@@ -496,12 +496,11 @@ def cmd_netem(args) -> int:
 
 
 def cmd_edge_transcribe(args) -> int:
-    import torch
-
     from splitasr.audio import load_audio
-    from splitasr.model.registry import load_model
 
-    _setup_threads(args)
+    _check_runtime(args)
+    if args.runtime == "torch":
+        _setup_threads(args)
     if args.stream or args.mic:
         return _edge_stream(args)
     if not args.files:
@@ -522,15 +521,19 @@ def cmd_edge_transcribe(args) -> int:
         raise ConfigError(f"--timeout {args.timeout}: must be positive")
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam {args.beam}: must be at least 1 (1: greedy)")
-    model = load_model(args.model)
-    if mode == "split" and args.split not in model.split_points:
-        raise ConfigError(f"--split {args.split}: choose from {', '.join(model.split_points)}")
-    cloud, client = _edge_client(args, model)
+    if mode == "cloud" and args.runtime == "onnx":
+        _check_audio_codec(args.codec)
+    model, edge = _edge_runtime(args)
+    points = (edge if model is None else model).split_points
+    if mode == "split" and args.split not in points:
+        raise ConfigError(f"--split {args.split}: choose from {', '.join(points)}")
+    cloud, client = _edge_client(args, model, edge)
+    as_input = _wave_input(args.runtime)
     failed = 0
     try:
         for f in args.files:
             try:
-                wave = torch.from_numpy(load_audio(f, max_seconds=args.max_seconds))
+                wave = as_input(load_audio(f, max_seconds=args.max_seconds))
                 r = client.transcribe(wave, args.split, args.codec, mode=mode, beam=args.beam)
             except SplitASRError as exc:
                 failed += 1
@@ -851,7 +854,67 @@ POLICY_NAMES = (  # splitasr.planner.simulate.POLICIES (not imported here: numpy
 )
 
 
-def _edge_client(args, model):
+RUNTIMES = ("torch", "onnx")  # --runtime: the whole PyTorch model, or the ONNX head only
+PRECISIONS = ("int8", "float")  # --precision of the ONNX head
+
+
+def _check_runtime(args) -> None:
+    """``--runtime onnx`` runs the head and codec only (no torch, no whole model here):
+    refuse, in one line, every flag that needs the whole model."""
+    if args.runtime == "torch":
+        if args.onnx_dir or args.precision:
+            raise ConfigError("--onnx-dir and --precision go with --runtime onnx")
+        return
+    why = "the ONNX edge runs the head only (no whole model here): use --runtime torch"
+    if args.mode == "edge":
+        raise ConfigError(f"--mode edge with --runtime onnx: {why}")
+    if args.policy:
+        raise ConfigError(f"--policy auto with --runtime onnx (edge-only is one of its options): {why}")
+    if args.stream or args.mic:
+        raise ConfigError(f"--stream with --runtime onnx: {why}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: must be a positive count, or 0 for one thread")
+
+
+def _check_audio_codec(codec: str | None) -> None:
+    """``--mode cloud`` on the edge install: the Opus codecs need PyAV, which the edge install
+    leaves out (its bundled FFmpeg would be a quarter of the install); FLAC and PCM do not."""
+    import importlib.util
+
+    if codec and codec.startswith("opus") and importlib.util.find_spec("av") is None:
+        raise ConfigError(
+            f"--codec {codec} needs PyAV, which the edge install leaves out: "
+            "use flac+pack or pcm16+pack, or pip install av==18.1.0"
+        )
+
+
+def _edge_runtime(args):
+    """``(model | None, edge)`` of ``--runtime``: the PyTorch model and its ``Edge``, or no
+    model and an :class:`~splitasr.onnx.edge.OnnxEdge` (imported here: it needs onnxruntime)."""
+    if args.runtime == "onnx":
+        from splitasr.onnx.edge import OnnxEdge
+
+        onnx_dir = Path(args.onnx_dir) if args.onnx_dir else None
+        return None, OnnxEdge(
+            args.model, onnx_dir, precision=args.precision or "int8", threads=args.threads or 1
+        )
+    from splitasr.model.registry import load_model
+    from splitasr.pipeline import Edge
+
+    model = load_model(args.model)
+    return model, Edge(model)
+
+
+def _wave_input(runtime: str):
+    """What ``load_audio``'s array ``(S,)`` becomes for the runtime: a tensor, or itself."""
+    if runtime == "onnx":
+        return lambda wave: wave
+    import torch
+
+    return torch.from_numpy
+
+
+def _edge_client(args, model, edge):
     """``(CloudClient | None, EdgeClient)`` of ``splitasr edge transcribe``'s flags."""
     from splitasr.transport.client import CloudClient, EdgeClient
 
@@ -864,9 +927,11 @@ def _edge_client(args, model):
     client = EdgeClient(
         model,
         cloud,
-        decoder=model.make_decoder(beam=args.beam),
+        decoder=model.make_decoder(beam=args.beam) if model is not None else None,
+        model_name=edge.name if model is None else None,
         slowdown=args.slowdown,
-        **_auto_kwargs(args, model),
+        edge=edge,
+        **(_auto_kwargs(args, model) if model is not None else {}),
     )
     return cloud, client
 
@@ -877,7 +942,6 @@ def _edge_stream(args) -> int:
     import torch
 
     from splitasr.audio import load_audio
-    from splitasr.model.registry import load_model
     from splitasr.transport.client import DEFAULT_CHUNK_MS, microphone
 
     if not args.stream:
@@ -906,13 +970,13 @@ def _edge_stream(args) -> int:
             "--stream needs --split POINT and --codec CODEC (or --mode cloud, or --policy auto)"
         )
     mic = microphone(args.seconds, chunk_ms) if args.mic else None  # sounddevice, or one line
-    model = load_model(args.model)
+    model, edge = _edge_runtime(args)
     if point and point not in model.streamable_points:
         raise ConfigError(
             f"--split {point}: does not stream for {model.name}; "
             f"streamable: {', '.join(model.streamable_points)}"
         )
-    cloud, client = _edge_client(args, model)
+    cloud, client = _edge_client(args, model, edge)
     sources = ["(microphone)"] if args.mic else args.files
     failed = 0
     try:
@@ -1200,7 +1264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's roots")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer files")
-    p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (0: PyTorch's default; one with --runtime onnx)"
+    )
     p.add_argument(
         "--slowdown", type=float, default=1.0, help="emulate a device this many times slower (1: as is)"
     )
@@ -1209,6 +1275,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="with --stream: feed each file at 1x, as recorded")
     p.add_argument("--mic", action="store_true", help="with --stream: record the microphone (sounddevice)")
     p.add_argument("--seconds", type=float, default=5.0, help="with --mic: how long to record")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="torch: the whole PyTorch model here (every mode, local fallback); "
+        "onnx: the ONNX head only, no torch (split and cloud modes; docs/edge.md)",
+    )
+    p.add_argument("--onnx-dir", help="with --runtime onnx: the exported heads (default: the shipped ones)")
+    p.add_argument("--precision", choices=PRECISIONS, help="with --runtime onnx: the head's weights (int8)")
     _add_model_arg(p)
     p.set_defaults(func=cmd_edge_transcribe)
 
