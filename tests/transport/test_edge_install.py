@@ -1,7 +1,9 @@
 """The torch-free edge install transcribes in split mode (issue 14): ``splitasr edge
 transcribe --runtime onnx`` run by ``.venv-edge`` (``pip install '.[edge]'``, built by
 ``make edge-venv``, which ``make test`` runs first) against a loopback server of this
-process, on the shipped samples; its transcripts equal the PyTorch edge's.
+process, on the shipped samples; its transcripts equal the PyTorch edge's. The ONNX files
+are the shipped ones (``splitasr/assets/onnx/<model>/``) where the package has them, else
+exported here for the point and codec under test (``splitasr.onnx.export``, this venv).
 
 Without ``.venv-edge`` these tests fail and say ``make edge-venv``; a local run may skip
 them instead with ``SPLITASR_SKIP_EDGE_VENV=1`` (CI never sets it).
@@ -39,6 +41,28 @@ def edge_bin() -> Path:
     return exe
 
 
+@pytest.fixture(scope="module")
+def onnx_args(tmp_path_factory):
+    """``--onnx-dir`` arguments for a model and point: none when the package ships its
+    files, else a folder exported once here."""
+    from splitasr.onnx.edge import MANIFEST, shipped_dir
+    from splitasr.onnx.export import export_onnx
+
+    made: dict[tuple[str, str], list[str]] = {}
+
+    def get(name: str, point: str) -> list[str]:
+        shipped = shipped_dir(name) / MANIFEST
+        if shipped.is_file() and point in json.loads(shipped.read_text())["heads"]:
+            return []
+        if (name, point) not in made:
+            out = tmp_path_factory.mktemp(f"onnx-{name}-{point}")
+            export_onnx(name, out, points=[point], codecs=["deepcod"])
+            made[name, point] = ["--onnx-dir", str(out)]
+        return made[name, point]
+
+    return get
+
+
 def _run(edge_bin: Path, *args: str) -> subprocess.CompletedProcess:
     """The edge venv's ``splitasr`` with its own environment (no PYTHONPATH into this one)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
@@ -68,7 +92,7 @@ if HAS_WHISPER:
 
 @pytest.mark.parametrize("name,point,codec,precision", CASES)
 def test_the_onnx_edge_in_split_mode_gives_the_torch_edges_transcript(
-    edge_bin, server, client, model, request, name, point, codec, precision
+    edge_bin, onnx_args, server, client, model, request, name, point, codec, precision
 ):
     local = model if name == "ds2" else request.getfixturevalue("whisper")
     wave = torch.from_numpy(load_audio(SAMPLE))
@@ -77,35 +101,39 @@ def test_the_onnx_edge_in_split_mode_gives_the_torch_edges_transcript(
         edge_bin,
         server.port,
         *("--runtime", "onnx", "--precision", precision, "--model", name, "--split", point, "--codec", codec),
+        *onnx_args(name, point),
     )
     assert (got["mode"], got["point"], got["codec"], got["fallback"]) == ("split", point, codec, None)
     assert got["text"] == want.text and want.text
     assert got["bytes_up"] > 0 and got["timings"]["head"] > 0
 
 
-def test_the_edge_install_sends_audio_in_cloud_mode(edge_bin, server, client, model):
+def test_the_edge_install_sends_audio_in_cloud_mode(edge_bin, onnx_args, server, client, model):
     wave = torch.from_numpy(load_audio(SAMPLE))
     want = EdgeClient(model, client, model_name="ds2").transcribe(wave, mode="cloud", codec="flac+pack")
     got = _edge(
         edge_bin,
         server.port,
-        "--runtime",
-        "onnx",
-        "--model",
-        "ds2",
-        "--mode",
-        "cloud",
-        "--codec",
-        "flac+pack",
+        *("--runtime", "onnx", "--model", "ds2", "--mode", "cloud", "--codec", "flac+pack"),
+        *onnx_args("ds2", "proj"),
     )
     assert (got["point"], got["codec"], got["text"]) == ("audio", "flac+pack", want.text)
 
 
-def test_the_edge_install_says_what_it_cannot_do_in_one_line(edge_bin, server):
+def test_the_edge_install_says_what_it_cannot_do_in_one_line(edge_bin, onnx_args, server):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    base = ["edge", "transcribe", str(SAMPLE), "--runtime", "onnx", "--model", "ds2"]
+    base = [
+        "edge",
+        "transcribe",
+        str(SAMPLE),
+        "--runtime",
+        "onnx",
+        "--model",
+        "ds2",
+        *onnx_args("ds2", "proj"),
+    ]
     for args, message in [
         (
             ["--cloud", f"127.0.0.1:{dead}", "--split", "proj", "--codec", "deepcod+ans", "--timeout", "2"],

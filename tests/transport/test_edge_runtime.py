@@ -88,19 +88,24 @@ BLOCKED = textwrap.dedent(
     from splitasr.cli import _edge_client, _edge_runtime, build_parser
     args = build_parser().parse_args(
         ["edge", "transcribe", "x.wav", "--cloud", "127.0.0.1:1", "--runtime", "onnx",
-         "--model", "ds2", "--split", "proj", "--codec", "deepcod+ans"]
+         "--model", "ds2", "--split", "proj", "--codec", "deepcod+ans", "--onnx-dir", sys.argv[1]]
     )
     model, edge = _edge_runtime(args)
     cloud, client = _edge_client(args, model, edge)
     cloud.close()
-    print(client.model_name, model, type(edge).__name__)
+    print(client.model_name, model, type(edge).__name__, "torch" in sys.modules and sys.modules["torch"])
     """
 )
 
 
-def test_the_cli_and_the_onnx_client_import_without_torch():
+def test_the_cli_and_the_onnx_client_import_without_torch(tmp_path):
     """``import splitasr.cli``, the parser and the ``--runtime onnx`` client with torch
-    unimportable: the edge install's path never reaches torch, the model or the pipeline."""
-    r = subprocess.run([sys.executable, "-c", BLOCKED], capture_output=True, text=True, timeout=120)
+    unimportable: the edge install's path never reaches torch, the model or the pipeline
+    (the ONNX files exported here first, with torch)."""
+    from splitasr.onnx.export import export_onnx
+
+    export_onnx("ds2", tmp_path, points=["proj"], codecs=["deepcod"], int8=False)
+    cmd = [sys.executable, "-c", BLOCKED, str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["ds2", "None", "OnnxEdge"]
+    assert r.stdout.split() == ["ds2", "None", "OnnxEdge", "None"]
