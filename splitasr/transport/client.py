@@ -39,6 +39,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitasr.encoded import Encoded
 from splitasr.errors import SplitASRError
 from splitasr.planner.estimator import NetworkEstimator, RequestTiming, ServerLoad
 from splitasr.planner.policy import AUDIO, NO_BUDGET, Budget, Decision, Planner
@@ -70,11 +71,10 @@ _REFUSED = {
 class HeadRuntime(Protocol):
     """The device side of the split as :class:`EdgeClient` uses it: what
     :class:`splitasr.pipeline.Edge` (PyTorch) and :class:`splitasr.onnx.edge.OnnxEdge`
-    (ONNX Runtime, no torch) both are. ``encode(wave (S,) float32 at 16 kHz, point, codec)``
-    returns the payload record (``payload``, ``codec``, ``head_ms``, ``encode_ms``) of
-    :class:`splitasr.pipeline.Encoded`."""
+    (ONNX Runtime, no torch) both are: ``encode(wave (S,) float32 at 16 kHz, point, codec)``
+    -> the payload and its device timings."""
 
-    def encode(self, wave, point: str, codec: str): ...
+    def encode(self, wave, point: str, codec: str) -> Encoded: ...
 
 
 class CloudError(SplitASRError):
