@@ -242,10 +242,12 @@ def export_onnx(
     codecs: list[str] | None = None,
     int8: bool = True,
     state_dirs: dict[str, str | Path] | None = None,
+    calibration: list[Path] | None = None,
 ) -> ExportReport:
     """Export ``model``'s heads at ``points`` (default: every point) and the device parts
     of the learned codecs ``codecs`` (default: every learned codec with state at those
     points, ``audio`` and ``features`` included) into ``out_dir``, with ``manifest.json``.
+    ``calibration``: audio files for the int8 activation ranges (default: the shipped samples).
 
     Raises:
         ExportError: an unknown point or codec, or a codec without state at a point.
@@ -298,7 +300,9 @@ def export_onnx(
         (out / f"{base}.onnx").write_bytes(_onnx_bytes(body, example, "features", "activation"))
         entry = {"float": add(f"{base}.onnx", "float32", ["features"], ["activation"])}
         if int8:
-            quantise_int8(out / f"{base}.onnx", out / f"{base}.int8.onnx", calibration_inputs(model, p))
+            quantise_int8(
+                out / f"{base}.onnx", out / f"{base}.int8.onnx", calibration_inputs(model, p, calibration)
+            )
             entry["int8"] = add(f"{base}.int8.onnx", "int8", ["features"], ["activation"])
         heads[p] = {"files": entry}
 
