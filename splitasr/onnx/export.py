@@ -337,6 +337,7 @@ def export_onnx(
         "model": model.name,
         "kind": kind,
         "split_points": list(model.split_points),
+        "points": [p for p in model.split_points if p in points],
         "codec_homes": {p: model.codec_home(p) for p in model.split_points},
         "sample_rate": model.sample_rate,
         "opset": OPSET,
