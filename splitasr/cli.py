@@ -174,6 +174,45 @@ def cmd_bench_rtf(args) -> int:
     return 0
 
 
+def cmd_export_onnx(args) -> int:
+    from splitasr.onnx.export import export_onnx
+
+    calibration = None
+    if args.calibration:
+        from splitasr.manifest import read_manifest
+
+        root = Path(args.calibration).parent
+        calibration = [u.resolve(root) for u in read_manifest(args.calibration)][: args.calibration_limit]
+    report = export_onnx(
+        args.model,
+        args.out,
+        points=_csv(args.points),
+        codecs=_csv(args.codecs),
+        int8=not args.no_int8,
+        calibration=calibration,
+    )
+    manifest = json.loads(report.manifest.read_text())
+    for name, entry in sorted(manifest["files"].items()):
+        print(f"{name:44s} {entry['bytes'] / 1e6:7.3f} MB  {entry['precision']}")
+    print(f"wrote {report.manifest} in {report.seconds:.1f} s")
+    return 0
+
+
+def cmd_bench_onnx(args) -> int:
+    from splitasr.bench.onnx import run_onnx_bench
+
+    run_onnx_bench(
+        args.manifest,
+        args.out,
+        models=_csv(args.models),
+        points=_csv(args.points),
+        limit=args.limit,
+        onnx_dirs=dict(x.split("=", 1) for x in args.onnx_dir or []),
+        command="splitasr " + " ".join(args.argv),
+    )
+    return 0
+
+
 def cmd_bench_asr(args) -> int:
     from splitasr.bench.asr import run_asr_bench
 
@@ -1049,6 +1088,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start again even if a run exists")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("export-onnx", help="export heads and codec encoders to ONNX for the torch-free edge")
+    _add_model_arg(p)
+    p.add_argument("--points", help="comma-separated split points (default: every point)")
+    p.add_argument("--codecs", help="comma-separated learned codecs (default: every one with state)")
+    p.add_argument("--no-int8", action="store_true", help="float graphs only")
+    p.add_argument(
+        "--calibration", help="manifest whose audio calibrates int8 (default: the shipped samples)"
+    )
+    p.add_argument("--calibration-limit", type=int, default=16, help="utterances of --calibration used")
+    p.add_argument("--out", required=True, help="folder for the .onnx files and manifest.json")
+    p.set_defaults(func=cmd_export_onnx)
+
     p = sub.add_parser("info", help="the model's split points and what crosses each")
     _add_model_arg(p)
     p.set_defaults(func=cmd_info)
@@ -1069,6 +1120,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arg(p)
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_rtf)
+
+    p = bench.add_parser(
+        "onnx", help="the edge head on ONNX Runtime (float, int8) against torch: size, time, texts"
+    )
+    p.add_argument("--manifest", default="data/corpus/test_sentences_seen_voices.jsonl")
+    p.add_argument("--out", default="results/onnx")
+    p.add_argument("--models", help="comma-separated (default: whisper-tiny.en,ds2)")
+    p.add_argument("--points", help="comma-separated split points (default: every point of each model)")
+    p.add_argument("--limit", type=int, default=100, help="utterances")
+    p.add_argument(
+        "--onnx-dir",
+        action="append",
+        metavar="MODEL=DIR",
+        help="exported files to use (default: export anew)",
+    )
+    p.set_defaults(func=cmd_bench_onnx)
 
     p = bench.add_parser("asr", help="WER/CER of the whole model on test sets, greedy and beam")
     p.add_argument("--manifest", action="append", required=True, help="repeat for several test sets")

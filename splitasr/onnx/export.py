@@ -242,13 +242,16 @@ def export_onnx(
     codecs: list[str] | None = None,
     int8: bool = True,
     state_dirs: dict[str, str | Path] | None = None,
+    calibration: list[Path] | None = None,
 ) -> ExportReport:
     """Export ``model``'s heads at ``points`` (default: every point) and the device parts
-    of the learned codecs ``codecs`` (default: every learned codec with state at those
-    points, ``audio`` and ``features`` included) into ``out_dir``, with ``manifest.json``.
+    of the learned codecs ``codecs`` (default: every learned codec) at those of the points
+    where they have state (``audio`` and ``features`` included) into ``out_dir``, with
+    ``manifest.json``.
+    ``calibration``: audio files for the int8 activation ranges (default: the shipped samples).
 
     Raises:
-        ExportError: an unknown point or codec, or a codec without state at a point.
+        ExportError: an unknown point or codec, or a codec named with state at none of the points.
     """
     from splitasr.model.registry import load_model
 
@@ -298,7 +301,9 @@ def export_onnx(
         (out / f"{base}.onnx").write_bytes(_onnx_bytes(body, example, "features", "activation"))
         entry = {"float": add(f"{base}.onnx", "float32", ["features"], ["activation"])}
         if int8:
-            quantise_int8(out / f"{base}.onnx", out / f"{base}.int8.onnx", calibration_inputs(model, p))
+            quantise_int8(
+                out / f"{base}.onnx", out / f"{base}.int8.onnx", calibration_inputs(model, p, calibration)
+            )
             entry["int8"] = add(f"{base}.int8.onnx", "int8", ["features"], ["activation"])
         heads[p] = {"files": entry}
 
@@ -308,8 +313,6 @@ def export_onnx(
         state_dir = Path((state_dirs or {}).get(p) or shipped_state_dir(home, p))
         for t in codecs or LEARNED_TRANSFORMS:
             if not (state_dir / f"{t}.safetensors").is_file():
-                if codecs:
-                    raise ExportError(f"no {t} state at {p!r} of {model.name} (looked in {state_dir})")
                 continue
             try:
                 transform = get_codec(t, state_dir).transform
@@ -326,11 +329,15 @@ def export_onnx(
                 "state_sha256": {f: sha256(state_dir / f) for f in _state_files(state_dir, t)},
             }
 
+    for t in codecs or []:
+        if not any(key.endswith(f"/{t}") for key in codec_entries):
+            raise ExportError(f"no {t} state at any of the points {', '.join(points)} of {model.name}")
     manifest = {
         "format": MANIFEST_FORMAT,
         "model": model.name,
         "kind": kind,
         "split_points": list(model.split_points),
+        "points": [p for p in model.split_points if p in points],
         "codec_homes": {p: model.codec_home(p) for p in model.split_points},
         "sample_rate": model.sample_rate,
         "opset": OPSET,
