@@ -4,16 +4,18 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# the device's install: `.[edge]`, no torch (docs/edge.md)
+EDGE_VENV := .venv-edge
 APT_PACKAGES := espeak-ng flite libsndfile1 wordnet-base
 SHARED ?= ../shared
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint deps system-deps corpus train eval bench-rtf proto clean
+.PHONY: demo test lint deps edge-venv system-deps corpus train eval bench-rtf proto clean
 
 demo: deps
 	$(BIN)/splitasr demo
 
-test: deps
+test: deps edge-venv
 	$(BIN)/ruff check splitasr tests
 	$(BIN)/pytest
 
@@ -37,7 +39,18 @@ $(VENV)/.stamp-deps: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[cloud,edge,dev]'
+	touch $@
+
+# The edge install in its own venv, as a device gets it: `pip install '.[edge]'` (editable,
+# so the tests run this tree), and torch must not be importable there.
+edge-venv: system-deps $(EDGE_VENV)/.stamp-deps
+
+$(EDGE_VENV)/.stamp-deps: pyproject.toml
+	[ -x $(EDGE_VENV)/bin/python ] || $(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/pip install -q -e '.[edge]'
+	@if $(EDGE_VENV)/bin/python -c 'import torch' 2>/dev/null; then \
+		echo "$(EDGE_VENV) can import torch: the edge install must not bring it" >&2; exit 1; fi
 	touch $@
 
 # The recipe behind the shipped model (not needed for demo or test).
@@ -54,4 +67,4 @@ bench-rtf: deps
 	$(BIN)/splitasr bench rtf --model ds2 --manifest data/corpus/test_sentences_seen_voices.jsonl --out results/rtf
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache results
+	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache .ruff_cache results

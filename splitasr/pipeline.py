@@ -42,6 +42,7 @@ from splitasr.codecs import Codec, get_codec
 from splitasr.codecs.base import DecodeLimits, read_header
 from splitasr.codecs.state import shipped_state_dir
 from splitasr.decoding import Decoder
+from splitasr.encoded import Encoded
 from splitasr.errors import SplitASRError
 from splitasr.model.stages import AUDIO, SplitModel
 
@@ -49,18 +50,6 @@ from splitasr.model.stages import AUDIO, SplitModel
 class PipelineError(SplitASRError):
     """A request the pipeline cannot serve: unknown split point, or a payload for another
     point or codec than the request names."""
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """What the device sends for one utterance."""
-
-    payload: bytes
-    point: str
-    codec: str
-    samples: int  # audio samples the payload stands for
-    head_ms: float  # the model's head (the front end included)
-    encode_ms: float  # codec compress
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from splitasr.errors import SplitASRError
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"SC"
 FORMAT_VERSION = 2
@@ -566,17 +569,25 @@ class Codec:
         at ``point``: the tail resumes there."""
         return self.transform.decodes_to or point
 
-    def compress(self, x: torch.Tensor, lens: torch.Tensor | None = None, point: int = 0) -> bytes:
-        """Encode ``x`` ``(N, T, C)`` (any float dtype) and its valid lengths ``(N,)``;
-        ``point`` is the split point id the payload carries (opaque to the codec)."""
-        if x.dim() != 3:
-            raise CodecError(f"codecs take (N, T, C) activations, got shape {tuple(x.shape)}")
+    def compress(
+        self, x: torch.Tensor | np.ndarray, lens: torch.Tensor | np.ndarray | None = None, point: int = 0
+    ) -> bytes:
+        """Encode ``x`` ``(N, T, C)`` (any float dtype; a torch tensor or a numpy array) and
+        its valid lengths ``(N,)``; ``point`` is the split point id the payload carries
+        (opaque to the codec). Needs torch only when given torch tensors."""
+        if hasattr(x, "detach"):  # a torch tensor
+            import torch
+
+            x = x.detach().cpu().to(torch.float32).contiguous().numpy()
+        arr = np.ascontiguousarray(x, np.float32)
+        if arr.ndim != 3:
+            raise CodecError(f"codecs take (N, T, C) activations, got shape {tuple(arr.shape)}")
         if lens is None:
-            lens = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
-        lens_t = tuple(int(v) for v in lens.reshape(-1))
-        if len(lens_t) != x.shape[0] or any(not 0 <= v <= x.shape[1] for v in lens_t):
-            raise CodecError(f"valid lengths {list(lens_t)} do not fit shape {tuple(x.shape)}")
-        arr = x.detach().cpu().to(torch.float32).contiguous().numpy()
+            lens_t = (arr.shape[1],) * arr.shape[0]
+        else:
+            lens_t = tuple(int(v) for v in np.asarray(lens).reshape(-1))
+        if len(lens_t) != arr.shape[0] or any(not 0 <= v <= arr.shape[1] for v in lens_t):
+            raise CodecError(f"valid lengths {list(lens_t)} do not fit shape {tuple(arr.shape)}")
         sym = self.transform.forward(arr)
         body = self.coder.encode(sym.data, sym.alphabet)
         return self.pack_payload(sym, body, tuple(arr.shape), lens_t, point)
@@ -607,6 +618,8 @@ class Codec:
         """Decode a payload made by this codec: ``(x (N, T, C) float32, lens (N,) int64)``,
         the activation at :meth:`decodes_to` of the point it was made at. ``limits``
         (default: the codec's) bound what a payload may declare."""
+        import torch
+
         header, body = self._open(payload, limits or self.limits)
         try:
             params = self.transform.unpack_params(header.params, header.shape)

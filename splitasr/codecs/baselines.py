@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.fft
 
 from splitasr.codecs.base import (
     CodecError,
@@ -34,8 +33,20 @@ from splitasr.codecs.base import (
     Transform,
     register_transform,
 )
+from splitasr.errors import MissingDependencyError
 
 F16_MAX = float(np.finfo(np.float16).max)  # 65504: per-channel ranges beyond it are clipped
+
+
+def _fft():
+    """``scipy.fft``, imported where a DCT runs: the edge install has no scipy (143 MB), and
+    registering these codecs must not need it."""
+    try:
+        import scipy.fft
+    except ImportError:
+        hint = "the dct and cs codecs need scipy: pip install 'splitasr[cloud]'"
+        raise MissingDependencyError(hint) from None
+    return scipy.fft
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -256,7 +267,7 @@ def cs_operator(c: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, flo
         raise CodecError(f"cs needs 1 <= M <= C <= {CS_MAX_CHANNELS}, got M={m}, C={c}")
     rng = np.random.default_rng([CS_SEED, c, m])
     phi = rng.standard_normal((m, c)) / np.sqrt(m)
-    a = scipy.fft.dct(phi, norm="ortho", axis=1)
+    a = _fft().dct(phi, norm="ortho", axis=1)
     norms = np.maximum(np.linalg.norm(a, axis=0), 1e-12)
     a = a / norms
     lipschitz = float(np.linalg.eigvalsh(a @ a.T)[-1])
@@ -357,7 +368,7 @@ class _CompressiveSensing(Transform):
         x = np.empty((n * t, c), np.float32)
         for start in range(0, n * t, CS_CHUNK):  # bounds the solver's float64 temporaries
             s = ista(_dequant8(y[start : start + CS_CHUNK], lo, hi), a, lipschitz) / norms
-            x[start : start + CS_CHUNK] = scipy.fft.idct(s, norm="ortho", axis=1)
+            x[start : start + CS_CHUNK] = _fft().idct(s, norm="ortho", axis=1)
         return x.reshape(n, t, c)
 
     def symbol_layout(self, params, shape):
@@ -446,7 +457,7 @@ class _JpegDct(Transform):
         pixels = (x - lo32) * (255.0 / span) - 128.0
         pixels = np.pad(pixels, ((0, 0), (0, tb * 8 - t), (0, cb * 8 - c)), mode="edge")
         blocks = pixels.reshape(n, tb, 8, cb, 8).transpose(0, 1, 3, 2, 4).reshape(-1, 8, 8)
-        coef = scipy.fft.dctn(blocks, axes=(1, 2), norm="ortho") / jpeg_table(self.quality)
+        coef = _fft().dctn(blocks, axes=(1, 2), norm="ortho") / jpeg_table(self.quality)
         q = np.clip(np.rint(coef).reshape(-1, 64), -DCT_OFFSET, DCT_ALPHABET - DCT_OFFSET - 1)
         zz = q[:, ZIGZAG].astype(np.int64)  # (B, 64)
         nonzero = zz != 0
@@ -478,7 +489,7 @@ class _JpegDct(Transform):
                 kept = np.arange(64)[None, :] < lengths[b0:b1, None]
                 zz[kept] = symbols[first[b0] : first[b1]].astype(np.float64) - DCT_OFFSET
                 coef = zz[:, UNZIGZAG].reshape(-1, 8, 8) * table
-                blocks = scipy.fft.idctn(coef, axes=(1, 2), norm="ortho")
+                blocks = _fft().idctn(coef, axes=(1, 2), norm="ortho")
                 pixels = (
                     blocks.reshape(r1 - r0, cb, 8, 8).transpose(0, 2, 1, 3).reshape((r1 - r0) * 8, cb * 8)
                 )

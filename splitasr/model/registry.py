@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from splitasr.errors import CheckpointError
-from splitasr.model.stages import SplitModel
+
+if TYPE_CHECKING:  # the names import without torch (the edge install's CLI lists them)
+    from splitasr.model.stages import SplitModel
 
 DEFAULT_MODEL = "whisper-tiny.en"
 

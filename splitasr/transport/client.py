@@ -16,6 +16,13 @@ cloud does not answer in time.
   estimate and the server's load in the last reply; every reply (and every failure) is fed
   back into the estimator, and a probe (the gRPC health check) runs when the estimate is
   stale. docs/planner.md, "Live".
+* Two edge runtimes: the PyTorch model (``EdgeClient(model, cloud)``: every mode, the local
+  fallback included) or a head-only runtime such as
+  :class:`~splitasr.onnx.edge.OnnxEdge` (``EdgeClient(None, cloud, edge=OnnxEdge(...))``:
+  split and cloud modes; with no whole model here a cloud failure is raised as
+  :class:`CloudError`, not finished locally). This module imports torch, the model and the
+  pipeline only where the PyTorch runtime uses them, so that the edge install
+  (``pip install splitasr[edge]``, no torch) can import it. docs/edge.md.
 """
 
 from __future__ import annotations
@@ -27,20 +34,25 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
-import torch
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from splitasr.decoding import Decoder
+from splitasr.encoded import Encoded
 from splitasr.errors import SplitASRError
-from splitasr.model.stages import SplitModel
-from splitasr.pipeline import AUDIO, Edge, recognise
 from splitasr.planner.estimator import NetworkEstimator, RequestTiming, ServerLoad
-from splitasr.planner.policy import NO_BUDGET, Budget, Decision, Planner
+from splitasr.planner.policy import AUDIO, NO_BUDGET, Budget, Decision, Planner
 from splitasr.transport import splitasr_pb2 as pb
 from splitasr.transport import splitasr_pb2_grpc as pb_grpc
 from splitasr.transport.tls import channel_credentials
+
+if TYPE_CHECKING:  # torch, the model and the pipeline: only with the PyTorch runtime
+    import torch
+
+    from splitasr.decoding import Decoder
+    from splitasr.model.stages import SplitModel
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_PROBE_TIMEOUT_S = 2.0  # a probe's deadline (connecting included)
@@ -55,6 +67,15 @@ _REFUSED = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
 }
+
+
+class HeadRuntime(Protocol):
+    """The device side of the split as :class:`EdgeClient` uses it: what
+    :class:`splitasr.pipeline.Edge` (PyTorch) and :class:`splitasr.onnx.edge.OnnxEdge`
+    (ONNX Runtime, no torch) both are: ``encode(wave (S,) float32 at 16 kHz, point, codec)``
+    -> the payload and its device timings."""
+
+    def encode(self, wave, point: str, codec: str) -> Encoded: ...
 
 
 class CloudError(SplitASRError):
@@ -252,10 +273,14 @@ class EdgeClient:
     model here when the cloud is unreachable or misses its deadline.
 
     Args:
-        model: the local model (the same weights as the cloud's ``model_name``).
+        model: the local PyTorch model (the same weights as the cloud's ``model_name``), or
+            ``None`` with ``edge``: a head-only runtime (ONNX), which cannot run the whole
+            model: ``mode="edge"``, the local fallback, ``mode="auto"`` and streaming need
+            ``model`` (without it a cloud failure raises :class:`CloudError`).
         cloud: the server's client; ``None`` runs every utterance on the edge.
         decoder: the decoder of the local fallback (default: the model's convention).
-        model_name: the name the server serves the model under (default: ``model.name``).
+        model_name: the name the server serves the model under (default: ``model.name``, or
+            ``edge.name``).
         slowdown: emulate a device ``slowdown`` times slower than this machine: after each
             local compute step (head + encode, or the whole model) the client waits
             ``slowdown - 1`` times as long as the step took, and reports the stretched time
@@ -268,11 +293,13 @@ class EdgeClient:
         budget: the WER (and energy) budget of every decision.
         workers: the server's ``--workers`` (the planner's queue term divides by it).
         probe_timeout_s: a probe's deadline.
+        edge: the head and codec runtime (default: :class:`splitasr.pipeline.Edge` of
+            ``model``); required when ``model`` is ``None``.
     """
 
     def __init__(
         self,
-        model: SplitModel,
+        model: SplitModel | None,
         cloud: CloudClient | None,
         decoder: Decoder | None = None,
         model_name: str | None = None,
@@ -283,17 +310,25 @@ class EdgeClient:
         workers: int = 1,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        edge: HeadRuntime | None = None,
     ):
         if not slowdown >= 1.0:
             raise SplitASRError(f"slowdown {slowdown}: must be >= 1 (1: this machine as it is)")
         if workers < 1 or not probe_timeout_s > 0:
             raise SplitASRError("workers must be >= 1 and probe_timeout_s > 0")
         self.model, self.cloud, self.slowdown = model, cloud, float(slowdown)
-        self.edge = Edge(model)
-        self.model_name = model_name or model.name
+        if model is not None:
+            from splitasr.pipeline import Edge
+
+            self.edge: HeadRuntime = edge if edge is not None else Edge(model)
+            self.model_name = model_name or model.name
+        elif edge is None:
+            raise SplitASRError("EdgeClient needs a model (PyTorch) or an edge runtime (edge=OnnxEdge(...))")
+        else:
+            self.edge, self.model_name = edge, model_name or edge.name
         self._decoder = decoder
         if planner is not None:
-            _check_planner(planner, model)
+            _check_planner(planner, self._whole_model("mode auto"))
         self.planner, self.budget, self.workers = planner, budget, workers
         self.estimator = estimator if estimator is not None or planner is None else NetworkEstimator()
         self.probe_timeout_s, self.clock = probe_timeout_s, clock
@@ -306,19 +341,29 @@ class EdgeClient:
     @property
     def decoder(self) -> Decoder:
         if self._decoder is None:
-            self._decoder = self.model.make_decoder()
+            self._decoder = self._whole_model("the local decoder").make_decoder()
         return self._decoder
+
+    def _whole_model(self, what: str) -> SplitModel:
+        """The local PyTorch model, or one line saying that ``what`` needs it."""
+        if self.model is None:
+            raise SplitASRError(
+                f"{what} needs the whole model on this device (--runtime torch); "
+                "the ONNX edge runs the head only: use split or cloud mode"
+            )
+        return self.model
 
     def transcribe(
         self,
-        wave: torch.Tensor,
+        wave: torch.Tensor | np.ndarray,
         point: str | None = None,
         codec: str | None = None,
         mode: str = "split",
         beam: int | None = None,
         timeout_s: float | None = None,
     ) -> EdgeResult:
-        """One waveform ``(S,)`` at 16 kHz. ``mode``: ``split`` (head to ``point``, ``codec``,
+        """One waveform ``(S,)`` float32 at 16 kHz (a tensor for the PyTorch runtime, an array
+        for ONNX). ``mode``: ``split`` (head to ``point``, ``codec``,
         tail in the cloud), ``cloud`` (the audio itself, ``codec`` default pcm16+pack),
         ``edge`` (the whole model here), or ``auto`` (the planner chooses; needs
         ``EdgeClient(planner=...)``; no ``point`` or ``codec``)."""
@@ -331,6 +376,7 @@ class EdgeClient:
         t0 = time.perf_counter()
         if mode == "edge" or self.cloud is None:
             reason = None if mode == "edge" else "no cloud configured"
+            self._whole_model("mode edge" if mode == "edge" else "running without a cloud")
             return self._local(wave, mode, t0, reason, {})
         if mode == "cloud":
             point, codec = AUDIO, codec or CLOUD_CODEC
@@ -362,6 +408,9 @@ class EdgeClient:
         except CloudError as exc:
             if exc.code in _REFUSED:
                 raise
+            if self.model is None:  # nothing here can finish the utterance: the cloud's reason
+                why = f"{exc.details} (no local fallback: the edge runs the head only)"
+                raise CloudError(exc.code, why) from None
             timings["round_trip"] = _ms(time.perf_counter() - t1)
             return self._local(wave, mode, t0, f"{exc.code.name}: {exc.details}", timings)
         replied_ns = time.time_ns()
@@ -477,7 +526,7 @@ class EdgeClient:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         self._probe_if_due(timings)
-        d = self._decide(self.planner, wave.shape[-1] / self.model.sample_rate)
+        d = self._decide(self.planner, wave.shape[-1] / self._whole_model("mode auto").sample_rate)
         o = d.option
         if o.kind == "edge":
             r = self._local(wave, "edge", t0, None, timings)
@@ -555,12 +604,13 @@ class EdgeClient:
         """
         if self.cloud is None:
             raise SplitASRError("streaming needs a cloud (CloudClient)")
+        model = self._whole_model("streaming")
         if chunk_ms <= 0:
             raise SplitASRError(f"chunk_ms {chunk_ms}: must be positive")
         if mode not in ("split", "cloud", "auto"):
             raise SplitASRError(f"unknown streaming mode {mode!r}; choose from split, cloud, auto")
-        rate = self.model.sample_rate
-        if isinstance(audio, torch.Tensor):
+        rate = model.sample_rate
+        if hasattr(audio, "shape"):  # one waveform (a tensor or an array), not an iterable
             seconds = audio.shape[-1] / rate
             source = _paced(audio.reshape(-1), max(1, round(chunk_ms * rate / 1000)), rate, realtime)
         else:
@@ -591,6 +641,8 @@ class EdgeClient:
         self, source: Iterator[torch.Tensor], max_seconds: float, t0: float, timings: dict[str, float]
     ) -> EdgeResult:
         """Edge-only for a streamed utterance: collect it as it comes, then the whole model."""
+        import torch
+
         kept: list[torch.Tensor] = []
         received = 0
         for samples in source:
@@ -618,6 +670,8 @@ class EdgeClient:
     ) -> EdgeResult:
         """One utterance through ``Edge.stream`` and ``TranscribeStream`` (see
         :meth:`transcribe_stream`)."""
+        import torch
+
         rate = self.model.sample_rate
         stream = self.edge.stream(point, codec)  # PipelineError for a point that does not stream
         feed = _StreamFeed(stream, self.model_name, point, beam)
@@ -696,8 +750,10 @@ class EdgeClient:
         )
 
     def _local(self, wave, mode: str, t0: float, reason: str | None, timings: dict) -> EdgeResult:
+        from splitasr.pipeline import recognise
+
         t = time.perf_counter()
-        text = recognise(self.model, wave, self.decoder)
+        text = recognise(self._whole_model("edge-only"), wave, self.decoder)
         spent = _ms(time.perf_counter() - t)
         self._stall(spent)
         timings = {**timings, "edge": round(self.slowdown * spent, 3), "total": _ms(time.perf_counter() - t0)}
@@ -755,11 +811,9 @@ def _paced(wave: torch.Tensor, size: int, rate: int, realtime: bool) -> Iterator
         yield chunk
 
 
-def microphone(
-    seconds: float, chunk_ms: float = DEFAULT_CHUNK_MS, rate: int = 16000
-) -> Iterator[torch.Tensor]:
+def microphone(seconds: float, chunk_ms: float = DEFAULT_CHUNK_MS, rate: int = 16000) -> Iterator[np.ndarray]:
     """Record ``seconds`` from the default input device in ``chunk_ms`` chunks ``(s,)``
-    float32, each yielded as soon as it is recorded (``sounddevice``, an optional package,
+    float32 (NumPy arrays), each yielded as soon as it is recorded (``sounddevice``, an optional package,
     imported here so that nothing else needs it).
 
     Raises:
@@ -773,7 +827,7 @@ def microphone(
     return _record(sounddevice, round(seconds * rate), max(1, round(chunk_ms * rate / 1000)), rate)
 
 
-def _record(sounddevice, total: int, size: int, rate: int) -> Iterator[torch.Tensor]:
+def _record(sounddevice, total: int, size: int, rate: int) -> Iterator[np.ndarray]:
     blocks: queue.SimpleQueue = queue.SimpleQueue()
 
     def callback(indata, frames, _time, _status):
@@ -790,7 +844,7 @@ def _record(sounddevice, total: int, size: int, rate: int) -> Iterator[torch.Ten
         while got < total:
             block = blocks.get()
             got += block.shape[0]
-            yield torch.from_numpy(block)
+            yield block.astype(np.float32, copy=False)
 
 
 def _check_planner(planner: Planner, model: SplitModel) -> None:
@@ -814,4 +868,13 @@ def _ms(seconds: float) -> float:
     return round(1000 * seconds, 3)
 
 
-__all__ = ["CloudClient", "CloudError", "EdgeClient", "EdgeResult", "HEALTH_SERVICE", "MODES", "microphone"]
+__all__ = [
+    "CloudClient",
+    "CloudError",
+    "EdgeClient",
+    "EdgeResult",
+    "HEALTH_SERVICE",
+    "HeadRuntime",
+    "MODES",
+    "microphone",
+]

@@ -1,0 +1,245 @@
+"""The PyTorch parts of the ``lrd`` codec (:mod:`splitasr.codecs.rd`): its network, the
+learned prior and the export of the prior's run-time tables.
+
+Kept apart from the transform so that ``import splitasr.codecs`` needs no torch; the
+transform builds its network on first use (:attr:`splitasr.codecs.rd.Lrd.net`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from splitasr.codecs.base import CodecError
+from splitasr.codecs.entropy import PRIOR_MAX_SYMBOLS, quantise_pmf
+from splitasr.codecs.rd import LIKELIHOOD_FLOOR, TAIL, LrdConfig, lrd_tables_from_state
+
+
+class FactorizedPrior(nn.Module):
+    """Per-channel learned CDF (CompressAI ``EntropyBottleneck``'s density).
+
+    ``channels`` latent channels; ``filters`` the hidden widths of the per-channel monotone
+    MLP (CompressAI's default ``(3, 3, 3, 3)``); ``init_scale`` the initial spread.
+    """
+
+    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 10.0):
+        super().__init__()
+        dims = (1, *filters, 1)
+        scale = init_scale ** (1 / (len(dims) - 1))
+        self.matrices, self.biases, self.factors = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
+        for i in range(len(dims) - 1):
+            init = math.log(math.expm1(1 / scale / dims[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
+            self.biases.append(nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5))
+            if i < len(dims) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
+        self.channels = channels
+
+    def logits_cdf(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(C, 1, M)`` -> logits of the CDF at each point, ``(C, 1, M)``."""
+        h = x
+        for i, (m, b) in enumerate(zip(self.matrices, self.biases, strict=True)):
+            h = torch.matmul(F.softplus(m), h) + b
+            if i < len(self.factors):
+                h = h + torch.tanh(self.factors[i]) * torch.tanh(h)
+        return h
+
+    def likelihood(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` ``(N, T, C)`` (integer-valued or noisy) -> ``P(y - 1/2 < Y < y + 1/2)`` per
+        value, ``(N, T, C)``, floored at :data:`LIKELIHOOD_FLOOR`."""
+        n, t, c = y.shape
+        v = y.permute(2, 0, 1).reshape(c, 1, n * t)
+        lower, upper = self.logits_cdf(v - 0.5), self.logits_cdf(v + 0.5)
+        sign = -torch.sign(lower + upper).detach()  # evaluate in the flatter tail for precision
+        p = (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
+        return p.clamp_min(LIKELIHOOD_FLOOR).reshape(c, n, t).permute(1, 2, 0)
+
+    def bits(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Total code length in bits of ``y`` ``(N, T, C)`` (``mask`` ``(N, T, 1)``: valid frames)."""
+        b = -torch.log2(self.likelihood(y))
+        return (b * mask).sum() if mask is not None else b.sum()
+
+
+@torch.no_grad()
+def _quantile(prior: FactorizedPrior, level: float, span: float = 1e4, steps: int = 60) -> np.ndarray:
+    """Per channel the ``x`` where the CDF reaches ``level``, by bisection: ``(C,)`` float64."""
+    logit = math.log(level / (1 - level))
+    lo = torch.full((prior.channels, 1, 1), -span, dtype=torch.float64)
+    hi = torch.full_like(lo, span)
+    p = prior.double()
+    try:
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            below = p.logits_cdf(mid) < logit
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    finally:
+        prior.float()
+    return ((lo + hi) / 2).reshape(-1).numpy()
+
+
+@torch.no_grad()
+def prior_tables(prior: FactorizedPrior, max_symbols: int = PRIOR_MAX_SYMBOLS) -> dict[str, np.ndarray]:
+    """Run-time tables of a trained prior (see the module docstring): ``median`` ``(C,)``
+    float32, ``offset`` ``(C,)`` int32 (``lo``), ``sizes`` ``(C,)`` int32 and ``freqs``
+    ``(C, L)`` int64 (16-bit frequencies, 0 past a channel's size)."""
+    if not 2 <= max_symbols <= PRIOR_MAX_SYMBOLS:
+        raise CodecError(f"max_symbols must be 2..{PRIOR_MAX_SYMBOLS}")
+    median = _quantile(prior, 0.5).astype(np.float32).astype(np.float64)
+    lo = np.floor(_quantile(prior, TAIL) - median).astype(np.int64)
+    hi = np.ceil(_quantile(prior, 1 - TAIL) - median).astype(np.int64)
+    lo, hi = np.minimum(lo, -1), np.maximum(hi, 1)  # at least 3 symbols
+    half = max_symbols // 2
+    lo, hi = np.maximum(lo, -half), np.minimum(hi, max_symbols - 1 - half)
+    sizes = hi - lo + 1
+    width = int(sizes.max())
+    freqs = np.zeros((prior.channels, width), np.int64)
+    p = prior.double()
+    try:
+        for c in range(prior.channels):
+            k = np.arange(lo[c], hi[c] + 1, dtype=np.float64) + median[c]
+            edges = torch.from_numpy(np.concatenate([k - 0.5, [k[-1] + 0.5]]))
+            logits = p.logits_cdf(edges.expand(prior.channels, 1, -1).contiguous())[c, 0]
+            cdf = torch.sigmoid(logits).numpy()
+            cdf[0], cdf[-1] = 0.0, 1.0  # the clamped tails fold into the end symbols
+            freqs[c, : sizes[c]] = quantise_pmf(np.diff(cdf))
+    finally:
+        prior.float()
+    return {
+        "median": median.astype(np.float32),
+        "offset": lo.astype(np.int32),
+        "sizes": sizes.astype(np.int32),
+        "freqs": freqs,
+    }
+
+
+class _Res(nn.Module):
+    def __init__(self, ch: int, kernel: int = 5):
+        super().__init__()
+        self.conv1 = nn.Conv1d(ch, ch, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv1d(ch, ch, kernel, padding=kernel // 2)
+
+    def forward(self, x):
+        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
+
+
+class LrdNet(nn.Module):
+    """Device encoder, cloud decoder and the latents' prior. Tensors are ``(N, T, C)``.
+
+    * :meth:`encode`: ``(N, T, in_dim)`` -> continuous latent ``(N, ceil(T/stride), latent_dim)``
+      (a strided convolution, GELU, a 1x1 convolution: the only part on the device);
+    * :meth:`decode`: latent -> ``(N, t_out, in_dim)`` (transposed convolution, two
+      residual blocks, a 1x1 convolution).
+    """
+
+    def __init__(self, cfg: LrdConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, d, s, e, h = cfg.in_dim, cfg.latent_dim, cfg.stride, cfg.enc_hidden, cfg.hidden
+        self.register_buffer("in_mean", torch.zeros(c))
+        self.register_buffer("in_std", torch.ones(c))
+        self.enc1 = nn.Conv1d(c, e, kernel_size=2 * s, stride=s, padding=s // 2)
+        self.enc2 = nn.Conv1d(e, d, kernel_size=1)
+        self.up = nn.ConvTranspose1d(d, h, kernel_size=2 * s, stride=s, padding=s // 2)
+        self.dec = nn.Sequential(_Res(h), _Res(h), nn.GELU(), nn.Conv1d(h, c, 1))
+        self.prior = FactorizedPrior(d)
+        if cfg.rates > 1:  # log-gains, spread so a higher index starts finer (more bits)
+            start = torch.linspace(-1.0, 1.0, cfg.rates)[:, None].expand(cfg.rates, d)
+            self.log_gain = nn.Parameter(start.clone())
+            self.log_inv_gain = nn.Parameter(-start.clone())
+
+    def gains(self, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gain (D,), inverse gain (D,))`` at rate position ``rate`` in ``[0, rates-1]``
+        (geometric interpolation between the neighbouring indices); ones with one rate."""
+        if self.cfg.rates == 1:
+            one = torch.ones(self.cfg.latent_dim)
+            return one, one
+        if not 0 <= rate <= self.cfg.rates - 1:
+            raise CodecError(f"lrd rate {rate} is outside 0..{self.cfg.rates - 1}")
+        i = min(int(math.floor(rate)), self.cfg.rates - 2)
+        a = rate - i
+        g = (1 - a) * self.log_gain[i] + a * self.log_gain[i + 1]
+        h = (1 - a) * self.log_inv_gain[i] + a * self.log_inv_gain[i + 1]
+        return g.exp(), h.exp()
+
+    def latent_frames(self, t_in: int) -> int:
+        return self.cfg.latent_frames(t_in)
+
+    def encode(self, x: torch.Tensor, rate: float = 0.0) -> torch.Tensor:
+        """``(N, T, in_dim)`` -> ``(N, ceil(T / stride), latent_dim)``, scaled by the gain
+        of ``rate``."""
+        t_lat = self.latent_frames(x.shape[1])
+        z = (x - self.in_mean) / self.in_std
+        z = self.enc2(F.gelu(self.enc1(z.transpose(1, 2)))).transpose(1, 2)
+        z = z[:, :t_lat]
+        z = F.pad(z, (0, 0, 0, t_lat - z.shape[1])) if z.shape[1] < t_lat else z
+        return z * self.gains(rate)[0] if self.cfg.rates > 1 else z
+
+    def decode(self, q: torch.Tensor, t_out: int, rate: float = 0.0) -> torch.Tensor:
+        """``(N, T_lat, latent_dim)`` -> ``(N, t_out, in_dim)``; ``rate`` as at :meth:`encode`."""
+        if self.cfg.rates > 1:
+            q = q * self.gains(rate)[1]
+        y = self.dec(self.up(q.transpose(1, 2))).transpose(1, 2)
+        y = y[:, :t_out]
+        y = F.pad(y, (0, 0, 0, t_out - y.shape[1])) if y.shape[1] < t_out else y
+        return y * self.in_std + self.in_mean
+
+    def forward(
+        self, x: torch.Tensor, rate: float = 0.0, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass at ``rate``: ``(reconstruction (N, T, in_dim), bits (scalar))``
+        with uniform noise standing in for rounding; ``mask`` ``(N, T_lat, 1)`` marks
+        valid latent frames."""
+        y = self.encode(x, rate)
+        y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        return self.decode(y_tilde, x.shape[1], rate), self.prior.bits(y_tilde, mask)
+
+    def encoder_parameters(self) -> int:
+        """Parameters that run on the device (the normalisation buffers included)."""
+        gains = self.cfg.latent_dim * self.cfg.rates if self.cfg.rates > 1 else 0
+        return (
+            sum(p.numel() for m in (self.enc1, self.enc2) for p in m.parameters())
+            + 2 * self.cfg.in_dim
+            + gains
+        )
+
+    def encoder_flops(self, t_in: int) -> int:
+        """Multiply-adds of :meth:`encode` on ``t_in`` frames (one item)."""
+        cfg, t_lat = self.cfg, self.latent_frames(t_in)
+        return t_lat * (cfg.in_dim * cfg.enc_hidden * 2 * cfg.stride + cfg.enc_hidden * cfg.latent_dim)
+
+
+# ------------------------------------------------------------------ state files
+
+
+def lrd_to_state(net: LrdNet, extra: dict | None = None) -> dict:
+    """Weights (float32), the run-time prior tables and the config, for
+    :func:`~splitasr.codecs.state.save_state`."""
+    arrays = {f"w.{k}": v.detach().cpu().float().numpy() for k, v in net.state_dict().items()}
+    tables = {f"prior.{k}": v for k, v in prior_tables(net.prior).items()}
+    return {**arrays, **tables, "config": asdict(net.cfg), **(extra or {})}
+
+
+def lrd_net_from_state(state: dict) -> LrdNet:
+    """The network of a saved state in eval mode, checked against its config."""
+    cfg, _ = lrd_tables_from_state(state)
+    net = LrdNet(cfg)
+    weights = {k[2:]: torch.from_numpy(np.asarray(v)) for k, v in state.items() if k.startswith("w.")}
+    try:
+        missing, unexpected = net.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:
+        raise CodecError(f"lrd state does not match its config ({exc})") from None
+    if missing or unexpected:
+        raise CodecError(
+            f"lrd state does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return net.eval()
+
+
+def lrd_from_state(state: dict) -> tuple[LrdNet, dict[str, np.ndarray]]:
+    """``(network in eval mode, prior tables)`` from a saved state, checked."""
+    return lrd_net_from_state(state), lrd_tables_from_state(state)[1]
