@@ -202,6 +202,7 @@ def cmd_bench_onnx(args) -> int:
         points=_csv(args.points),
         limit=args.limit,
         onnx_dirs=dict(x.split("=", 1) for x in args.onnx_dir or []),
+        repeats=args.repeats,
         command="splitasr " + " ".join(args.argv),
     )
     return 0
@@ -1065,6 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL=DIR",
         help="exported files to use (default: export anew)",
     )
+    p.add_argument("--repeats", type=int, default=3, help="runs per utterance and runtime, fastest kept")
     p.set_defaults(func=cmd_bench_onnx)
 
     p = bench.add_parser("asr", help="WER/CER of the whole model on test sets, greedy and beam")
