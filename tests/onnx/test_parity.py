@@ -51,7 +51,12 @@ def test_whisper_long_audio_windows(whisper, whisper_export, sample_waves):
 
 @pytest.mark.parametrize(
     "name,point,codec",
-    [("ds2", "proj", "deepcod+ans"), ("ds2", "res1", "q8+ans"), ("ds2", "audio", "bnf+ans")],
+    [
+        ("ds2", "proj", "deepcod+ans"),
+        ("ds2", "proj", "ae+ans"),
+        ("ds2", "res1", "q8+ans"),
+        ("ds2", "audio", "bnf+ans"),
+    ],
 )
 def test_ds2_payloads_decode_to_the_same_text(model, ds2_export, sample_waves, name, point, codec):
     """Float ONNX payloads give the torch payloads' transcripts on the unchanged Cloud
