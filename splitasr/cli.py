@@ -1057,7 +1057,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--manifest", default="data/corpus/test_sentences_seen_voices.jsonl")
     p.add_argument("--out", default="results/onnx")
-    p.add_argument("--models", help="comma-separated (default: whisper-tiny.en,ds2)")
+    p.add_argument("--models", help="comma-separated (default: whisper-tiny.en,whisper-tiny.en-dyn,ds2)")
     p.add_argument("--points", help="comma-separated split points (default: every point of each model)")
     p.add_argument("--limit", type=int, default=100, help="utterances")
     p.add_argument(

@@ -28,7 +28,7 @@ from splitasr.model.registry import load_model
 from splitasr.pipeline import Cloud, Edge
 from splitasr.wer import error_rates
 
-DEFAULT_MODELS = ("whisper-tiny.en", "ds2")
+DEFAULT_MODELS = ("whisper-tiny.en", "whisper-tiny.en-dyn", "ds2")
 DEFAULT_POINTS = {"ds2": "proj", "whisper-tiny.en": "stem", "whisper-tiny.en-dyn": "stem"}
 DEFAULT_CODEC = "deepcod+ans"
 RUNTIMES = ("torch-float", "ort-float", "ort-int8")
