@@ -208,6 +208,7 @@ def cmd_bench_onnx(args) -> int:
         points=_csv(args.points),
         limit=args.limit,
         onnx_dirs=dict(x.split("=", 1) for x in args.onnx_dir or []),
+        repeats=args.repeats,
         command="splitasr " + " ".join(args.argv),
     )
     return 0
@@ -1149,7 +1150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--manifest", default="data/corpus/test_sentences_seen_voices.jsonl")
     p.add_argument("--out", default="results/onnx")
-    p.add_argument("--models", help="comma-separated (default: whisper-tiny.en,ds2)")
+    p.add_argument("--models", help="comma-separated (default: whisper-tiny.en,whisper-tiny.en-dyn,ds2)")
     p.add_argument("--points", help="comma-separated split points (default: every point of each model)")
     p.add_argument("--limit", type=int, default=100, help="utterances")
     p.add_argument(
@@ -1158,6 +1159,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL=DIR",
         help="exported files to use (default: export anew)",
     )
+    p.add_argument("--repeats", type=int, default=3, help="runs per utterance and runtime, fastest kept")
     p.set_defaults(func=cmd_bench_onnx)
 
     p = bench.add_parser("asr", help="WER/CER of the whole model on test sets, greedy and beam")

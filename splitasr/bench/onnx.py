@@ -28,24 +28,33 @@ from splitasr.model.registry import load_model
 from splitasr.pipeline import Cloud, Edge
 from splitasr.wer import error_rates
 
-DEFAULT_MODELS = ("whisper-tiny.en", "ds2")
+DEFAULT_MODELS = ("whisper-tiny.en", "whisper-tiny.en-dyn", "ds2")
 DEFAULT_POINTS = {"ds2": "proj", "whisper-tiny.en": "stem", "whisper-tiny.en-dyn": "stem"}
 DEFAULT_CODEC = "deepcod+ans"
 RUNTIMES = ("torch-float", "ort-float", "ort-int8")
 
 
-def _median_ms(fn, inputs: list, seconds: list[float]) -> tuple[float, float]:
-    """``(median ms per utterance, median ms per second of audio)`` of ``fn(x)`` over
-    ``inputs`` (utterances of ``seconds``), after one warm-up call."""
-    fn(inputs[0])
-    ms, per_s = [], []
-    for x, sec in zip(inputs, seconds, strict=True):
-        t0 = time.perf_counter()
-        fn(x)
-        t = 1000 * (time.perf_counter() - t0)
-        ms.append(t)
-        per_s.append(t / sec)
-    return round(statistics.median(ms), 3), round(statistics.median(per_s), 3)
+def _timings(fns: dict[str, object], inputs: dict[str, list], seconds: list[float], repeats: int) -> dict:
+    """Per runtime ``(median ms per utterance, median ms per second of audio)``: each
+    utterance runs ``repeats`` times on every runtime in turn (interleaved, so a machine
+    busy for a moment slows every runtime alike) and keeps its fastest run; one warm-up
+    call per runtime first."""
+    for r, fn in fns.items():
+        fn(inputs[r][0])
+    best = {r: [float("inf")] * len(seconds) for r in fns}
+    for i in range(len(seconds)):
+        for _ in range(repeats):
+            for r, fn in fns.items():
+                t0 = time.perf_counter()
+                fn(inputs[r][i])
+                best[r][i] = min(best[r][i], 1000 * (time.perf_counter() - t0))
+    return {
+        r: (
+            round(statistics.median(b), 3),
+            round(statistics.median(t / s for t, s in zip(b, seconds, strict=True)), 3),
+        )
+        for r, b in best.items()
+    }
 
 
 def _onnx_size_mb(edge, point: str) -> float:
@@ -66,6 +75,7 @@ def run_onnx_bench(
     points: list[str] | None = None,
     limit: int = 100,
     onnx_dirs: dict[str, str] | None = None,
+    repeats: int = 3,
     command: str = "splitasr bench onnx",
 ) -> dict:
     """Measure (see the module docstring); exports each model's graphs into
@@ -94,14 +104,19 @@ def run_onnx_bench(
         seconds = [len(w) / model.sample_rate for w in waves]
         for point in want:
             info = {i.name: i for i in model.point_info()}[point]
+            fns = {
+                "torch-float": lambda w, e=edge, p=point: e.head(w, p),
+                "ort-float": lambda w, o=onnx["float"], p=point: o.head(w, p),
+                "ort-int8": lambda w, o=onnx["int8"], p=point: o.head(w, p),
+            }
+            inputs = {"torch-float": tw, "ort-float": waves, "ort-int8": waves}
+            times = _timings(fns, inputs, seconds, repeats)
             for runtime in RUNTIMES:
                 if runtime == "torch-float":
                     size = round(info.params_head * 4 / 1e6, 3)
-                    ms, per_s = _median_ms(lambda w, e=edge, p=point: e.head(w, p), tw, seconds)
                 else:
-                    o = onnx[runtime.split("-")[1]]
-                    size = _onnx_size_mb(o, point)
-                    ms, per_s = _median_ms(lambda w, o=o, p=point: o.head(w, p), waves, seconds)
+                    size = _onnx_size_mb(onnx[runtime.split("-")[1]], point)
+                ms, per_s = times[runtime]
                 rows.append(
                     {
                         "model": name,

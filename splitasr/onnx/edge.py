@@ -34,7 +34,7 @@ import numpy as np
 from splitasr.codecs import Codec, CodecError, get_codec
 from splitasr.codecs.learned import Learned
 from splitasr.codecs.rd import Lrd
-from splitasr.codecs.state import STATE_ROOT, shipped_state_dir
+from splitasr.codecs.state import shipped_state_dir
 from splitasr.encoded import Encoded
 from splitasr.errors import SplitASRError
 from splitasr.onnx import frontend
@@ -129,6 +129,8 @@ class OnnxEdge:
             for ``model``).
         precision: ``"int8"`` (quantised heads) or ``"float"``; codec encoders are float.
         threads: ONNX Runtime threads per graph (1: the emulated edge).
+        state_dirs: codec state per split point (default: the shipped state of the
+            model's codec home there), as :class:`splitasr.pipeline.CodecBank` takes it.
 
     Thread-safe: sessions and codecs are built under a lock and then only read.
 
@@ -137,7 +139,12 @@ class OnnxEdge:
     """
 
     def __init__(
-        self, model: str, onnx_dir: str | Path | None = None, precision: str = "int8", threads: int = 1
+        self,
+        model: str,
+        onnx_dir: str | Path | None = None,
+        precision: str = "int8",
+        threads: int = 1,
+        state_dirs: dict[str, str | Path] | None = None,
     ):
         if precision not in PRECISIONS:
             raise OnnxEdgeError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
@@ -157,6 +164,7 @@ class OnnxEdge:
         self.name = model
         self.precision, self.threads = precision, threads
         self.manifest = m
+        self.state_dirs = dict(state_dirs or {})
         self._codecs: dict[tuple[str, str], Codec] = {}
         self._lock = threading.Lock()
 
@@ -235,13 +243,17 @@ class OnnxEdge:
         with self._lock:
             if key in self._codecs:
                 return self._codecs[key]
-        home = self.manifest["codec_homes"][point]
-        codec = get_codec(name, shipped_state_dir(home, point))
+        codec = get_codec(name, self.state_dir(point))
         transform = codec.transform
         if isinstance(transform, Learned | Lrd):
             codec = Codec(transform.with_encoder(self._encoder(point, transform)), codec.coder, codec.limits)
         with self._lock:
             return self._codecs.setdefault(key, codec)
+
+    def state_dir(self, point: str) -> Path:
+        """Where the codecs at ``point`` take their state from."""
+        home = self.manifest["codec_homes"][point]
+        return Path(self.state_dirs.get(point) or shipped_state_dir(home, point))
 
     def _encoder(self, point: str, transform: Learned | Lrd):
         key = f"{point}/{transform.name}"
@@ -255,7 +267,7 @@ class OnnxEdge:
                 f"export it with `splitasr export-onnx --model {self.name} --points {point} "
                 f"--codecs {transform.name}`"
             )
-        _check_state(entry, point, self.manifest["codec_homes"][point], transform.name)
+        _check_state(entry, self.state_dir(point), point, transform.name)
         session = bundle.session(entry["files"]["float"])
         qm_mel = bundle.array(bundle.manifest["frontend"]["qm_mel"]) if transform.name == "bnf" else None
         stride = transform.config.stride
@@ -311,16 +323,15 @@ def whisper_windows(feats: np.ndarray, info: dict, point: str) -> list[np.ndarra
     return out
 
 
-def _check_state(entry: dict, point: str, home: str, name: str) -> None:
-    """Refuse an encoder exported from other codec state than the shipped one the codec
-    uses (its payloads would not decode on a server with the shipped state)."""
-    folder = shipped_state_dir(home, point)
+def _check_state(entry: dict, folder: Path, point: str, name: str) -> None:
+    """Refuse an encoder exported from other codec state than the one in ``folder`` that the
+    codec uses (its payloads would not decode on a server holding that state)."""
     for fname, digest in entry.get("state_sha256", {}).items():
         path = folder / fname
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             raise CodecError(
-                f"the ONNX encoder of {name} at {point!r} was exported from other state than "
-                f"{path.relative_to(STATE_ROOT.parent)}; export it again"
+                f"the ONNX encoder of {name} at {point!r} was exported from other state than {path}; "
+                "export it again"
             )
 
 

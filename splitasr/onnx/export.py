@@ -47,7 +47,7 @@ from splitasr.codecs.state import STATE_ROOT, shipped_state_dir
 from splitasr.errors import SplitASRError
 from splitasr.model.stages import AUDIO, SplitModel
 
-OPSET = 17
+OPSET = 20  # Gelu is an ONNX op from 20: one kernel, also between int8 convolutions
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 LEARNED_TRANSFORMS = ("deepcod", "ae", "bnf", "lrd")
@@ -71,18 +71,21 @@ class Ds2Body(nn.Module):
         self.stages = nn.ModuleList(model.stages[n] for n in names)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = feats
+        # Between convolutions the maps stay (1, C, T', F'): one transpose to (1, T', C * F')
+        # where a stage wants frames (the point, or proj), none per residual block.
+        x, maps = feats, None
         for name, stage in zip(self.names, self.stages, strict=True):
             if name == "conv":
                 x = (x - stage.feat_mean) / stage.feat_std
-                y = torch.relu(stage.norm(stage.conv(x.unsqueeze(1))))  # (1, C, T', F')
-                x = y.permute(0, 2, 1, 3).flatten(2)
-            elif name.startswith("res"):
-                h = x.reshape(1, -1, stage.channels, stage.freq).permute(0, 2, 1, 3)
-                y = torch.relu(stage.norm1(stage.conv1(h)))
-                y = stage.norm2(stage.conv2(y))
-                x = torch.relu(y + h).permute(0, 2, 1, 3).flatten(2)
-            elif name == "proj":
+                maps = torch.relu(stage.norm(stage.conv(x.unsqueeze(1))))  # (1, C, T', F')
+                continue
+            if name.startswith("res"):
+                y = torch.relu(stage.norm1(stage.conv1(maps)))
+                maps = torch.relu(stage.norm2(stage.conv2(y)) + maps)
+                continue
+            if maps is not None:
+                x, maps = maps.permute(0, 2, 1, 3).flatten(2), None
+            if name == "proj":
                 x = F.gelu(stage.norm(stage.linear(x)))
             elif name.startswith("gru"):
                 x, _ = stage.gru(stage.norm(x))
@@ -90,7 +93,7 @@ class Ds2Body(nn.Module):
                 x = stage.linear(x)
             else:
                 raise ExportError(f"no ONNX graph for DS2 stage {name!r}")
-        return x
+        return maps.permute(0, 2, 1, 3).flatten(2) if maps is not None else x
 
 
 class WhisperBody(nn.Module):

@@ -2,15 +2,17 @@
 
 The ONNX exporter cannot export ``torch.stft`` with complex output, and a DFT written as a
 matrix product costs 400 x 402 multiply-adds per frame (about ten times an FFT), so the
-front end runs here, on ``numpy.fft``, and the exported graphs start at the features.
-Same steps as :mod:`splitasr.audio` (centred STFT, periodic Hann window, Slaney mel filters
-saved by the export next to the graphs); computed in float64, so the only difference from
-torch's float32 FFT is torch's rounding (bound in tests/onnx).
+front end runs here, on ``scipy.fft`` (which the codecs need anyway), and the exported
+graphs start at the features. Same steps as :mod:`splitasr.audio` (centred STFT, periodic
+Hann window, Slaney mel filters saved by the export next to the graphs), in float32 as
+torch computes them: the two differ by FFT rounding only (bound in tests/onnx). float32
+also makes the FFT ~6x faster than float64 here (0.2 ms against 1.4 ms for 4 s of audio).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
 from splitasr.audio import (
     HOP_LENGTH,
@@ -23,22 +25,23 @@ from splitasr.audio import (
     WHISPER_LOG_FLOOR,
 )
 
-_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann, as torch
+# periodic Hann, as torch.hann_window
+_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 
 
 def power_spectrum(wave: np.ndarray, pad_mode: str = "constant") -> np.ndarray:
     """Power spectrogram of a centred STFT (400-sample window, 160 hop): ``(S,)`` ->
-    ``(S // 160 + 1, 201)`` float64. ``pad_mode``: ``constant`` (DS2) or ``reflect`` (Whisper)."""
-    padded = np.pad(wave.astype(np.float64), N_FFT // 2, mode=pad_mode)
+    ``(S // 160 + 1, 201)`` float32. ``pad_mode``: ``constant`` (DS2) or ``reflect`` (Whisper)."""
+    padded = np.pad(wave.astype(np.float32), N_FFT // 2, mode=pad_mode)
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
-    spec = np.fft.rfft(frames * _WINDOW, axis=-1)
+    spec = scipy.fft.rfft(frames * _WINDOW, axis=-1, workers=1)
     return spec.real**2 + spec.imag**2
 
 
 def log_mel(wave: np.ndarray, mel: np.ndarray) -> np.ndarray:
     """DS2's natural-log mel features: ``(S,)`` -> ``(S // 160 + 1, M)`` float32, for a
     mel filter bank ``mel (M, 201)``."""
-    return np.log(power_spectrum(wave) @ mel.T.astype(np.float64) + LOG_FLOOR).astype(np.float32)
+    return np.log(power_spectrum(wave) @ mel.T + np.float32(LOG_FLOOR)).astype(np.float32)
 
 
 def qm_codes(wave: np.ndarray, mel: np.ndarray) -> np.ndarray:
@@ -54,6 +57,6 @@ def whisper_log_mel(wave: np.ndarray, mel: np.ndarray) -> np.ndarray:
     ``(S // 160, M)`` float32, floored at the utterance's ``max - 8`` and scaled."""
     extra = max(HOP_LENGTH, N_FFT // 2 + 1 - wave.shape[0])
     power = power_spectrum(np.pad(wave, (0, extra)), pad_mode="reflect")[:-1]  # (S // 160 + 1, F)
-    logs = np.log10(np.maximum(power @ mel.T.astype(np.float64), WHISPER_LOG_FLOOR))
-    logs = np.maximum(logs, logs.max() - WHISPER_DYNAMIC_RANGE)
-    return ((logs + 4.0) / 4.0)[: wave.shape[0] // HOP_LENGTH].astype(np.float32)
+    logs = np.log10(np.maximum(power @ mel.T, np.float32(WHISPER_LOG_FLOOR)))
+    logs = np.maximum(logs, logs.max() - np.float32(WHISPER_DYNAMIC_RANGE))
+    return ((logs + np.float32(4.0)) / np.float32(4.0))[: wave.shape[0] // HOP_LENGTH].astype(np.float32)

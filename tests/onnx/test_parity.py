@@ -51,7 +51,12 @@ def test_whisper_long_audio_windows(whisper, whisper_export, sample_waves):
 
 @pytest.mark.parametrize(
     "name,point,codec",
-    [("ds2", "proj", "deepcod+ans"), ("ds2", "res1", "q8+ans"), ("ds2", "audio", "bnf+ans")],
+    [
+        ("ds2", "proj", "deepcod+ans"),
+        ("ds2", "proj", "ae+ans"),
+        ("ds2", "res1", "q8+ans"),
+        ("ds2", "audio", "bnf+ans"),
+    ],
 )
 def test_ds2_payloads_decode_to_the_same_text(model, ds2_export, sample_waves, name, point, codec):
     """Float ONNX payloads give the torch payloads' transcripts on the unchanged Cloud
@@ -108,3 +113,25 @@ def test_whisper_int8_default_point(whisper, sample_waves):
         rel = np.abs(h_o - h_t.numpy())
         assert float(rel.max() / h_t.abs().max()) < 0.25
         assert float(np.sqrt((rel**2).mean() / (h_t.numpy() ** 2).mean())) < 0.08
+
+
+def test_lrd_encoder_with_rates(model, sample_waves, tmp_path):
+    """An lrd codec with gains (3 rates, an untrained state): its ONNX encoder before the
+    gain and the gain applied in numpy give the torch encoder's symbols; state from a
+    folder of the caller's (``state_dirs``), checked against the export's record of it."""
+    from splitasr.codecs import get_codec
+    from splitasr.onnx.export import export_onnx
+    from tests.codecs.synthetic import untrained_lrd_dir
+
+    state = untrained_lrd_dir(rates=3)
+    export_onnx(model, tmp_path, points=["proj"], codecs=["lrd"], int8=False, state_dirs={"proj": state})
+    onnx_edge = OnnxEdge("ds2", tmp_path, "float", state_dirs={"proj": state})
+    wave = sample_waves[0]
+    h = onnx_edge.head(wave, "proj")
+    torch_codec = get_codec("lrd@1.5+ans", state)
+    want = torch_codec.transform.forward(h).data
+    got = onnx_edge.codec("lrd@1.5+ans", "proj").transform.forward(h).data
+    assert got.shape == want.shape and (got == want).mean() > 0.999
+    payload = onnx_edge.encode(wave, "proj", "lrd@1.5+ans").payload
+    x, _ = torch_codec.decompress(payload)
+    assert x.shape == (1, h.shape[1], 256)
