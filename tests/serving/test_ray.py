@@ -1,0 +1,179 @@
+"""``splitasr serve --backend ray`` in its own process: a local Ray instance, a Serve
+deployment of two DS2 tail replicas, and the gRPC ingress on a loopback port.
+
+100 requests from 8 concurrent clients each get the text ``Cloud.transcribe`` gives for
+the same payload in this process, none lost, duplicated or crossed (request ids); bad
+payloads sent among them get INVALID_ARGUMENT while the others succeed; a stream gets the
+unary transcript; SIGTERM stops the server and leaves no Ray process behind. A bad
+``--address`` is one line and a non-zero exit. Ray Serve is not optional here: ``make
+test`` installs it, and a missing install fails with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from splitasr.audio import SAMPLE_RATE, load_audio
+from splitasr.bench.procs import spawn, splitasr_command, stop
+from splitasr.pipeline import Cloud, Edge
+from splitasr.transport import splitasr_pb2 as pb
+from splitasr.transport.client import CloudClient, CloudError
+
+SAMPLES = Path(__file__).resolve().parents[2] / "splitasr" / "assets" / "samples"
+POINT, CODEC = "proj", "deepcod+ans"
+CLIENTS, REQUESTS, REPLICAS = 8, 100, 2
+# What only Ray runs: its daemons and worker processes ("ray::..." once they run a task).
+RAY_MARKERS = ("ray::", "/ray/core/src/ray/", "/ray/_private/", "/ray/dashboard/", "/ray/autoscaler/")
+
+
+def _require_ray() -> None:
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
+        pytest.fail("Ray Serve is not installed: pip install 'splitasr[ray]' (make test installs it)")
+
+
+def _ray_processes() -> dict[int, str]:
+    """pid -> command line of every Ray process on this machine."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmd for m in RAY_MARKERS):
+            out[int(entry.name)] = cmd[:160]
+    return out
+
+
+@pytest.fixture(scope="module")
+def jobs(model) -> list[tuple[bytes, str]]:
+    """Six payloads of 1-2 s of speech (three recordings, two crops each) and the text
+    the in-process Cloud gives each: ``[(payload, text)]``."""
+    edge, cloud = Edge(model), Cloud(model)
+    out = []
+    for path in sorted(SAMPLES.glob("*.flac")):
+        wave = torch.from_numpy(load_audio(path))
+        for seconds in (1.2, 2.0):
+            payload = edge.encode(wave[: int(seconds * SAMPLE_RATE)], POINT, CODEC).payload
+            out.append((payload, cloud.transcribe(payload, POINT, CODEC).text))
+    assert len(out) == 6 and all(text for _, text in out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory):
+    """The server process and its port; stopped (and checked) by the last test."""
+    _require_ray()
+    before = _ray_processes()
+    log = tmp_path_factory.mktemp("ray") / "serve.log"
+    cmd = splitasr_command(
+        "serve", "--backend", "ray", "--replicas", str(REPLICAS), "--threads", "1", "--port", "0",
+        "--models", "ds2", "--max-batch", "8", "--max-wait-ms", "5", "--grace", "5",
+    )  # fmt: skip
+    t0 = time.monotonic()
+    proc, port = spawn(cmd, log, timeout_s=120)
+    started_s = time.monotonic() - t0
+    yield proc, port, log, before, started_s
+    if proc.poll() is None:
+        stop(proc)
+
+
+def _client_work(port: int, work: list[tuple[int, int | None]], jobs, replies: dict, errors: list) -> None:
+    """Send ``work`` (request id, job index, or None for a bad payload) one after another."""
+    with CloudClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+        for rid, job in work:
+            payload = jobs[job][0] if job is not None else jobs[0][0][: len(jobs[0][0]) // 2]  # truncated
+            try:
+                reply = client.transcribe(payload, "ds2", POINT, CODEC, request_id=rid)
+            except CloudError as exc:
+                errors.append((rid, job, exc.code))
+                continue
+            replies.setdefault(rid, []).append((job, reply))
+
+
+def test_ray_serve_answers_100_requests_from_8_clients(ray_server, jobs):
+    proc, port, log, _, started_s = ray_server
+    assert started_s < 90, f"the deployment took {started_s:.0f} s to come up"
+    bad = {1000 + i for i in range(3)}  # three truncated payloads among the good ones
+    work: list[list[tuple[int, int | None]]] = [[] for _ in range(CLIENTS)]
+    for rid in range(REQUESTS):
+        work[rid % CLIENTS].append((rid + 1, rid % len(jobs)))
+    for i, rid in enumerate(sorted(bad)):
+        work[i].insert(len(work[i]) // 2, (rid, None))
+    replies: dict[int, list] = {}
+    errors: list = []
+    threads = [threading.Thread(target=_client_work, args=(port, w, jobs, replies, errors)) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "clients still waiting after 120 s"
+
+    assert sorted(replies) == list(range(1, REQUESTS + 1))  # none lost
+    assert all(len(r) == 1 for r in replies.values())  # none twice
+    for rid, [(job, reply)] in replies.items():
+        assert reply.request_id == rid  # none crossed
+        assert reply.text == jobs[job][1], f"request {rid}: {reply.text!r} != {jobs[job][1]!r}"
+        t = reply.timings
+        assert 1 <= t.batch_size <= 8 and t.total_ms >= t.tail_ms > 0 and t.queue_ms >= 0
+    assert sorted(rid for rid, _, _ in errors) == sorted(bad)
+    assert {code for _, _, code in errors} == {grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def test_ray_serve_answers_a_stream_and_refuses_unknown_models(ray_server, model, jobs):
+    _, port, *_ = ray_server
+    wave = torch.from_numpy(load_audio(SAMPLES / "digits-lucas-2.flac"))
+    stream = Edge(model).stream(POINT, CODEC)
+    payloads = [p for i in range(0, wave.shape[0], 3200) for p in stream.push(wave[i : i + 3200])]
+    payloads += stream.finish()
+    chunks = [pb.AudioChunk(seq=i, payload=p, last=i == len(payloads) - 1) for i, p in enumerate(payloads)]
+    chunks[0].model, chunks[0].point, chunks[0].codec, chunks[0].request_id = "ds2", POINT, CODEC, 77
+    want = Cloud(model).transcribe(Edge(model).encode(wave, POINT, CODEC).payload, POINT, CODEC).text
+    with CloudClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+        reply = client.transcribe_stream(chunks)
+        assert reply.text == want and reply.request_id == 77 and len(chunks) >= 2
+        with pytest.raises(CloudError) as err:
+            client.transcribe(jobs[0][0], "no-such-model", POINT, CODEC)
+        assert err.value.code == grpc.StatusCode.NOT_FOUND
+        load = client.transcribe(jobs[0][0], "ds2", POINT, CODEC).load
+        assert load.queue_depth == 0 and load.open_streams == 0
+
+
+def test_sigterm_stops_the_server_and_every_ray_process(ray_server):
+    proc, _, log, before, _ = ray_server
+    stop(proc, timeout_s=60)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    deadline = time.monotonic() + 20
+    while (
+        left := {p: c for p, c in _ray_processes().items() if p not in before}
+    ) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"Ray processes left after shutdown: {left}"
+
+
+def test_a_bad_ray_address_is_one_line_and_a_non_zero_exit():
+    _require_ray()
+    cmd = splitasr_command("serve", "--backend", "ray", "--address", "127.0.0.1:1", "--port", "0")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    lines = [x for x in done.stderr.splitlines() if x.startswith("splitasr: error:")]
+    assert len(lines) == 1 and "no Ray cluster reachable" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_backend_flags_need_the_ray_backend(capsys):
+    from splitasr.cli import main
+
+    assert main(["serve", "--replicas", "2", "--port", "0"]) == 2
+    assert "--replicas: only with --backend ray" in capsys.readouterr().err
