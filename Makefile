@@ -37,7 +37,7 @@ $(VENV)/.stamp-deps: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,ray]' numpy==1.26.4  # numpy pinned: ray must not move it
 	touch $@
 
 # The recipe behind the shipped model (not needed for demo or test).
