@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -410,7 +411,11 @@ def connect(settings: RaySettings) -> bool:
         try:
             ray.init(address=settings.address, logging_level=logging.WARNING, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"--address {settings.address}: cannot join the Ray cluster: {exc}") from None
+            raise ConfigError(
+                f"--address {settings.address}: cannot join the Ray cluster ({_first_line(str(exc))}); "
+                "a cluster with token authentication also needs RAY_AUTH_MODE=token and its token "
+                "(docs/serving.md)"
+            ) from None
         return False
     cpus = settings.num_cpus or max(os.cpu_count() or 1, settings.most_replicas * settings.threads)
     ray.init(
@@ -446,10 +451,8 @@ def deploy(settings: RaySettings):
         if state == "RUNNING":
             return handle
         if state in ("DEPLOY_FAILED", "UNHEALTHY"):
-            detail = _first_line(status.message) or next(
-                (_first_line(d.message) for d in status.deployments.values() if d.message), state
-            )
-            raise ConfigError(f"the Ray Serve deployment failed: {detail}")
+            messages = [status.message, *(d.message for d in status.deployments.values())]
+            raise ConfigError(f"the Ray Serve deployment failed: {_reason(messages) or state}")
         if time.monotonic() > deadline:
             raise ConfigError(
                 f"the Ray Serve replicas did not come up within {settings.startup_timeout_s:g} s "
@@ -460,7 +463,15 @@ def deploy(settings: RaySettings):
 
 def _first_line(text: str | None) -> str:
     lines = (text or "").strip().splitlines()
-    return lines[-1][:300] if lines else ""
+    return lines[0][:300] if lines else ""
+
+
+def _reason(messages: list[str | None]) -> str:
+    """The line of Serve's status messages that names the error (``ModuleNotFoundError:
+    No module named ...`` from a replica's traceback), else the first line there is."""
+    lines = [line.strip() for m in messages for line in (m or "").splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    return (errors or lines or [""])[-1 if errors else 0][:300]
 
 
 def undeploy(local: bool) -> None:
