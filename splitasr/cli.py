@@ -391,8 +391,6 @@ def cmd_serve(args) -> int:
 
 def _serve_ray(args, names: list[str], server_kwargs: dict) -> int:
     """``splitasr serve --backend ray``: the tails on Ray Serve (docs/serving.md)."""
-    import signal
-
     from splitasr.serving import load_ray_backend
 
     backend = load_ray_backend()
@@ -423,11 +421,6 @@ def _serve_ray(args, names: list[str], server_kwargs: dict) -> int:
         file=sys.stderr,
         flush=True,
     )
-
-    def interrupt(signum, frame):  # until the server's own handlers: stop what has started
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
     backend.serve_ray(settings, grace_s=args.grace, **server_kwargs)
     return 0
 

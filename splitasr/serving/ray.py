@@ -32,14 +32,16 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import ray
+import ray._private.utils as ray_utils
 import torch
 from ray import serve
 from ray.exceptions import TaskCancelledError
@@ -429,10 +431,11 @@ def connect(settings: RaySettings) -> bool:
     return True
 
 
-def deploy(settings: RaySettings):
+def deploy(settings: RaySettings, check: Callable[[], None] = lambda: None):
     """Deploy the tails (Serve without its HTTP proxy) and wait until every replica is up;
     the :class:`~ray.serve.handle.DeploymentHandle`. Raises :class:`ConfigError` when the
-    application fails or does not come up within ``startup_timeout_s``."""
+    application fails or does not come up within ``startup_timeout_s``; ``check`` is called
+    while waiting (it raises to give up)."""
     serve.start(proxy_location="Disabled", logging_config=QUIET_LOGS)
     app = TailReplica.options(**settings.deployment_options()).bind(
         list(settings.models),
@@ -458,6 +461,7 @@ def deploy(settings: RaySettings):
                 f"the Ray Serve replicas did not come up within {settings.startup_timeout_s:g} s "
                 f"({settings.most_replicas} x {settings.threads} CPUs asked; see `ray status`)"
             )
+        check()  # a signal to stop (StartupSignals)
         time.sleep(STARTUP_POLL_S)
 
 
@@ -483,18 +487,55 @@ def undeploy(local: bool) -> None:
                 serve.shutdown()
             else:
                 serve.delete(APP_NAME)
+    except Exception as exc:  # noqa: BLE001 - stopping goes on; the reason we stop is what matters
+        log.warning("removing the Serve application failed: %s", _first_line(str(exc)) or type(exc).__name__)
     finally:
         ray.shutdown()
 
 
+class StartupSignals:
+    """SIGTERM and SIGINT while Ray starts and the replicas load: remembered, and acted on
+    at a safe point (:meth:`check` raises KeyboardInterrupt), so that what has started is
+    stopped. Interrupting ``ray.init`` half-way (Ray's own SIGTERM handler exits at once)
+    leaves Ray's agent processes running with nobody to stop them; so while this is
+    installed, ``ray.init`` does not install that handler (Ray 2.60 sets it through
+    ``ray._private.utils.set_sigterm_handler``)."""
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def __enter__(self) -> StartupSignals:
+        self._old = {sig: signal.signal(sig, self._remember) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self._ray_setter = ray_utils.set_sigterm_handler
+        ray_utils.set_sigterm_handler = lambda handler: None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        ray_utils.set_sigterm_handler = self._ray_setter
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _remember(self, signum, frame) -> None:
+        self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+
+
 def serve_ray(settings: RaySettings, grace_s: float = 10.0, **server_kwargs) -> None:
     """What ``splitasr serve --backend ray`` runs: Ray up, the tails deployed, the gRPC
-    ingress until SIGTERM/SIGINT, then everything stopped. ``server_kwargs`` are
+    ingress until SIGTERM/SIGINT, then everything stopped (a signal during the start
+    stops what has started). ``server_kwargs`` are
     :func:`~splitasr.transport.server.serve_forever`'s (host, port, token, limits, TLS)."""
     settings.check()
-    local = connect(settings)
+    local = settings.address is None
     try:
-        handle = deploy(settings)
+        with StartupSignals() as signals:
+            local = connect(settings)
+            signals.check()
+            handle = deploy(settings, signals.check)
+            signals.check()
         asyncio.run(serve_forever(None, grace_s=grace_s, tails=RayTails(handle, settings), **server_kwargs))
     finally:
         undeploy(local)
