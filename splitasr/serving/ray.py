@@ -22,7 +22,7 @@ Architecture::
   (at most ``max_stream_bytes``); at the chunk marked ``last`` they go to a replica
   together, which decodes them as :class:`~splitasr.pipeline.CloudStream` does and runs
   the tail through the same batch queue.
-* :func:`serve` starts Ray (a local instance, or joins ``address``), deploys, serves gRPC
+* :func:`serve_ray` starts Ray (a local instance, or joins ``address``), deploys, serves gRPC
   until SIGTERM/SIGINT, and then removes the deployment and stops what it started.
 """
 
@@ -155,8 +155,8 @@ class RaySettings:
 @dataclass(frozen=True)
 class TailError:
     """A request the replica could not serve, as a value: ``code`` is the gRPC status
-    name (``INVALID_ARGUMENT``: the payload, point or codec; ``NOT_FOUND``: the model;
-    ``INTERNAL``: a bug) and ``message`` one line."""
+    name (``INVALID_ARGUMENT``: the payload, point or codec; ``INTERNAL``: a bug, e.g. a
+    model the ingress serves and the replica does not) and ``message`` one line."""
 
     code: str
     message: str
@@ -174,7 +174,8 @@ class ReplicaReply:
 
 
 class _Item(NamedTuple):
-    """One request in a replica's batch (a stream's payload is its decoded Activation)."""
+    """One request in a replica's batch; a stream's payload is its decoded
+    :class:`~splitasr.pipeline.Activation` (``h (1, T, C)`` at the stream's point)."""
 
     model: str
     payload: bytes | Activation
@@ -259,7 +260,7 @@ class TailReplica:
 
     def _cloud(self, model: str) -> Cloud:
         if model not in self.clouds:
-            raise LookupError(f"unknown model {model!r}; served: {', '.join(sorted(self.clouds))}")
+            raise RuntimeError(_not_loaded(model, self.clouds))
         return self.clouds[model]
 
     def _decoder(self, model: str, beam: int | None) -> Decoder | None:
@@ -279,7 +280,7 @@ class TailReplica:
             if item.model in self.clouds:
                 by_model.setdefault(item.model, []).append(i)
             else:
-                results[i] = _tail_error(LookupError(f"unknown model {item.model!r}"))
+                results[i] = _tail_error(RuntimeError(_not_loaded(item.model, self.clouds)))
         for model, rows in by_model.items():
             try:
                 batch = [
@@ -295,13 +296,17 @@ class TailReplica:
         return [ReplicaReply(r, run_ms) for r in results]  # type: ignore[arg-type]
 
 
+def _not_loaded(model: str, clouds: dict[str, Cloud]) -> str:
+    """The ingress checked the name against the same list: a replica without the model
+    means the two disagree (a bug, or a replica of another deployment)."""
+    return f"replica has no model {model!r} (it loaded {', '.join(sorted(clouds))})"
+
+
 def _tail_error(exc: BaseException) -> TailError:
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
     if isinstance(exc, SplitASRError):
         return TailError("INVALID_ARGUMENT", line)
-    if isinstance(exc, LookupError):
-        return TailError("NOT_FOUND", line)
     log.error("tail failed", exc_info=exc)
     return TailError("INTERNAL", f"{type(exc).__name__}: {line}")
 
@@ -335,7 +340,7 @@ class RayTails:
         return _RayStream(self, model, point, codec, beam)
 
     async def close(self) -> None:
-        """Nothing runs in the ingress; :func:`serve` removes the deployment."""
+        """Nothing runs in the ingress; :func:`serve_ray` removes the deployment."""
 
 
 class _RayStream:
