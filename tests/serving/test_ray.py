@@ -179,3 +179,22 @@ def test_backend_flags_need_the_ray_backend(capsys):
 
     assert main(["serve", "--replicas", "2", "--port", "0"]) == 2
     assert "--replicas: only with --backend ray" in capsys.readouterr().err
+
+
+def test_autoscale_maps_to_serve_autoscaling_config(capsys):
+    _require_ray()
+    from splitasr.cli import main
+    from splitasr.serving.ray import RaySettings, TailReplica
+
+    opts = RaySettings(
+        models=("ds2",), replicas=2, threads=2, max_batch=4, autoscale=(1, 6)
+    ).deployment_options()
+    assert "num_replicas" not in opts and opts["ray_actor_options"] == {"num_cpus": 2}
+    want = {"min_replicas": 1, "max_replicas": 6, "initial_replicas": 2, "target_ongoing_requests": 4.0}
+    assert opts["autoscaling_config"] == want and opts["max_ongoing_requests"] == 8
+    config = TailReplica.options(**opts)._deployment_config  # Serve validates the options here
+    assert config.autoscaling_config.max_replicas == 6 and config.max_ongoing_requests == 8
+    fixed = RaySettings(models=("ds2",), replicas=3).deployment_options()
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert main(["serve", "--backend", "ray", "--autoscale", "4:1", "--port", "0"]) == 2
+    assert "--autoscale 4:1: need 0 <= MIN <= MAX" in capsys.readouterr().err
