@@ -4,9 +4,11 @@ deployment of two DS2 tail replicas, and the gRPC ingress on a loopback port.
 100 requests from 8 concurrent clients each get the text ``Cloud.transcribe`` gives for
 the same payload in this process, none lost, duplicated or crossed (request ids); bad
 payloads sent among them get INVALID_ARGUMENT while the others succeed; a stream gets the
-unary transcript; SIGTERM stops the server and leaves no Ray process behind. A bad
-``--address`` is one line and a non-zero exit. Ray Serve is not optional here: ``make
-test`` installs it, and a missing install fails with the command that installs it.
+unary transcript; SIGTERM stops the server and leaves none of the Ray processes it
+started (daemons, agents, controller, replicas) behind. A bad ``--address`` is one line
+and a non-zero exit; ``--autoscale`` becomes Serve's autoscaling settings. Ray Serve is
+not optional here: ``make test`` installs it, and a missing install fails with the
+command that installs it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ from splitasr.transport.client import CloudClient, CloudError
 SAMPLES = Path(__file__).resolve().parents[2] / "splitasr" / "assets" / "samples"
 POINT, CODEC = "proj", "deepcod+ans"
 CLIENTS, REQUESTS, REPLICAS = 8, 100, 2
-# What only Ray runs: its daemons and worker processes ("ray::..." once they run a task).
-RAY_MARKERS = ("ray::", "/ray/core/src/ray/", "/ray/_private/", "/ray/dashboard/", "/ray/autoscaler/")
 
 
 def _require_ray() -> None:
@@ -40,19 +40,32 @@ def _require_ray() -> None:
         pytest.fail("Ray Serve is not installed: pip install 'splitasr[ray]' (make test installs it)")
 
 
-def _ray_processes() -> dict[int, str]:
-    """pid -> command line of every Ray process on this machine."""
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process on this machine."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            stat = (entry / "stat").read_text()
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(m in cmd for m in RAY_MARKERS):
-            out[int(entry.name)] = cmd[:160]
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out[int(entry.name)] = (ppid, cmd[:160])
     return out
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> command line of every process under ``root`` (Ray's daemons, workers, replicas)."""
+    procs, found, todo = _processes(), {}, [root]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, cmd) in procs.items():
+            if ppid == parent and pid not in found:
+                found[pid] = cmd
+                todo.append(pid)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +87,6 @@ def jobs(model) -> list[tuple[bytes, str]]:
 def ray_server(tmp_path_factory):
     """The server process and its port; stopped (and checked) by the last test."""
     _require_ray()
-    before = _ray_processes()
     log = tmp_path_factory.mktemp("ray") / "serve.log"
     cmd = splitasr_command(
         "serve", "--backend", "ray", "--replicas", str(REPLICAS), "--threads", "1", "--port", "0",
@@ -83,7 +95,7 @@ def ray_server(tmp_path_factory):
     t0 = time.monotonic()
     proc, port = spawn(cmd, log, timeout_s=120)
     started_s = time.monotonic() - t0
-    yield proc, port, log, before, started_s
+    yield proc, port, log, started_s
     if proc.poll() is None:
         stop(proc)
 
@@ -102,7 +114,7 @@ def _client_work(port: int, work: list[tuple[int, int | None]], jobs, replies: d
 
 
 def test_ray_serve_answers_100_requests_from_8_clients(ray_server, jobs):
-    proc, port, log, _, started_s = ray_server
+    proc, port, log, started_s = ray_server
     assert started_s < 90, f"the deployment took {started_s:.0f} s to come up"
     bad = {1000 + i for i in range(3)}  # three truncated payloads among the good ones
     work: list[list[tuple[int, int | None]]] = [[] for _ in range(CLIENTS)]
@@ -152,13 +164,18 @@ def test_ray_serve_answers_a_stream_and_refuses_unknown_models(ray_server, model
 
 
 def test_sigterm_stops_the_server_and_every_ray_process(ray_server):
-    proc, _, log, before, _ = ray_server
+    proc, _, log, _ = ray_server
+    ours = _descendants(proc.pid)  # the local Ray instance: daemons, agents, controller, replicas
+    assert sum("ServeReplica" in cmd for cmd in ours.values()) == REPLICAS, ours
+    assert any("gcs_server" in cmd for cmd in ours.values()) and any("raylet" in cmd for cmd in ours.values())
     stop(proc, timeout_s=60)
     assert proc.returncode == 0, log.read_text()[-2000:]
     deadline = time.monotonic() + 20
-    while (
-        left := {p: c for p, c in _ray_processes().items() if p not in before}
-    ) and time.monotonic() < deadline:
+    while True:
+        alive = _processes()
+        left = {pid: cmd for pid, cmd in ours.items() if pid in alive and alive[pid][1] == cmd}
+        if not left or time.monotonic() > deadline:
+            break
         time.sleep(0.5)
     assert not left, f"Ray processes left after shutdown: {left}"
 
