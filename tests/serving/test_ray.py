@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from splitasr.audio import SAMPLE_RATE, load_audio
 from splitasr.bench.procs import spawn, splitasr_command, stop
 from splitasr.pipeline import Cloud, Edge
+from splitasr.serving import RAY_EXTRA
 from splitasr.transport import splitasr_pb2 as pb
 from splitasr.transport.client import CloudClient, CloudError
 
@@ -215,3 +217,13 @@ def test_autoscale_maps_to_serve_autoscaling_config(capsys):
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
     assert main(["serve", "--backend", "ray", "--autoscale", "4:1", "--port", "0"]) == 2
     assert "--autoscale 4:1: need 0 <= MIN <= MAX" in capsys.readouterr().err
+
+
+def test_without_ray_the_backend_says_how_to_install_it(monkeypatch, capsys):
+    from splitasr.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # an import of ray now fails as if it were absent
+    monkeypatch.setitem(sys.modules, "ray.serve", None)
+    assert main(["serve", "--backend", "ray", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["splitasr: error: --backend ray needs Ray Serve (ray.serve is missing): " + RAY_EXTRA]
