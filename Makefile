@@ -39,7 +39,7 @@ $(VENV)/.stamp-deps: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[cloud,edge,dev]'
+	$(BIN)/pip install -q -e '.[cloud,edge,dev,ray]' numpy==1.26.4  # numpy pinned: ray must not move it
 	touch $@
 
 # The edge install in its own venv, as a device gets it: `pip install '.[edge]'` (editable,

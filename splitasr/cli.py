@@ -403,6 +403,11 @@ def cmd_serve(args) -> int:
     from splitasr.model.registry import DEFAULT_MODEL, available_models
     from splitasr.transport.server import load_clouds, serve_forever
 
+    ray_only = {"--replicas": args.replicas, "--address": args.address, "--autoscale": args.autoscale}
+    ray_only |= {"--target-ongoing": args.target_ongoing, "--ray-cpus": args.ray_cpus}
+    given = [flag for flag, value in ray_only.items() if value is not None]
+    if args.backend != "ray" and given:
+        raise ConfigError(f"{', '.join(given)}: only with --backend ray")
     _setup_threads(args)
     names = [DEFAULT_MODEL] if args.models is None else _csv(args.models)
     unknown = [n for n in names if n not in available_models()]
@@ -428,23 +433,64 @@ def cmd_serve(args) -> int:
 
         credentials = server_credentials(args.tls_cert, args.tls_key)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    server_kwargs = {
+        "host": args.host,
+        "port": args.port,
+        "token": token,
+        "max_message_bytes": int(args.max_message_mb * 1024 * 1024),
+        "credentials": credentials,
+        "max_streams": args.max_streams,
+    }
+    if args.backend == "ray":
+        return _serve_ray(args, names, server_kwargs)
     print(f"splitasr serve: loading {', '.join(names)}", file=sys.stderr, flush=True)
     clouds = load_clouds(names, max_seconds=args.max_seconds)
     asyncio.run(
         serve_forever(
             clouds,
             grace_s=args.grace,
-            host=args.host,
-            port=args.port,
-            token=token,
-            max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             workers=args.workers,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
-            credentials=credentials,
-            max_streams=args.max_streams,
+            **server_kwargs,
         )
     )
+    return 0
+
+
+def _serve_ray(args, names: list[str], server_kwargs: dict) -> int:
+    """``splitasr serve --backend ray``: the tails on Ray Serve (docs/serving.md)."""
+    from splitasr.serving import load_ray_backend
+
+    backend = load_ray_backend()
+    autoscale = None
+    if args.autoscale is not None:
+        low, sep, high = args.autoscale.partition(":")
+        if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+            raise ConfigError(f"--autoscale {args.autoscale}: expected MIN:MAX, e.g. 1:4")
+        autoscale = (int(low), int(high))
+    settings = backend.RaySettings(
+        models=tuple(names),
+        replicas=1 if args.replicas is None else args.replicas,
+        threads=args.threads or 1,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_seconds=args.max_seconds,
+        autoscale=autoscale,
+        target_ongoing=args.target_ongoing,
+        address=args.address or os.environ.get("RAY_ADDRESS") or None,
+        num_cpus=args.ray_cpus,
+        max_stream_bytes=2 * server_kwargs["max_message_bytes"],
+    )
+    settings.check()
+    where = settings.address or "a local Ray instance"
+    print(
+        f"splitasr serve: deploying {', '.join(names)} on {where} "
+        f"({settings.replicas} replica(s) x {settings.threads} thread(s))",
+        file=sys.stderr,
+        flush=True,
+    )
+    backend.serve_ray(settings, grace_s=args.grace, **server_kwargs)
     return 0
 
 
@@ -1319,10 +1365,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="most streams open at once (more: RESOURCE_EXHAUSTED)",
     )
-    p.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="PyTorch CPU threads (0: its default; --backend ray: per replica, 0 means 1)",
+    )
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM")
     p.add_argument("--tls-cert", help="serve TLS with this PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", help="the PEM private key of --tls-cert (unencrypted)")
+    p.add_argument(
+        "--backend",
+        choices=("embedded", "ray"),
+        default="embedded",
+        help="where tails run: this process (embedded) or a Ray Serve deployment (ray; docs/serving.md)",
+    )
+    p.add_argument(
+        "--replicas", type=int, help="--backend ray: tail replicas (default 1; with --autoscale: initial)"
+    )
+    p.add_argument(
+        "--address",
+        help="--backend ray: join this Ray cluster (auto, HOST:PORT of its head, ray://HOST:10001; "
+        "default: $RAY_ADDRESS, else a local Ray instance started and stopped with the server)",
+    )
+    p.add_argument("--autoscale", metavar="MIN:MAX", help="--backend ray: let Serve scale the replicas")
+    p.add_argument(
+        "--target-ongoing",
+        type=float,
+        help="--backend ray with --autoscale: requests per replica to scale for (default: --max-batch)",
+    )
+    p.add_argument(
+        "--ray-cpus",
+        type=int,
+        help="--backend ray, local instance: its CPUs (default: max(cores, replicas x threads))",
+    )
     p.set_defaults(func=cmd_serve)
 
     from splitasr.netem.profiles import available_profiles

@@ -22,6 +22,7 @@ RUNTIME = tuple(
         "transport",
         "planner",
         "netem",
+        "serving",
     )
     if (PACKAGE / p).is_dir() or (PACKAGE / f"{p}.py").is_file()
 )

@@ -34,6 +34,11 @@ more than ``max_streams`` open at once -> ``RESOURCE_EXHAUSTED`` at once; a clie
 goes away mid-stream -> its frames are dropped and it is logged as ``CANCELLED``.
 
 Each request and each stream logs one JSON line to the ``splitasr.server`` logger.
+
+**Tail runners**: everything above except where tails run is the service's; the tails are a
+:class:`TailRunner`'s. :class:`LocalTails` runs them here (the models loaded in this process,
+the thread pool and batching above); :class:`splitasr.serving.ray.RayTails` sends them to a
+Ray Serve deployment (``splitasr serve --backend ray``, docs/serving.md).
 """
 
 from __future__ import annotations
@@ -47,15 +52,16 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from splitasr.decoding import Decoder
 from splitasr.errors import SplitASRError
-from splitasr.pipeline import Cloud
+from splitasr.pipeline import Cloud, Decoded
 from splitasr.transport import splitasr_pb2 as pb
 from splitasr.transport import splitasr_pb2_grpc as pb_grpc
 
@@ -80,6 +86,60 @@ class _StreamRefused(Exception):
         self.code, self.message = code, message
 
 
+class TailOutcome(NamedTuple):
+    """What a tail runner gives for one request.
+
+    ``result`` is a :class:`~splitasr.pipeline.Decoded`, or the exception that fails this
+    request alone (a :class:`SplitASRError` for a bad payload); ``started`` is when its
+    tail began, in this process's ``time.perf_counter()`` (for a remote tail, the arrival
+    of the reply less the replica's run time: the queue, the batching wait and the trip
+    there count as queueing); ``frames`` are a stream's decoded frames (0 for unary calls).
+    """
+
+    result: Decoded | Exception
+    started: float
+    frames: int = 0
+
+
+class TailUnavailable(Exception):
+    """The tails cannot be reached (a replica or the cluster went away): ``UNAVAILABLE``."""
+
+
+class TailStream(Protocol):
+    """One streamed utterance inside a tail runner: chunk payloads as they arrive (after
+    the service checked the chunk), then the tail once the chunk marked ``last`` came."""
+
+    async def add(self, payload: bytes) -> None: ...
+
+    async def finish(self, floor: float | None) -> TailOutcome: ...
+
+
+class TailRunner(Protocol):
+    """Where a :class:`CloudService` runs its tails: :class:`LocalTails` (this process's
+    threads, the embedded server) or :class:`splitasr.serving.ray.RayTails` (a Ray Serve
+    deployment). The service does the rest (auth, checks, status codes, logs, load), so
+    every backend speaks the same protocol with the same replies.
+
+    ``model`` is always one of :attr:`models` and ``beam`` None or within ``1..MAX_BEAM``
+    (the service checked both); errors of the payload, point or codec are the runner's
+    (returned as ``TailOutcome.result`` or raised, a :class:`SplitASRError` either way).
+    """
+
+    models: tuple[str, ...]
+
+    def max_seconds(self, model: str) -> float: ...
+
+    def attach(self, busy: Callable[[], int]) -> None: ...
+
+    async def run(
+        self, model: str, payload: bytes, point: str, codec: str, beam: int | None
+    ) -> TailOutcome: ...
+
+    async def stream(self, model: str, point: str, codec: str, beam: int | None) -> TailStream: ...
+
+    async def close(self) -> None: ...
+
+
 class _Queued:
     """A request waiting for its batch: what to run (a payload, or a finished stream's
     :class:`~splitasr.pipeline.Activation`), and the future its handler awaits."""
@@ -91,61 +151,52 @@ class _Queued:
         self.decoder, self.future, self.started = decoder, future, None
 
 
-class CloudService(pb_grpc.CloudServicer):
-    """The ``splitasr.v1.Cloud`` service over a set of loaded models.
+class LocalTails:
+    """The embedded server's tails: the models loaded in this process, run on a thread
+    pool, with the dynamic batching of the module docstring.
 
     Args:
         clouds: model name -> its :class:`Cloud` (shared, read-only).
-        token: when set, every call must carry ``authorization: Bearer <token>``.
         executor: where tails run (default: a pool of ``workers`` threads).
         max_batch: most requests of one model whose tails run as one batch (1: no batching).
         max_wait_ms: how long a batch waits for more requests after its first one.
-        max_streams: most streams open at once; one more is refused (RESOURCE_EXHAUSTED).
     """
 
     def __init__(
         self,
         clouds: Mapping[str, Cloud],
-        token: str | None = None,
         executor: ThreadPoolExecutor | None = None,
         workers: int = 2,
         max_batch: int = 1,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
-        max_streams: int = DEFAULT_MAX_STREAMS,
     ):
         if max_batch < 1 or max_wait_ms < 0:
             raise SplitASRError(f"max_batch {max_batch} must be >= 1 and max_wait_ms {max_wait_ms} >= 0")
-        if max_streams < 0:
-            raise SplitASRError(f"max_streams {max_streams} must be >= 0")
         self.clouds = dict(clouds)
-        self.max_streams = max_streams
-        self._streams = 0  # streams open now
+        self.models = tuple(self.clouds)
         self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000
         self.workers = executor._max_workers if executor is not None else workers
-        self._token = f"Bearer {token}".encode() if token else None
         self.executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud")
         self._decoders: dict[tuple[str, int], Decoder] = {}
         self._decoders_lock = threading.Lock()
-        self._pending = 0
-        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
+        self._busy: Callable[[], int] = lambda: 0
         # Batching machinery, made in the serving loop on first use (one queue and batcher
         # per model, one semaphore of free workers); the models themselves stay read-only.
         self._queues: dict[str, asyncio.Queue[_Queued]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._free: asyncio.Semaphore | None = None
 
-    def _authorised(self, context) -> bool:
-        if self._token is None:
-            return True
-        got = dict(context.invocation_metadata() or ()).get("authorization", "")
-        got = got.encode() if isinstance(got, str) else bytes(got)
-        return hmac.compare_digest(got, self._token)
+    def max_seconds(self, model: str) -> float:
+        return self.clouds[model].max_seconds
+
+    def attach(self, busy: Callable[[], int]) -> None:
+        """``busy()``: the calls in the server now (a batch does not wait for more when
+        the ones it holds are all there are)."""
+        self._busy = busy
 
     def _decoder(self, name: str, beam: int | None) -> Decoder | None:
         if beam is None:
             return None  # the Cloud's default: the model's convention
-        if not 1 <= beam <= MAX_BEAM:
-            raise SplitASRError(f"beam {beam}: must be 1..{MAX_BEAM}")
         with self._decoders_lock:
             key = (name, beam)
             if key not in self._decoders:
@@ -156,84 +207,34 @@ class CloudService(pb_grpc.CloudServicer):
         """:meth:`_decoder`, building a missing one on a helper thread: a new beam width can
         load a language model or a tokenizer (0.2-1 s), which must not stall the event loop
         and every other call with it."""
-        if beam is None or (name, beam) in self._decoders or not 1 <= beam <= MAX_BEAM:
+        if beam is None or (name, beam) in self._decoders:
             return self._decoder(name, beam)
         return await asyncio.get_running_loop().run_in_executor(None, self._decoder, name, beam)
 
-    def load(self) -> pb.ServerLoad:
-        recent = list(self._recent)
-        mean = sum(recent) / len(recent) if recent else 0.0
-        return pb.ServerLoad(
-            queue_depth=self._pending, mean_service_ms=round(mean, 3), open_streams=self._streams
-        )
+    async def run(self, model: str, payload: bytes, point: str, codec: str, beam: int | None) -> TailOutcome:
+        cloud = self.clouds[model]
+        decoder = await self._decoder_off_loop(model, beam)
+        if self.max_batch > 1:
+            got, started = await self._batched(model, payload, point, codec, decoder)
+            return TailOutcome(got, started)
+        started = [time.perf_counter()]
 
-    async def Transcribe(self, request: pb.TranscribeRequest, context) -> pb.TranscribeReply:
-        received, received_ns = time.perf_counter(), time.time_ns()
-        self._pending += 1
-        code, message, reply, started, batch = grpc.StatusCode.OK, "", None, [received], [0]
+        def work():
+            started[0] = time.perf_counter()
+            return cloud.transcribe(payload, point, codec, decoder)
+
         try:
-            if not self._authorised(context):
-                code, message = grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
-            elif request.model not in self.clouds:
-                code = grpc.StatusCode.NOT_FOUND
-                message = f"unknown model {request.model!r}; served: {', '.join(sorted(self.clouds))}"
-            else:
-                cloud = self.clouds[request.model]
-                beam = request.beam if request.HasField("beam") else None
-                decoder = await self._decoder_off_loop(request.model, beam)
-                if self.max_batch == 1:
+            got = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+        except Exception as exc:  # noqa: BLE001 - the service maps it to a status
+            got = exc
+        return TailOutcome(got, started[0])
 
-                    def work():
-                        started[0] = time.perf_counter()
-                        return cloud.transcribe(request.payload, request.point, request.codec, decoder)
-
-                    got = await asyncio.get_running_loop().run_in_executor(self.executor, work)
-                else:
-                    got, started[0] = await self._batched(
-                        request.model, request.payload, request.point, request.codec, decoder
-                    )
-                    if isinstance(got, Exception):
-                        raise got
-                batch[0] = got.batch
-                total = _ms(time.perf_counter() - received)
-                self._recent.append(total)
-                timings = pb.ServerTimings(
-                    queue_ms=_ms(started[0] - received),
-                    decode_ms=got.decode_ms,
-                    tail_ms=got.tail_ms,
-                    text_ms=got.text_ms,
-                    total_ms=total,
-                    batch_size=got.batch,
-                )
-                reply = pb.TranscribeReply(
-                    request_id=request.request_id,
-                    text=got.text,
-                    timings=timings,
-                    received_unix_ns=received_ns,
-                )
-        except asyncio.CancelledError:  # the client went away or its deadline passed
-            self._log(
-                request,
-                context,
-                grpc.StatusCode.CANCELLED,
-                "cancelled by the client",
-                received,
-                started[0],
-                batch[0],
-            )
-            raise
-        except SplitASRError as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, _one_line(exc)
-        except Exception as exc:  # a bug: answer, log, keep serving
-            log.exception("request %016x failed", request.request_id)
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
-        finally:
-            self._pending -= 1
-        self._log(request, context, code, message, received, started[0], batch[0])
-        if reply is None:
-            await context.abort(code, message)
-        reply.load.CopyFrom(self.load())
-        return reply
+    async def stream(self, model: str, point: str, codec: str, beam: int | None) -> _LocalStream:
+        cloud = self.clouds[model]
+        decoder = await self._decoder_off_loop(model, beam)
+        # building a codec may read its state from disk: on the pool
+        stream = await asyncio.get_running_loop().run_in_executor(self.executor, cloud.stream, point, codec)
+        return _LocalStream(self, model, stream, decoder)
 
     async def _batched(self, model: str, payload, point: str, codec: str, decoder: Decoder | None):
         """Queue one request (a payload, or a stream's Activation) for its model's
@@ -266,7 +267,7 @@ class CloudService(pb_grpc.CloudServicer):
                 while len(batch) < self.max_batch:
                     if queue.empty():
                         left = deadline - loop.time()
-                        if left <= 0 or self._pending + self._streams <= len(batch):
+                        if left <= 0 or self._busy() <= len(batch):
                             break  # time is up, or no other call is in the server to wait for
                         # not wait_for: on Python 3.11 it can drop an item that arrives
                         # just as the time runs out
@@ -316,6 +317,157 @@ class CloudService(pb_grpc.CloudServicer):
             except (asyncio.CancelledError, Exception):
                 pass
 
+
+class _LocalStream:
+    """A stream of the embedded server: each payload decoded on the pool as it arrives
+    (:class:`~splitasr.pipeline.CloudStream`), the tail through the batching queue."""
+
+    def __init__(self, tails: LocalTails, model: str, stream, decoder: Decoder | None):
+        self.tails, self.model, self.stream, self.decoder = tails, model, stream, decoder
+
+    async def add(self, payload: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.tails.executor, self.stream.add, payload)
+
+    async def finish(self, floor: float | None) -> TailOutcome:
+        act = self.stream.end(floor)
+        frames = int(act.lens[0])
+        point, codec = self.stream.point, self.stream.codec
+        if self.tails.max_batch > 1:
+            got, started = await self.tails._batched(self.model, act, point, codec, self.decoder)
+            return TailOutcome(got, started, frames)
+        cloud, started = self.tails.clouds[self.model], [time.perf_counter()]
+
+        def work():
+            started[0] = time.perf_counter()
+            return cloud.transcribe_batch([(act, point, codec, self.decoder)])[0]
+
+        got = await asyncio.get_running_loop().run_in_executor(self.tails.executor, work)
+        return TailOutcome(got, started[0], frames)
+
+
+class CloudService(pb_grpc.CloudServicer):
+    """The ``splitasr.v1.Cloud`` service over a set of loaded models, or any tail runner.
+
+    Args:
+        clouds: model name -> its :class:`Cloud` (shared, read-only), run by a
+            :class:`LocalTails` made of the next four arguments; None when ``tails`` is given.
+        token: when set, every call must carry ``authorization: Bearer <token>``.
+        executor: where tails run (default: a pool of ``workers`` threads).
+        max_batch: most requests of one model whose tails run as one batch (1: no batching).
+        max_wait_ms: how long a batch waits for more requests after its first one.
+        max_streams: most streams open at once; one more is refused (RESOURCE_EXHAUSTED).
+        tails: where the tails run instead (:class:`TailRunner`, e.g. a Ray Serve deployment).
+    """
+
+    def __init__(
+        self,
+        clouds: Mapping[str, Cloud] | None = None,
+        token: str | None = None,
+        executor: ThreadPoolExecutor | None = None,
+        workers: int = 2,
+        max_batch: int = 1,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        tails: TailRunner | None = None,
+    ):
+        if max_streams < 0:
+            raise SplitASRError(f"max_streams {max_streams} must be >= 0")
+        if (clouds is None) == (tails is None):
+            raise SplitASRError("give the models (clouds) or a tail runner (tails), one of the two")
+        self.tails: TailRunner = tails or LocalTails(clouds, executor, workers, max_batch, max_wait_ms)
+        self.tails.attach(lambda: self._pending + self._streams)
+        self.models = tuple(self.tails.models)
+        self.max_streams = max_streams
+        self._streams = 0  # streams open now
+        self._token = f"Bearer {token}".encode() if token else None
+        self._pending = 0
+        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
+
+    @property
+    def executor(self) -> ThreadPoolExecutor | None:
+        """The embedded tails' thread pool (None for another runner)."""
+        return getattr(self.tails, "executor", None)
+
+    def _authorised(self, context) -> bool:
+        if self._token is None:
+            return True
+        got = dict(context.invocation_metadata() or ()).get("authorization", "")
+        got = got.encode() if isinstance(got, str) else bytes(got)
+        return hmac.compare_digest(got, self._token)
+
+    def _unknown(self, model: str) -> str:
+        return f"unknown model {model!r}; served: {', '.join(sorted(self.models))}"
+
+    def load(self) -> pb.ServerLoad:
+        recent = list(self._recent)
+        mean = sum(recent) / len(recent) if recent else 0.0
+        return pb.ServerLoad(
+            queue_depth=self._pending, mean_service_ms=round(mean, 3), open_streams=self._streams
+        )
+
+    async def Transcribe(self, request: pb.TranscribeRequest, context) -> pb.TranscribeReply:
+        received, received_ns = time.perf_counter(), time.time_ns()
+        self._pending += 1
+        code, message, reply, started, batch = grpc.StatusCode.OK, "", None, [received], [0]
+        try:
+            if not self._authorised(context):
+                code, message = grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
+            elif request.model not in self.models:
+                code, message = grpc.StatusCode.NOT_FOUND, self._unknown(request.model)
+            else:
+                beam = _checked_beam(request.beam if request.HasField("beam") else None)
+                out = await self.tails.run(request.model, request.payload, request.point, request.codec, beam)
+                started[0] = out.started
+                if isinstance(out.result, Exception):
+                    raise out.result
+                got = out.result
+                batch[0] = got.batch
+                total = _ms(time.perf_counter() - received)
+                self._recent.append(total)
+                timings = pb.ServerTimings(
+                    queue_ms=_ms(started[0] - received),
+                    decode_ms=got.decode_ms,
+                    tail_ms=got.tail_ms,
+                    text_ms=got.text_ms,
+                    total_ms=total,
+                    batch_size=got.batch,
+                )
+                reply = pb.TranscribeReply(
+                    request_id=request.request_id,
+                    text=got.text,
+                    timings=timings,
+                    received_unix_ns=received_ns,
+                )
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            self._log(
+                request,
+                context,
+                grpc.StatusCode.CANCELLED,
+                "cancelled by the client",
+                received,
+                started[0],
+                batch[0],
+            )
+            raise
+        except SplitASRError as exc:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, _one_line(exc)
+        except TailUnavailable as exc:
+            code, message = grpc.StatusCode.UNAVAILABLE, _one_line(exc)
+        except Exception as exc:  # a bug: answer, log, keep serving
+            log.exception("request %016x failed", request.request_id)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        finally:
+            self._pending -= 1
+        self._log(request, context, code, message, received, started[0], batch[0])
+        if reply is None:
+            await context.abort(code, message)
+        reply.load.CopyFrom(self.load())
+        return reply
+
+    async def close(self) -> None:
+        """Stop the tail runner's background work (after the server stopped taking calls)."""
+        await self.tails.close()
+
     async def TranscribeStream(self, request_iterator, context) -> pb.TranscribeReply:
         """One utterance in chunks (module docstring); the reply is the unary call's, with
         ``total_ms`` and ``queue_ms`` counted from the arrival of the last chunk."""
@@ -341,6 +493,8 @@ class CloudService(pb_grpc.CloudServicer):
             info.code, info.message = exc.code, exc.message
         except SplitASRError as exc:
             info.code, info.message = grpc.StatusCode.INVALID_ARGUMENT, _one_line(exc)
+        except TailUnavailable as exc:
+            info.code, info.message = grpc.StatusCode.UNAVAILABLE, _one_line(exc)
         except Exception as exc:  # a bug: answer, log, keep serving
             log.exception("stream %016x failed", info.request_id)
             info.code, info.message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
@@ -354,9 +508,8 @@ class CloudService(pb_grpc.CloudServicer):
         return reply
 
     async def _stream(self, chunks, info: _StreamInfo, context) -> pb.TranscribeReply:
-        """Read, check and decode the chunks of one stream, then run its tail."""
-        loop = asyncio.get_running_loop()
-        cloud = decoder = None
+        """Read and check the chunks of one stream, hand their payloads to the tail runner
+        as they come (the embedded one decodes them at once), then run its tail."""
         floor = None
         max_chunks = 1
         async for chunk in chunks:
@@ -368,18 +521,11 @@ class CloudService(pb_grpc.CloudServicer):
                 info.model, info.point, info.codec = chunk.model, chunk.point, chunk.codec
                 info.request_id = chunk.request_id
                 info.beam = chunk.beam if chunk.HasField("beam") else None
-                if chunk.model not in self.clouds:
-                    raise _StreamRefused(
-                        grpc.StatusCode.NOT_FOUND,
-                        f"unknown model {chunk.model!r}; served: {', '.join(sorted(self.clouds))}",
-                    )
-                cloud = self.clouds[chunk.model]
-                decoder = self._decoder(chunk.model, info.beam)
-                # building a codec may read its state from disk: on the pool
-                info.stream = await loop.run_in_executor(
-                    self.executor, cloud.stream, chunk.point, chunk.codec
-                )
-                max_chunks = max(1000, math.ceil(cloud.max_seconds * CHUNKS_PER_SECOND))
+                if chunk.model not in self.models:
+                    raise _StreamRefused(grpc.StatusCode.NOT_FOUND, self._unknown(chunk.model))
+                beam = _checked_beam(info.beam)
+                info.stream = await self.tails.stream(chunk.model, chunk.point, chunk.codec, beam)
+                max_chunks = max(1000, math.ceil(self.tails.max_seconds(chunk.model) * CHUNKS_PER_SECOND))
             else:
                 _check_same(chunk, info)
             if info.chunks >= max_chunks:
@@ -389,7 +535,7 @@ class CloudService(pb_grpc.CloudServicer):
             info.chunks += 1
             if chunk.payload:
                 info.payload_bytes += len(chunk.payload)
-                await loop.run_in_executor(self.executor, info.stream.add, chunk.payload)
+                await info.stream.add(chunk.payload)
             if chunk.last:
                 floor = chunk.floor if chunk.HasField("floor") else None
                 info.last = True
@@ -407,27 +553,18 @@ class CloudService(pb_grpc.CloudServicer):
         info.ended = time.perf_counter()
         self._pending += 1
         try:
-            act = info.stream.end(floor)
-            info.frames = int(act.lens[0])
-            started = [info.ended]
-            if self.max_batch == 1:
-
-                def work():
-                    started[0] = time.perf_counter()
-                    return cloud.transcribe_batch([(act, info.point, info.codec, decoder)])[0]
-
-                got = await loop.run_in_executor(self.executor, work)
-            else:
-                got, started[0] = await self._batched(info.model, act, info.point, info.codec, decoder)
-            if isinstance(got, Exception):
-                raise got
+            out = await info.stream.finish(floor)
+            info.frames = out.frames
+            if isinstance(out.result, Exception):
+                raise out.result
+            got = out.result
         finally:
             self._pending -= 1
         info.batch = got.batch
         total = _ms(time.perf_counter() - info.ended)
         self._recent.append(total)
         timings = pb.ServerTimings(
-            queue_ms=_ms(started[0] - info.ended),
+            queue_ms=_ms(max(out.started, info.ended) - info.ended),
             decode_ms=got.decode_ms,
             tail_ms=got.tail_ms,
             text_ms=got.text_ms,
@@ -500,6 +637,13 @@ class _StreamInfo:
         self.code, self.message = grpc.StatusCode.OK, ""
 
 
+def _checked_beam(beam: int | None) -> int | None:
+    """The request's beam width, None for the model's default; 1..MAX_BEAM or refused."""
+    if beam is not None and not 1 <= beam <= MAX_BEAM:
+        raise SplitASRError(f"beam {beam}: must be 1..{MAX_BEAM}")
+    return beam
+
+
 def _check_same(chunk: pb.AudioChunk, info: _StreamInfo) -> None:
     """A later chunk may leave the first chunk's fields empty or repeat them, not change them."""
     for name, value in (("model", chunk.model), ("point", chunk.point), ("codec", chunk.codec)):
@@ -526,7 +670,7 @@ def load_clouds(names: Iterable[str], max_seconds: float | None = None) -> dict[
 
 
 async def start(
-    clouds: Mapping[str, Cloud],
+    clouds: Mapping[str, Cloud] | None,
     host: str = "127.0.0.1",
     port: int = 0,
     token: str | None = None,
@@ -569,9 +713,12 @@ async def start(
     return server, bound
 
 
-async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kwargs) -> None:
+async def serve_forever(
+    clouds: Mapping[str, Cloud] | None, grace_s: float = 10.0, tails: TailRunner | None = None, **kwargs
+) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking calls and drain in-flight ones for up
-    to ``grace_s`` seconds (what ``splitasr serve`` runs)."""
+    to ``grace_s`` seconds (what ``splitasr serve`` runs). The tails run in this process
+    (``clouds``) or wherever ``tails`` runs them (``splitasr serve --backend ray``)."""
     service = CloudService(
         clouds,
         token=kwargs.pop("token", None),
@@ -579,10 +726,11 @@ async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kw
         max_batch=kwargs.pop("max_batch", 1),
         max_wait_ms=kwargs.pop("max_wait_ms", DEFAULT_MAX_WAIT_MS),
         max_streams=kwargs.pop("max_streams", DEFAULT_MAX_STREAMS),
+        tails=tails,
     )
     server, port = await start(clouds, service=service, **kwargs)
     tls = kwargs.get("credentials") is not None
-    log.info(json.dumps({"event": "listening", "port": port, "models": sorted(clouds), "tls": tls}))
+    log.info(json.dumps({"event": "listening", "port": port, "models": sorted(service.models), "tls": tls}))
     print(
         f"splitasr serve: listening{' (TLS)' if tls else ''} on {kwargs.get('host', '127.0.0.1')}:{port}",
         flush=True,
@@ -595,7 +743,8 @@ async def serve_forever(clouds: Mapping[str, Cloud], grace_s: float = 10.0, **kw
     log.info(json.dumps({"event": "stopping", "grace_s": grace_s}))
     await server.stop(grace_s)
     await service.close()
-    service.executor.shutdown(wait=False, cancel_futures=True)
+    if service.executor is not None:
+        service.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ServerThread:
