@@ -12,7 +12,7 @@ from types import ModuleType
 
 from splitasr.errors import MissingDependencyError
 
-RAY_EXTRA = "pip install 'splitasr[ray]'"
+RAY_EXTRA = "pip install 'splitasr[cloud,ray]'"
 
 
 def load_ray_backend() -> ModuleType:

@@ -39,7 +39,7 @@ CLIENTS, REQUESTS, REPLICAS = 8, 100, 2
 
 def _require_ray() -> None:
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
-        pytest.fail("Ray Serve is not installed: pip install 'splitasr[ray]' (make test installs it)")
+        pytest.fail("Ray Serve is not installed: pip install 'splitasr[cloud,ray]' (make test installs it)")
 
 
 def _processes() -> dict[int, tuple[int, str]]:
