@@ -106,9 +106,8 @@ def main() -> int:
     )
     total = sum(roles.values())
     for role, s in sorted(roles.items(), key=lambda kv: -kv[1]):
-        print(
-            f"  {role:32s} {s:6.1f} CPU s  {100 * s / total:5.1f} %  ({1000 * s / max(r['completed'], 1):.1f} ms/request)"
-        )
+        per = 1000 * s / max(r["completed"], 1)
+        print(f"  {role:32s} {s:6.1f} CPU s  {100 * s / total:5.1f} %  ({per:.1f} ms/request)")
     print(f"  {'all':32s} {total:6.1f} CPU s of {2 * wall:.1f} available on 2 cores")
     return 0
 
