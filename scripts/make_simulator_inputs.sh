@@ -3,7 +3,7 @@
 # Run on an IDLE machine (times are what is measured): estimated 7-9 minutes on 2 idle cores
 # (the development run, REPEATS=1 INPUTS=40, took 5.3 CPU-minutes; Whisper per-input dominates).
 #   scripts/make_simulator_inputs.sh [OUT_DIR]       (default: splitasr/planner/data)
-# Environment: LENGTHS (1,2,4,8), REPEATS (3), INPUT_REPEATS (3: per-input times are medians), INPUTS (50 per model), CLOUD_THREADS (2),
+# Environment: LENGTHS (1,2,4,8), REPEATS (3), INPUT_REPEATS (3: per-input times are medians of passes), GAP_S (0), INPUTS (50 per model), CLOUD_THREADS (2),
 # PY (python), DATA (data/corpus), ONLY (a model name: that model alone).
 set -euo pipefail
 OUT=${1:-splitasr/planner/data}
@@ -12,6 +12,7 @@ DATA=${DATA:-data/corpus}
 LENGTHS=${LENGTHS:-1,2,4,8}
 REPEATS=${REPEATS:-3}
 INPUT_REPEATS=${INPUT_REPEATS:-3}
+GAP_S=${GAP_S:-0}  # idle before each edge input's run (scripts/validate_planner.py spaces inputs 1.5 s)
 INPUTS=${INPUTS:-50}
 CLOUD_THREADS=${CLOUD_THREADS:-2}
 ONLY=${ONLY:-}
@@ -27,7 +28,7 @@ while IFS='|' read -r model manifest points codecs audio; do
   splitasr profile --role cloud --model "$model" --threads "$CLOUD_THREADS" --lengths "$LENGTHS" \
     --repeats "$REPEATS" "${sel[@]}" --out "$OUT/profiles/$model-cloud.json"
   splitasr profile --per-input --manifest "$DATA/$manifest" --limit "$INPUTS" --role edge --model "$model" \
-    --threads 1 --slowdown 4 --repeats "$INPUT_REPEATS" "${sel[@]}" --out "$OUT/workloads/$model-edge.json"
+    --threads 1 --slowdown 4 --repeats "$INPUT_REPEATS" --gap-s "$GAP_S" "${sel[@]}" --out "$OUT/workloads/$model-edge.json"
   splitasr profile --per-input --manifest "$DATA/$manifest" --limit "$INPUTS" --role cloud --model "$model" \
     --threads "$CLOUD_THREADS" --repeats "$INPUT_REPEATS" "${sel[@]}" --out "$OUT/workloads/$model-cloud.json"
 done <<'MODELS'

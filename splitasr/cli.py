@@ -808,6 +808,7 @@ def _cmd_profile_per_input(args) -> int:
         beam=args.beam,
         source="splitasr " + " ".join(args.argv),
         log=lambda m: print(m, file=sys.stderr, flush=True),
+        gap_s=args.gap_s,
     )
     n = len(workload.inputs[0].codecs)
     print(
@@ -1496,6 +1497,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--manifest", help="with --per-input: the utterances to measure (JSONL manifest)")
     p.add_argument("--limit", type=int, help="with --per-input: the first N utterances")
+    p.add_argument(
+        "--gap-s",
+        type=float,
+        default=0.0,
+        help="with --per-input: idle seconds before each input's run (as live inputs arrive)",
+    )
     p.add_argument(
         "--slowdown", type=float, default=1.0, help="multiply every time (an emulated slower edge)"
     )

@@ -318,14 +318,18 @@ def run_per_input(
     beam: int | None = None,
     source: str = "",
     log=None,
+    gap_s: float = 0.0,
 ) -> tuple[Workload, list[str]]:
     """Measure every stage on each input of ``manifest`` (``splitasr profile --per-input``):
     the per-input times the simulator charges (:mod:`splitasr.planner.workload`).
 
     Per utterance (after one untimed warm-up on the first): the whole model and its text
     decoder; at every (point, codec) ``Edge.encode`` (head, encode, bytes) and
-    ``Cloud.activation`` (decode); ``Cloud.tail`` once per resume point. With
-    ``repeats`` > 1 each time is the median of the repeats (bytes do not vary). A point's
+    ``Cloud.activation`` (decode); ``Cloud.tail`` once per resume point. ``repeats``
+    passes over all the inputs (an input's runs are a pass apart, not back to back) and
+    each time is the median of its passes (bytes do not vary). ``gap_s``: idle before each
+    input's run, as a live input arriving alone finds the machine (the whole model is
+    timed first after it, as the live edge-only path runs). A point's
     head is the median over its codecs' runs (the same computation). ``slowdown`` scales
     every time, as for a profile. Returns the workload and the skipped pairs.
     """
@@ -337,6 +341,8 @@ def run_per_input(
         raise ConfigError("--slowdown must be positive")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if not 0 <= gap_s <= 60:
+        raise ConfigError("--gap-s must be between 0 and 60 seconds")
     if threads:
         torch.set_num_threads(threads)
     say = log or (lambda *_: None)
@@ -377,11 +383,16 @@ def run_per_input(
         return got
 
     inputs = []
-    for i, u in enumerate(utts):
-        wave = torch.from_numpy(load_audio(u.resolve(root)).copy())
-        if i == 0:
-            one(wave)  # warm-up
-        runs = [one(wave) for _ in range(repeats)]
+    waves = [torch.from_numpy(load_audio(u.resolve(root)).copy()) for u in utts]
+    one(waves[0])  # warm-up
+    measured: list[list[dict]] = [[] for _ in utts]
+    for r in range(repeats):  # passes over the inputs: each input's runs are apart, as arrivals are
+        for i, wave in enumerate(waves):
+            if gap_s > 0:
+                time.sleep(gap_s)  # idle before it, as a live input arriving alone
+            measured[i].append(one(wave))
+        say(f"  pass {r + 1}/{repeats}: {len(utts)} inputs")
+    for u, wave, runs in zip(utts, waves, measured, strict=True):
 
         def mean(values: list[float]) -> float:  # the median: one disturbed run does not move it
             return slowdown * statistics.median(values)
@@ -417,7 +428,6 @@ def run_per_input(
                 cds,
             )
         )
-        say(f"  {i + 1}/{len(utts)} {u.audio} ({len(wave) / SAMPLE_RATE:.2f} s)")
     machine = machine_description()
     workload = Workload(
         model_name,

@@ -80,6 +80,8 @@ def test_per_input_workload_measures_each_utterance(tmp_path):
         codecs=["q8+ans"],
         audio_codecs=["pcm16+pack", "bnf+ans"],
         source="tests/planner/test_profiler.py",
+        repeats=2,
+        gap_s=0.01,
     )
     assert load_workload(out) == w and w.measured and w.machine.slowdown == 2.0 and not skipped
     assert [x.id for x in w.inputs] == [str(f) for f in files]
@@ -89,3 +91,11 @@ def test_per_input_workload_measures_each_utterance(tmp_path):
         assert pcm.bytes == pytest.approx(x.seconds * 32000, abs=64)  # 16-bit PCM + its header
         assert x.codec("audio", "bnf+ans").resume == "proj"  # bnf decodes to proj's input
         assert x.codec("proj", "q8+ans").bytes < pcm.bytes
+
+
+def test_per_input_refuses_a_bad_gap(tmp_path):
+    from splitasr.bench.profile import run_per_input
+    from splitasr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--gap-s"):
+        run_per_input("edge", "ds2", tmp_path / "none.jsonl", gap_s=-1.0)
