@@ -12,7 +12,7 @@ DATA=${DATA:-data/corpus}
 LENGTHS=${LENGTHS:-1,2,4,8}
 REPEATS=${REPEATS:-3}
 INPUT_REPEATS=${INPUT_REPEATS:-3}
-GAP_S=${GAP_S:-0}  # idle before each edge input's run (scripts/validate_planner.py spaces inputs 1.5 s)
+GAP_S=${GAP_S:-0}  # idle before each edge run, profile and per-input (validate_planner.py spaces inputs 1.5 s)
 INPUTS=${INPUTS:-50}
 CLOUD_THREADS=${CLOUD_THREADS:-2}
 ONLY=${ONLY:-}
@@ -24,7 +24,7 @@ while IFS='|' read -r model manifest points codecs audio; do
   sel=(--points "$points" --codecs "$codecs" --audio-codecs "$audio")
   # edge: one thread, an emulated device 4x slower than this machine; cloud: 2 threads
   splitasr profile --role edge --model "$model" --threads 1 --slowdown 4 --lengths "$LENGTHS" \
-    --repeats "$REPEATS" "${sel[@]}" --out "$OUT/profiles/$model-edge.json"
+    --repeats "$REPEATS" --gap-s "$GAP_S" "${sel[@]}" --out "$OUT/profiles/$model-edge.json"
   splitasr profile --role cloud --model "$model" --threads "$CLOUD_THREADS" --lengths "$LENGTHS" \
     --repeats "$REPEATS" "${sel[@]}" --out "$OUT/profiles/$model-cloud.json"
   splitasr profile --per-input --manifest "$DATA/$manifest" --limit "$INPUTS" --role edge --model "$model" \

@@ -779,6 +779,7 @@ def cmd_profile(args) -> int:
         audio_dir=args.audio_dir or FSDD,
         source="splitasr " + " ".join(args.argv),
         log=lambda m: print(m, file=sys.stderr, flush=True),
+        gap_s=args.gap_s,
     )
     p = run.profile
     print(f"{args.out}: {p.model} {p.role}, {len(p.points)} points, {len(p.codecs)} point x codec pairs")
@@ -1501,7 +1502,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gap-s",
         type=float,
         default=0.0,
-        help="with --per-input: idle seconds before each input's run (as live inputs arrive)",
+        help="idle seconds before each timed run (as live inputs arrive alone)",
     )
     p.add_argument(
         "--slowdown", type=float, default=1.0, help="multiply every time (an emulated slower edge)"

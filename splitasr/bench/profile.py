@@ -163,6 +163,7 @@ def run_profile(
     audio_dir: str | Path = FSDD,
     source: str = "",
     log=None,
+    gap_s: float = 0.0,
 ) -> ProfileRun:
     """Measure ``model_name`` on this machine and (with ``out``) save the profile.
 
@@ -176,9 +177,13 @@ def run_profile(
             ``audio_codecs`` (default: PCM, FLAC, Opus 6..24, and ``bnf+ans`` where it is
             trained), the others ``codecs``.
         beam: the text decoder's beam (default: the model's convention).
+        gap_s: idle before each timed run, as a live input arriving alone finds the
+            machine (the whole model is timed first after it).
     """
     if role not in ("edge", "cloud"):
         raise ConfigError(f"--role {role!r}: choose edge or cloud")
+    if not 0 <= gap_s <= 60:
+        raise ConfigError("--gap-s must be between 0 and 60 seconds")
     if not lengths or any(not (0 < s <= MAX_LENGTH_S) for s in lengths):
         raise ConfigError(f"--lengths must be seconds in (0, {MAX_LENGTH_S:g}]")
     if repeats < 1:
@@ -240,6 +245,8 @@ def run_profile(
     one_round(min(lengths), waves[min(lengths)], record=False)  # warm-up
     for r in range(repeats):
         for s in lengths:
+            if gap_s > 0:
+                time.sleep(gap_s)
             t = time.perf_counter()
             one_round(s, waves[s], record=True)
             say(f"  repeat {r + 1}/{repeats}, {s:g} s: {time.perf_counter() - t:.1f} s")
