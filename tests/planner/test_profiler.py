@@ -22,6 +22,7 @@ def test_tiny_sweep_writes_a_profile_with_the_right_shape(tmp_path):
         out,
         lengths=(1.0, 4.0),
         repeats=1,
+        gap_s=0.01,
         points=["audio", "features", "proj"],
         codecs=["f32+pack", "q8+ans", "deepcod+ans"],
         audio_codecs=["pcm16+pack"],
@@ -94,8 +95,10 @@ def test_per_input_workload_measures_each_utterance(tmp_path):
 
 
 def test_per_input_refuses_a_bad_gap(tmp_path):
-    from splitasr.bench.profile import run_per_input
+    from splitasr.bench.profile import run_per_input, run_profile
     from splitasr.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--gap-s"):
         run_per_input("edge", "ds2", tmp_path / "none.jsonl", gap_s=-1.0)
+    with pytest.raises(ConfigError, match="--gap-s"):
+        run_profile("edge", "ds2", gap_s=61.0)
