@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -58,6 +59,37 @@ LOOKUP = 1 << 18  # Huffman symbols looked up at once
 ANS_START = 1 << 24  # the ANS stack's first word (see the module docstring)
 ANS_CHUNK = 1 << 20  # ANS symbols decoded at once
 _MAX_VARINT_BYTES = 9  # 63-bit values
+
+
+def _ans_words(body: bytes, offset: int, need_bits: float, what: str) -> np.ndarray:
+    """The 32-bit words of an ANS body from ``offset``, refused before anything is
+    allocated for the symbols when the body is shorter than ``need_bits`` allow
+    (``what``: the symbols, for the message)."""
+    if (len(body) - offset) % 4:
+        raise CodecError("ANS body is not a whole number of 32-bit words")
+    words = np.frombuffer(body, "<u4", offset=offset).astype(np.uint32)
+    if 0.99 * need_bits - 96 > 32 * words.size:
+        raise CodecError(
+            f"ANS body of {len(body)} bytes is too short for {what} "
+            f"(they need at least {need_bits / 8:.0f} bytes)"
+        )
+    return words
+
+
+def _ans_decode(words: np.ndarray, fill: Callable[[object], None]) -> None:
+    """Run ``fill(coder)`` on an ANS decoder over ``words``; whatever constriction raises
+    becomes a :class:`CodecError`, and the stack must end at :data:`ANS_START` (every word
+    used, none missing)."""
+    import constriction
+
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        fill(coder)
+        rest = coder.get_compressed()
+    except (ValueError, KeyError, RuntimeError, IndexError) as exc:
+        raise CodecError(f"ANS: {exc}") from None
+    if rest.size != 1 or int(rest[0]) != ANS_START:
+        raise CodecError("ANS body does not end where its symbols do")
 
 
 # ---------------------------------------------------------------------------- varints
@@ -740,7 +772,6 @@ class Ans(_TableCoder):
         return head + coder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, body: bytes, shape: tuple[int, ...], alphabet: int) -> np.ndarray:
-        import constriction
 
         if self._prior is not None:
             return self._prior.decode(body, shape)
@@ -752,18 +783,11 @@ class Ans(_TableCoder):
             if any(int(counts.sum()) != max(n, 1) or (n == 0 and counts.size != 1) for _, counts in tables):
                 raise CodecError(f"ANS table counts do not add up to the {n} symbols of a stream")
             models = [_AnsModel(ids, counts.astype(np.float64)) for ids, counts in tables]
-        if (len(body) - pos) % 4:
-            raise CodecError("ANS body is not a whole number of 32-bit words")
-        words = np.frombuffer(body, "<u4", offset=pos).astype(np.uint32)
         need = ans_min_bits(models, n, tables is not None)
-        if 0.99 * need - 96 > 32 * words.size:
-            raise CodecError(
-                f"ANS body of {len(body)} bytes is too short for {n_streams} x {n} symbols "
-                f"(they need at least {need / 8:.0f} bytes)"
-            )
+        words = _ans_words(body, pos, need, f"{n_streams} x {n} symbols")
         out = np.empty((n_streams, n), symbol_dtype(alphabet))
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
+
+        def fill(coder) -> None:
             for s, model in enumerate(models):
                 if model.probs.size == 1:
                     out[s] = 0 if model.ids is None else model.ids[0]
@@ -772,11 +796,8 @@ class Ans(_TableCoder):
                 for start in range(0, n, ANS_CHUNK):
                     dec = coder.decode(cat, min(ANS_CHUNK, n - start))
                     out[s, start : start + dec.size] = dec if model.ids is None else model.ids[dec]
-            rest = coder.get_compressed()
-        except (ValueError, KeyError, RuntimeError, IndexError) as exc:
-            raise CodecError(f"ANS: {exc}") from None
-        if rest.size != 1 or int(rest[0]) != ANS_START:
-            raise CodecError("ANS body does not end where its symbols do")
+
+        _ans_decode(words, fill)
         return out.reshape(shape)
 
 
@@ -879,30 +900,18 @@ class ChannelPrior:
     def decode(self, body: bytes, shape: tuple[int, ...]) -> np.ndarray:
         """Symbols of ``shape`` ``(..., C)`` from ``body``, bounded: the body must hold at
         least :meth:`min_bits` before the output is allocated."""
-        import constriction
 
         if not shape or shape[-1] != self.channels:
             raise CodecError(f"learned prior codes {self.channels} channels, payload asks for {shape}")
         n = int(np.prod(shape[:-1], dtype=np.int64))
-        if len(body) % 4:
-            raise CodecError("ANS body is not a whole number of 32-bit words")
-        words = np.frombuffer(body, "<u4").astype(np.uint32)
-        need = self.min_bits(n)
-        if 0.99 * need - 96 > 32 * words.size:
-            raise CodecError(
-                f"ANS body of {len(body)} bytes is too short for {n} x {self.channels} symbols "
-                f"(they need at least {need / 8:.0f} bytes)"
-            )
+        words = _ans_words(body, 0, self.min_bits(n), f"{n} x {self.channels} symbols")
         out = np.empty((n, self.channels), symbol_dtype(int(self.sizes.max())))
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
+
+        def fill(coder) -> None:
             for c in range(self.channels):
                 for start in range(0, n, ANS_CHUNK):
                     dec = coder.decode(self._models[c], min(ANS_CHUNK, n - start))
                     out[start : start + dec.size, c] = dec
-            rest = coder.get_compressed()
-        except (ValueError, KeyError, RuntimeError, IndexError) as exc:
-            raise CodecError(f"ANS: {exc}") from None
-        if rest.size != 1 or int(rest[0]) != ANS_START:
-            raise CodecError("ANS body does not end where its symbols do")
+
+        _ans_decode(words, fill)
         return out.reshape(shape)
