@@ -206,23 +206,31 @@ def _mask(lens: torch.Tensor, t: int) -> torch.Tensor:
     return (torch.arange(t)[None, :] < lens[:, None]).float()
 
 
+def frozen_model(name: str, seed: int, threads: int = 0):
+    """The recogniser a codec trains against, its weights frozen (only the codec learns),
+    after seeding torch and setting its threads (0: torch's default)."""
+    from splitasr.model.registry import load_model
+
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(name)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def train_codec(cfg: CodecTrainConfig, progress: bool = True) -> dict:
     """Train, save the state (and the coder's table) and report; returns the report."""
 
     from splitasr.codecs.state import save_state, shipped_state_dir
-    from splitasr.model.registry import load_model
     from splitasr.training.calibrate import calibrate, collect_activations
 
     if not cfg.train:
         raise ConfigError("the codec recipe names no training manifests (train = [...])")
     if not cfg.model:
         raise ConfigError('the codec recipe names no model (model = "ds2", "whisper-tiny.en", ...)')
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    model = load_model(cfg.model)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen_model(cfg.model, cfg.seed, cfg.threads)
     if cfg.ctc_weight > 0 and model.output_kind != "logits":
         raise ConfigError(f"ctc_weight needs a model whose tail emits CTC logits; {model.name} does not")
     ccfg = cfg.codec

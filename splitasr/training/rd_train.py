@@ -251,18 +251,13 @@ def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer) -> int:
 def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     """Train (or continue), save the codec state and report; returns the report."""
     from splitasr.codecs.state import save_state, shipped_state_dir
-    from splitasr.model.registry import load_model
+    from splitasr.training.codec_train import frozen_model
 
     if not cfg.train or not cfg.model:
         raise ConfigError("an lrd recipe needs model = ... and train = [manifests]")
     if cfg.codec.rates > 1 and len(cfg.lmbdas) != cfg.codec.rates:
         raise ConfigError(f"an lrd recipe with {cfg.codec.rates} rates needs as many lmbdas, one per rate")
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    full = load_model(cfg.model)
-    for p in full.parameters():
-        p.requires_grad_(False)
+    full = frozen_model(cfg.model, cfg.seed, cfg.threads)
     ccfg = cfg.codec
     info = {p.name: p for p in full.point_info()}
     if ccfg.point not in info or ccfg.point == "audio":
