@@ -14,33 +14,40 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from splitasr.errors import CheckpointError
+from splitasr.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:  # the names import without torch (the edge install's CLI lists them)
     from splitasr.model.stages import SplitModel
 
 DEFAULT_MODEL = "whisper-tiny.en"
+DYN_DECODER_PRECISION = "float32"  # whisper-tiny.en-dyn's text decoder unless told (docs/whisper.md)
 
 
-def _ds2() -> SplitModel:
+def _ds2(decoder_precision: str | None) -> SplitModel:
     from splitasr.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
+    _float_only("ds2", decoder_precision)
     return load_checkpoint(DEFAULT_CHECKPOINT)
 
 
-def _whisper_tiny_en() -> SplitModel:
+def _whisper_tiny_en(decoder_precision: str | None) -> SplitModel:
     from splitasr.model.whisper import load_whisper
 
-    return load_whisper()
+    return load_whisper(decoder_precision=decoder_precision or "float32")
 
 
-def _whisper_tiny_en_dyn() -> SplitModel:
+def _whisper_tiny_en_dyn(decoder_precision: str | None) -> SplitModel:
     from splitasr.model.whisper.weights import load_whisper_dyn
 
-    return load_whisper_dyn()
+    return load_whisper_dyn(decoder_precision=decoder_precision or DYN_DECODER_PRECISION)
 
 
-_MODELS: dict[str, Callable[[], SplitModel]] = {
+def _float_only(name: str, decoder_precision: str | None) -> None:
+    if decoder_precision not in (None, "float32"):
+        raise ConfigError(f"{name} has no {decoder_precision} decoder (only Whisper models do)")
+
+
+_MODELS: dict[str, Callable[[str | None], SplitModel]] = {
     "whisper-tiny.en": _whisper_tiny_en,
     "whisper-tiny.en-dyn": _whisper_tiny_en_dyn,
     "ds2": _ds2,
@@ -52,21 +59,27 @@ def available_models() -> list[str]:
     return [DEFAULT_MODEL, *(name for name in _MODELS if name != DEFAULT_MODEL)]
 
 
-def load_model(name_or_path: str | Path | None = None) -> SplitModel:
+def load_model(name_or_path: str | Path | None = None, *, decoder_precision: str | None = None) -> SplitModel:
     """A model by name (see :func:`available_models`; ``None``: :data:`DEFAULT_MODEL`) or a
     DS2 checkpoint file written by ``splitasr train``, in eval mode on the CPU, with every
     cache filled: safe to share between threads.
 
+    ``decoder_precision`` (Whisper models): ``"float32"`` or ``"int8"`` text decoder
+    weights; ``None`` is the model's own default (float32 for the exact
+    ``whisper-tiny.en``, :data:`DYN_DECODER_PRECISION` for ``whisper-tiny.en-dyn``).
+
     Raises:
         CheckpointError: an unknown name, or a file that is missing or not a checkpoint.
+        ConfigError: an unknown precision, or int8 for a model without a text decoder.
     """
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     if name in _MODELS:
-        return _MODELS[name]()
+        return _MODELS[name](decoder_precision)
     path = Path(name)
     if path.suffix == ".safetensors" or path.is_file():
         from splitasr.model.checkpoint import load_checkpoint
 
+        _float_only(name, decoder_precision)
         return load_checkpoint(path)
     raise CheckpointError(
         f"unknown model {name!r}; choose from {', '.join(available_models())} or a checkpoint file"

@@ -323,3 +323,75 @@ def test_greedy_decoding_stops_a_loop_early(padded):
     assert decoder.tokens(memory) == [500, 500]
     decoder.max_repeats = 0
     assert decoder.tokens(memory) == [500] * padded.config.max_new_tokens
+
+
+@pytest.fixture(scope="module")
+def int8_padded():
+    from splitasr.model.registry import load_model
+
+    return load_model("whisper-tiny.en", decoder_precision="int8")
+
+
+def test_int8_decoder_quantises_only_the_text_decoder(int8_padded, padded):
+    td = int8_padded.text_decoder
+    assert td.precision == "int8" and padded.text_decoder.precision == "float32"
+    blocks, output = td._int8
+    q = torch.ao.nn.quantized.dynamic.Linear
+    assert sum(isinstance(m, q) for m in blocks.modules()) == 4 * (8 + 2)  # 8 attention + 2 MLP per block
+    assert isinstance(output, q) and (output.in_features, output.out_features) == (384, 51864)
+    assert not any(isinstance(m, q) for m in int8_padded.stages.modules())  # the encoder stays float32
+    # The float weights are kept (training and variants read them) and are unchanged.
+    assert torch.equal(td.token_embedding.weight, padded.text_decoder.token_embedding.weight)
+
+
+def test_int8_decoder_next_token_distributions_stay_close_to_float32(int8_padded, padded):
+    """Teacher-forced on the float model's greedy tokens for a real lucas recording: int8
+    weights (one scale per output row) keep every position's argmax, and the KL divergence
+    from the float32 distribution stays under 0.03 nats (0.003-0.02 measured)."""
+    wave = torch.from_numpy(load_audio(FSDD / "3_lucas_12.wav"))[None]
+    with torch.inference_mode():
+        memory, _ = padded(wave)
+        decoder = padded.make_decoder(beam=0)
+        words = decoder.tokens(memory[0])
+        assert decoder.text_of(words) == "Three."
+        tokens = torch.tensor([[*decoder.prompt, *words]])
+        logp = {}
+        for name, m in (("float32", padded), ("int8", int8_padded)):
+            td = m.text_decoder
+            logp[name] = td(tokens, [{} for _ in td.blocks], td.cross_kv(memory), 0)[0].log_softmax(-1)
+    f, q = logp["float32"], logp["int8"]
+    assert torch.equal(f.argmax(-1), q.argmax(-1))
+    kl = (f.exp() * (f - q)).sum(-1)
+    assert float(kl.max()) < 0.03, kl
+
+
+@pytest.mark.skipif(not FSDD.is_dir(), reason=f"{FSDD} (FSDD recordings) not found")
+def test_int8_decoder_transcribes_real_fsdd_recordings(int8_padded):
+    for name, greedy, beam5 in [("3_lucas_12.wav", "Three.", "Three."), ("7_lucas_0.wav", "7", "7.")]:
+        wave = torch.from_numpy(load_audio(FSDD / name))[None]
+        with torch.inference_mode():
+            out, lens = int8_padded(wave)
+        assert int8_padded.make_decoder(beam=0).decode(out[0], int(lens[0])) == greedy
+        assert int8_padded.make_decoder(beam=5).decode(out[0], int(lens[0])) == beam5
+
+
+def test_decoder_precision_is_fixed_at_load(int8_padded):
+    assert int8_padded.variant(trim=True).text_decoder.precision == "int8"  # shared
+    with pytest.raises(ValueError, match="fixed at load"):
+        int8_padded.variant(decoder_precision="float32")
+
+
+@pytest.mark.parametrize(
+    ("name", "precision", "message"),
+    [
+        ("whisper-tiny.en", "int4", "decoder precision 'int4': choose from float32, int8"),
+        ("whisper-tiny.en-dyn", "fp16", "decoder precision 'fp16': choose from float32, int8"),
+        ("ds2", "int8", "ds2 has no int8 decoder"),
+    ],
+)
+def test_load_refuses_unknown_or_unsupported_decoder_precisions(name, precision, message):
+    from splitasr.errors import ConfigError
+    from splitasr.model.registry import load_model
+
+    with pytest.raises(ConfigError, match=message):
+        load_model(name, decoder_precision=precision)
