@@ -242,8 +242,20 @@ def cmd_bench_tradeoff(args) -> int:
         calib_limit=args.calib_limit,
         quick=args.quick,
         learned_codecs=_csv(args.learned_codecs) or [] if args.learned_codecs is not None else None,
+        state_dirs=_point_dirs(args.state),
     )
     return 0
+
+
+def _point_dirs(values: list[str] | None) -> dict[str, str]:
+    """``["stem=runs/lrd-stem", ...]`` -> ``{"stem": "runs/lrd-stem"}``."""
+    out = {}
+    for value in values or []:
+        point, eq, folder = value.partition("=")
+        if not eq or not point or not folder:
+            raise ConfigError(f"--state {value!r}: write POINT=FOLDER (e.g. stem=runs/lrd-stem)")
+        out[point] = folder
+    return out
 
 
 def cmd_lm_build(args) -> int:
@@ -1232,6 +1244,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--calib-manifest", help="training manifest to calibrate codecs that lack shipped state")
     p.add_argument("--calib-limit", type=int, default=200)
+    p.add_argument(
+        "--state",
+        action="append",
+        metavar="POINT=FOLDER",
+        help="codec state to use at POINT instead of the shipped one (e.g. stem=runs/lrd-stem); repeatable",
+    )
     p.add_argument("--limit", type=int, help="first N test utterances")
     p.add_argument("--quick", action="store_true", help="30 utterances, 3 points, a few codecs")
     _add_model_arg(p)

@@ -49,7 +49,8 @@ ACTIVATION_CODECS = (
     "cs8",
 )
 # Learned codecs run wherever `splitasr train-codec` has shipped state for a point.
-LEARNED_CODECS = ("ae+ans", "deepcod+ans", "bnf+ans")
+LEARNED_CODECS = ("ae+ans", "deepcod+ans", "bnf+ans", "lrd+ans")
+LEARNED_TRANSFORMS = {split_name(c)[0] for c in LEARNED_CODECS}
 QUICK_CODECS = ("raw", "f32+ans", "f32+huffman", "q8+ans", "q4+ans", "dct50+huffman")
 CS_MAX_CHANNELS = 512  # ISTA costs O(iterations x C x M) per frame: skip it on wide conv maps
 
@@ -67,13 +68,23 @@ def _needs_state(name: str) -> bool:
 
 
 def _state_dir_for(
-    model, name: str, point: str, out: Path, calib_manifest: str | None, calib_limit: int, cache: dict
+    model,
+    name: str,
+    point: str,
+    out: Path,
+    calib_manifest: str | None,
+    calib_limit: int,
+    cache: dict,
+    state_dirs: dict[str, Path],
 ) -> Path | None:
-    """Shipped state if complete for ``name``, else calibrate into ``out/state/point``."""
+    """``state_dirs[point]`` or the shipped state if complete for ``name``, else calibrate
+    into ``out/state/point``."""
+    t, c = split_name(name)
+    shipped = state_dirs.get(point) or shipped_state_dir(model.codec_home(point), point)
+    if t in LEARNED_TRANSFORMS:  # trained, never calibrated here: its state folder or none
+        return shipped if state_path(shipped, t).is_file() else None
     if not _needs_state(name):
         return None
-    t, c = split_name(name)
-    shipped = shipped_state_dir(model.codec_home(point), point)
     keys = [k for k, cls in ((t, TRANSFORMS[t]), (f"{t}+{c}", CODERS[c])) if hasattr(cls, "fit_state")]
     if all(state_path(shipped, k).is_file() for k in keys):
         return shipped
@@ -99,7 +110,15 @@ def run_tradeoff_bench(
     calib_limit: int = 200,
     quick: bool = False,
     learned_codecs: list[str] | None = None,
+    state_dirs: dict[str, str] | None = None,
 ) -> dict:
+    """Every ``(point, codec)`` job on the first ``limit`` utterances of ``manifest``.
+
+    ``state_dirs`` maps a split point to a folder of codec state to use there instead of
+    the shipped one (e.g. ``{"stem": "runs/lrd-stem"}``: a codec trained by
+    ``splitasr train-codec`` and not shipped); learned codecs whose state is found there
+    (or shipped) join the jobs.
+    """
     from tqdm import tqdm
 
     model = load_model(model_path)
@@ -109,11 +128,12 @@ def run_tradeoff_bench(
         codecs = codecs or list(QUICK_CODECS)
         audio_codecs = audio_codecs if audio_codecs is not None else ["flac", "opus12"]
         points = points or model.split_points[1:4:2]  # the front end and one point deeper
-    codecs = codecs or list(ACTIVATION_CODECS)
+    codecs = list(ACTIVATION_CODECS) if codecs is None else codecs
     learned_codecs = list(LEARNED_CODECS) if learned_codecs is None else learned_codecs
     audio_codecs = list(AUDIO_CODECS) if audio_codecs is None else audio_codecs
     points = points or [p for p in model.split_points if p not in ("audio", model.split_points[-1])]
-    unknown = [p for p in points if p not in model.split_points]
+    overrides = {p: Path(d) for p, d in (state_dirs or {}).items()}
+    unknown = [p for p in [*points, *overrides] if p not in model.split_points]
     if unknown:
         raise ConfigError(
             f"{model.name} has no split point {unknown[0]!r}; choose from {', '.join(model.split_points)}"
@@ -134,7 +154,10 @@ def run_tradeoff_bench(
     audio_s = sum(u.seconds for u in utts)
 
     jobs = [("audio", c) for c in audio_codecs] + [(p, c) for p in points for c in codecs]
-    shipped = {p: shipped_state_dir(model.codec_home(p), p) for p in model.split_points}
+    for p, d in overrides.items():
+        if not d.is_dir():
+            raise ConfigError(f"--state {p}={d}: no such folder")
+    shipped = {p: overrides.get(p) or shipped_state_dir(model.codec_home(p), p) for p in model.split_points}
     jobs += [
         (p, c)
         for p in ["audio", *points]
@@ -147,7 +170,9 @@ def run_tradeoff_bench(
     calib_cache: dict = {}
     heads: dict[str, list] = {}
     for point, name in tqdm(jobs, desc="split point x codec", unit="combo"):
-        state_dir = _state_dir_for(model, name, point, outp, calib_manifest, calib_limit, calib_cache)
+        state_dir = _state_dir_for(
+            model, name, point, outp, calib_manifest, calib_limit, calib_cache, overrides
+        )
         codec = get_codec(name, state_dir)
         if point not in heads:
             heads.clear()
@@ -174,7 +199,8 @@ def run_tradeoff_bench(
         rows.append(
             {
                 "point": point if codec.decodes_to(point) == point else f"{point}>{codec.decodes_to(point)}",
-                "codec": codec.name if point != "audio" or "+" in name else name,
+                # lrd@r+ans: the name keeps the rate (the payload names the transform alone)
+                "codec": name if "@" in name or (point == "audio" and "+" not in name) else codec.name,
                 "lossless": codec.lossless,
                 "bytes_per_utt": nbytes / n,
                 "header_bytes": header_bytes / n,

