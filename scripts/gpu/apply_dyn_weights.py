@@ -12,6 +12,7 @@ WER through splitasr.wer (numerals normalised); ``loops`` = outputs where the lo
 fired (a unit of 1-10 tokens repeated 4 times) or the token limit was hit.
 
     PYTHONPATH=. python scripts/gpu/apply_dyn_weights.py --weights dyn_blocks.safetensors --limit 60
+        [--decoder-precision int8]
     PYTHONPATH=. python scripts/gpu/apply_dyn_weights.py --weights ... \
         --manifest data/corpus/test_sentences_heldout_voices.jsonl --limit 40
 """
@@ -45,8 +46,8 @@ def _counting_cut(ids, times):
 WD._cut_repeat = _counting_cut  # count loop-guard firings (greedy and beam)
 
 
-def load_dyn(weights: str, margin: int = 0) -> W.WhisperModel:
-    model = W.load_whisper(trim=True)
+def load_dyn(weights: str, margin: int = 0, precision: str = "float32") -> W.WhisperModel:
+    model = W.load_whisper(trim=True, decoder_precision=precision)
     sd = load_file(weights)
     own = model.state_dict()
     bad = [k for k in sd if k not in own or not k.startswith("stages.block") or own[k].shape != sd[k].shape]
@@ -106,12 +107,17 @@ def main() -> None:
     ap.add_argument("--margin", type=int, default=0, help="padding frames the trimmed encoder keeps")
     ap.add_argument("--with-base-trimmed", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decoder-precision", default="float32", help="float32 or int8 text decoder (both models)")
     ap.add_argument("--out", default="", help="write the results as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     items = data(args)
     waves = [torch.from_numpy(audio.load_audio(p)) for p, _ in items]
-    models = {"padded": W.load_whisper(trim=False), "dyn": load_dyn(args.weights, args.margin)}
+    precision = args.decoder_precision
+    models = {
+        "padded": W.load_whisper(trim=False, decoder_precision=precision),
+        "dyn": load_dyn(args.weights, args.margin, precision),
+    }
     if args.with_base_trimmed:
         models["base-trimmed"] = W.load_whisper(trim=True)
     print(f"{len(items)} utterances ({'manifest ' + args.manifest if args.manifest else 'FSDD lucas digits'}), "
