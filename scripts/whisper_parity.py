@@ -22,18 +22,22 @@ import numpy as np
 import torch
 
 
-def faster_whisper_model(threads: int):
+def faster_whisper_model(threads: int, compute_type: str = "float32"):
+    """faster-whisper on the package's CTranslate2 files (never downloaded), converted to
+    ``compute_type`` (``"float32"``, ``"int8"``) at load."""
     from faster_whisper import WhisperModel
 
     from splitasr.model.whisper.ct2 import whisper_dir
 
-    return WhisperModel(str(whisper_dir()), device="cpu", compute_type="float32", cpu_threads=threads)
+    return WhisperModel(str(whisper_dir()), device="cpu", compute_type=compute_type, cpu_threads=threads)
 
 
-def faster_whisper_transcript(fw, wave: np.ndarray) -> str:
+def faster_whisper_transcript(fw, wave: np.ndarray, beam: int = 1) -> str:
+    """One transcript: greedy (``beam=1``) or beam search, no timestamps, VAD, temperature
+    fallback or previous-text prompt."""
     segments, _ = fw.transcribe(
         wave,
-        beam_size=1,
+        beam_size=beam,
         without_timestamps=True,
         vad_filter=False,
         temperature=0,

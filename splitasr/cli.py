@@ -167,11 +167,31 @@ def cmd_bench_rtf(args) -> int:
             min_seconds=args.min_seconds,
             max_seconds=args.max_seconds,
             repeats=args.repeats,
+            models=_model_specs(args.models),
+            beams=_beams(args.beams),
         )
     except ValueError as exc:
         print(f"splitasr: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
+
+
+def _model_specs(value: str | None):
+    """``--models`` of the benchmarks (``NAME`` or ``NAME:PRECISION``, comma-separated), or None."""
+    from splitasr.bench.specs import parse_model_specs
+
+    return parse_model_specs(value) if value else None
+
+
+def _beams(value: str) -> list[int]:
+    """``--beams 1,5`` -> ``[1, 5]``."""
+    try:
+        beams = [int(b) for b in value.split(",")]
+    except ValueError:
+        raise ConfigError(f"--beams {value!r}: give comma-separated beam widths, e.g. 1,5") from None
+    if not beams or min(beams) < 1:
+        raise ConfigError(f"--beams {value!r}: beam widths must be >= 1 (1: greedy)")
+    return beams
 
 
 def cmd_export_onnx(args) -> int:
@@ -218,7 +238,14 @@ def cmd_bench_asr(args) -> int:
     from splitasr.bench.asr import run_asr_bench
 
     _setup_threads(args)
-    run_asr_bench(args.manifest, args.out, model_path=args.model, beam=args.beam, limit=args.limit)
+    run_asr_bench(
+        args.manifest,
+        args.out,
+        model_path=args.model,
+        beam=args.beam,
+        limit=args.limit,
+        models=_model_specs(args.models),
+    )
     return 0
 
 
@@ -1202,6 +1229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=float("inf"), help="skip longer utterances")
     p.add_argument("--repeats", type=int, default=3, help="best of N timings per utterance")
     _add_model_arg(p)
+    p.add_argument(
+        "--models",
+        help="comma-separated model specs NAME or NAME:PRECISION (text decoder float32|int8), "
+        "e.g. whisper-tiny.en,whisper-tiny.en-dyn:int8 (overrides --model)",
+    )
+    p.add_argument("--beams", default="1", help="comma-separated beam widths (default 1: greedy)")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_rtf)
 
@@ -1230,6 +1263,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int)
     _add_model_arg(p)
+    p.add_argument(
+        "--models",
+        help="comma-separated model specs NAME or NAME:PRECISION (text decoder float32|int8), "
+        "e.g. whisper-tiny.en,whisper-tiny.en-dyn:int8 (overrides --model)",
+    )
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_bench_asr)
 

@@ -30,10 +30,14 @@ def machine_description() -> dict:
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """``columns``: (key, header, format spec)."""
+    """``columns``: (key, header, format spec); a ``None`` value (a column that does not
+    apply to the row) shows as ``-``."""
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"
     sep = "| " + " | ".join("---" for _ in columns) + " |"
-    body = ["| " + " | ".join(format(r[k], f) for k, _, f in columns) + " |" for r in rows]
+    body = [
+        "| " + " | ".join("-" if r[k] is None else format(r[k], f) for k, _, f in columns) + " |"
+        for r in rows
+    ]
     return "\n".join([head, sep, *body])
 
 
