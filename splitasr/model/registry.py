@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the names import without torch (the edge install's CLI list
     from splitasr.model.stages import SplitModel
 
 DEFAULT_MODEL = "whisper-tiny.en"
-DYN_DECODER_PRECISION = "float32"  # whisper-tiny.en-dyn's text decoder unless told (docs/whisper.md)
+DYN_DECODER_PRECISION = "int8"  # whisper-tiny.en-dyn's text decoder unless told (docs/whisper.md)
 
 
 def _ds2(decoder_precision: str | None) -> SplitModel:

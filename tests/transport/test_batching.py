@@ -207,12 +207,15 @@ def _real_utterances() -> list[torch.Tensor]:
     return waves
 
 
-@pytest.fixture(scope="module", params=["whisper-tiny.en", "whisper-tiny.en-dyn"])
+@pytest.fixture(
+    scope="module", params=["whisper-tiny.en", "whisper-tiny.en-dyn:float32", "whisper-tiny.en-dyn:int8"]
+)
 def whisper_memories(request, whisper):
     """(model, encoder outputs (T_i, C) of the real utterances through ``stem`` + ``deepcod+ans``)."""
     from splitasr.model.registry import load_model
 
-    model = whisper if request.param == "whisper-tiny.en" else load_model(request.param)
+    name, _, precision = request.param.partition(":")
+    model = whisper if name == "whisper-tiny.en" else load_model(name, decoder_precision=precision)
     edge, cloud = Edge(model), Cloud(model)
     memories = []
     for wave in _real_utterances():
@@ -239,6 +242,15 @@ def test_whisper_batched_text_decoder_gives_the_single_token_ids(whisper_memorie
     with torch.inference_mode():
         single = [decoder.tokens(w) for w in windows]
         batched = decoder.tokens_batch(windows)
+    if model.text_decoder.precision == "int8" and beam > 1:
+        # Float GEMMs and self-attention give last-bit differences between batch sizes;
+        # int8 rounding of the activations can amplify one into a different choice at a
+        # near-tie of two beams (docs/whisper.md). At most one window may differ, by
+        # at most two tokens; the texts are then compared window by window.
+        differ = [(a, b) for a, b in zip(single, batched, strict=True) if a != b]
+        assert len(differ) <= 1, differ
+        assert all(_edits(a, b) <= 2 for a, b in differ), differ
+        single = batched
     assert batched == single
     assert len({len(ids) for ids in single}) > 3  # windows end at different steps
     lengths = torch.tensor([m.shape[0] for m in memories])
@@ -252,6 +264,16 @@ def test_whisper_batched_text_decoder_gives_the_single_token_ids(whisper_memorie
     ]
     assert texts == [" ".join(t for t in w if t) for w in per_item]  # as decode() joins windows
     assert sum("7" in t or "seven" in t.lower() for t in texts) >= 3
+
+
+def _edits(a: list[int], b: list[int]) -> int:
+    """Levenshtein distance between two token sequences."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
 
 
 class _CountingDecoder:

@@ -369,19 +369,61 @@ class DecoderBlock(nn.Module):
         return x + self.mlp(self.mlp_ln(x))
 
 
-def int8_linears(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose ``nn.Linear`` layers hold int8 weights (one scale per
-    tensor) and quantise their input on the fly (fbgemm's dynamic int8 GEMM).
+class RowInt8Linear(nn.Module):
+    """``nn.Linear`` with int8 weights (one scale per output channel) on fbgemm's dynamic
+    int8 GEMM, each row of the input quantised on its own.
 
-    ``torch.ao.quantization.quantize_dynamic`` is deprecated in favour of torchao but is
-    the fast path on this CPU with the pinned torch: at batch 1 the 51864 x 384 output
-    layer takes 0.8 ms in int8 against 2.9 ms in float32, at batch 5 (a beam) 1.2 against
-    11.6 ms (one thread; ``torch._weight_int8pack_mm`` is slower than float32 here).
+    fbgemm quantises a whole input tensor with one scale and zero point, taken from its
+    minimum and maximum, so a row's result would depend on the other rows in the batch:
+    a transcript would change with what the server happened to batch it with. Here each
+    row is first divided by its largest magnitude and a fixed row ``[1, -1, 0, ...]`` is
+    appended, so the tensor's range is always exactly ``[-1, 1]``: every row gets the
+    same quantisation whatever else is in the batch, and its result is scaled back.
+    Integer accumulation makes the products exact, so results are batch-invariant bit
+    for bit (tested). The bias is added in float32.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the deprecation notices, once per load
-        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8)
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per load
+            bare = nn.Linear(linear.in_features, linear.out_features, bias=False)
+            bare.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            self.linear = torch.ao.quantization.quantize_dynamic(
+                nn.Sequential(bare), {nn.Linear: qconfig}, dtype=torch.qint8
+            )[0]
+        bias = linear.bias.detach().clone() if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+        anchor = torch.zeros(1, linear.in_features)
+        anchor[0, 0], anchor[0, -1] = 1.0, -1.0
+        self.register_buffer("anchor", anchor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (..., C_in)`` -> ``(..., C_out)``."""
+        rows = x.reshape(-1, x.shape[-1])
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        y = self.linear(torch.cat([rows / scale, self.anchor]))[:-1] * scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def int8_linears(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every ``nn.Linear`` replaced by a :class:`RowInt8Linear`.
+
+    ``torch.ao.quantization.quantize_dynamic`` (underneath) is deprecated in favour of
+    torchao but is the fast path on this CPU with the pinned torch: one thread, the
+    51864 x 384 output layer takes 0.5 ms in int8 against 2.9 ms in float32 at batch 1,
+    1.0 against 11.6 ms at batch 5 (a beam); ``torch._weight_int8pack_mm`` (4-16 ms) and
+    ``torch._int_mm`` (4.5 ms) are slower than float32 here.
+    """
+    module = copy.deepcopy(module)
+    for parent in [module, *module.modules()]:
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, RowInt8Linear(child))
+    return module.eval()
 
 
 class TextDecoder(nn.Module):
@@ -419,9 +461,8 @@ class TextDecoder(nn.Module):
             self._int8 = None
             if precision == "int8":
                 output = nn.Linear(w.shape[1], w.shape[0], bias=False)
-                output.weight = nn.Parameter(w.detach().clone(), requires_grad=False)
-                blocks = int8_linears(copy.deepcopy(self.blocks)).eval()
-                self._int8 = (blocks, int8_linears(nn.Sequential(output))[0].eval())
+                output.weight = nn.Parameter(w.detach(), requires_grad=False)
+                self._int8 = (int8_linears(self.blocks), RowInt8Linear(output))
 
     def output_weight(self) -> torch.Tensor:
         """The tied output layer as a contiguous ``(C, V)`` copy of the embedding.
