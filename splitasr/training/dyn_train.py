@@ -207,9 +207,11 @@ def load_sources(cfg: DynTrainConfig) -> Sources:
     for m in cfg.train:
         root = Path(m).parent
         utts = read_manifest(m)
-        utterances += [
-            u.resolve(root) for u in (utts[: cfg.limit_per_manifest] if cfg.limit_per_manifest else utts)
-        ]
+        utts = utts[: cfg.limit_per_manifest] if cfg.limit_per_manifest else utts
+        held = [u for u in utts if u.speaker.removeprefix("fsdd-") in HELD_OUT_SPEAKERS]
+        if held:
+            raise ConfigError(f"{m}: holds utterances of the held-out speaker {held[0].speaker!r}")
+        utterances += [u.resolve(root) for u in utts]
     digits = []
     if cfg.fsdd:
         if not Path(cfg.fsdd).is_dir():
@@ -653,11 +655,10 @@ def train_dyn(cfg: DynTrainConfig, resume: bool = True, progress: bool = True) -
         return torch.optim.Adam(params, lr=cfg.phases[0].lr, betas=(0.9, 0.98), eps=1e-8)
 
     opt = new_adam()
-    step = 0
-    if resume and ckpt_path.is_file():
-        step = load_checkpoint(ckpt_path, student, opt, cfg)
-    elif ckpt_path.is_file():
-        ckpt_path.unlink()
+    step = load_checkpoint(ckpt_path, student, opt, cfg) if resume and ckpt_path.is_file() else 0
+    if step == 0:  # a new run: a new log and no stale checkpoint
+        ckpt_path.unlink(missing_ok=True)
+        log_path.unlink(missing_ok=True)
     student.to(device)
     stop = min(cfg.steps, cfg.epochs * cfg.epoch_steps) if cfg.epochs else cfg.steps
     _write(

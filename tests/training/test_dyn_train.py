@@ -193,3 +193,13 @@ def test_the_recipe_is_read_and_checked(tmp_path, capsys):
     bad.write_text('kind = "conformer"\n')
     assert main(["train", "--config", str(bad)]) == 2
     assert "unknown kind 'conformer'" in capsys.readouterr().err
+
+
+def test_the_held_out_speaker_is_refused_in_a_training_manifest(tmp_path):
+    from splitasr.training.dyn_train import load_sources
+
+    manifest = tmp_path / "m.jsonl"
+    row = {"audio": "x.wav", "text": "four", "duration": 1.0, "speaker": "fsdd-lucas", "source": "fsdd"}
+    manifest.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ConfigError, match="held-out speaker 'fsdd-lucas'"):
+        load_sources(DynTrainConfig(train=[str(manifest)]))
