@@ -626,6 +626,41 @@ def load_student(init: str):
     return student
 
 
+class LabelPool:
+    """The labelled clips of the current phase's sliding window (see the module
+    docstring): :meth:`targets` labels what a step draws and has not been labelled yet."""
+
+    def __init__(self, cfg: DynTrainConfig, sources: Sources, reference):
+        self.cfg, self.sources, self.reference = cfg, sources, reference
+        self.decoder = WhisperDecoder(reference, beam=1)
+        self.cache: dict[tuple[int, int], Target] = {}
+        self.labelled, self.seconds = 0, 0.0  # clips labelled by this process, and the time it took
+
+    def targets(self, step: int) -> list[Target]:
+        """The batch of global step ``step``, labelled."""
+        cfg = self.cfg
+        keys = batch_clips(cfg, step)
+        phase, s = phase_at(cfg, step)
+        low = s * cfg.fresh_per_step  # clips below left the window
+        self.cache = {k: v for k, v in self.cache.items() if k[0] == phase and k[1] >= low}
+        todo = [k for k in keys if k not in self.cache]
+        if todo:
+            t0 = time.time()
+            waves = [
+                make_clip(
+                    self.sources,
+                    np.random.default_rng([cfg.seed, p, k]),
+                    cfg.max_seconds,
+                    cfg.phases[p].short_frac,
+                )
+                for p, k in todo
+            ]
+            self.cache.update(zip(todo, label(self.reference, self.decoder, waves, cfg), strict=True))
+            self.labelled += len(todo)
+            self.seconds += time.time() - t0
+        return [self.cache[k] for k in keys]
+
+
 def _write(log_path: Path, row: dict) -> None:
     with log_path.open("a") as f:
         f.write(json.dumps(row) + "\n")
@@ -644,8 +679,7 @@ def train_dyn(cfg: DynTrainConfig, resume: bool = True, progress: bool = True) -
     amp = cfg.amp and device.type == "cuda"
     sources = load_sources(cfg)
     reference = frozen_model("whisper-tiny.en", cfg.seed, cfg.threads)  # padded, CPU
-    labeller = WhisperDecoder(reference, beam=1)
-    student = load_student(cfg.init)
+    student = load_student(cfg.init).to(device)  # before Adam, whose state lives beside it
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path, ckpt_path, blocks_path = out / LOG, out / CHECKPOINT, out / f"{DYN_NAME}.safetensors"
@@ -659,7 +693,6 @@ def train_dyn(cfg: DynTrainConfig, resume: bool = True, progress: bool = True) -
     if step == 0:  # a new run: a new log and no stale checkpoint
         ckpt_path.unlink(missing_ok=True)
         log_path.unlink(missing_ok=True)
-    student.to(device)
     stop = min(cfg.steps, cfg.epochs * cfg.epoch_steps) if cfg.epochs else cfg.steps
     _write(
         log_path, {"kind": "start", "step": step, "stop": stop, "resumed": step > 0, "device": str(device)}
@@ -680,32 +713,14 @@ def train_dyn(cfg: DynTrainConfig, resume: bool = True, progress: bool = True) -
 
     if cfg.validate_first and step == 0:
         last_val = run_validation(0)
-    cache: dict[tuple[int, int], Target] = {}
+    pool = LabelPool(cfg, sources, reference)
     bar = tqdm(total=stop, initial=step, desc="whisper-dyn", unit="step", disable=not progress, mininterval=5)
-    t0, steps_done, window, labelled, label_seconds = time.time(), 0, [], 0, 0.0
+    t0, steps_done, window = time.time(), 0, []
     while step < stop:
         phase, s = phase_at(cfg, step)
         if s == 0 and step > 0:
             opt = new_adam()  # each phase starts a fresh Adam, as each GPU run did
-        keys = batch_clips(cfg, step)
-        low = s * cfg.fresh_per_step
-        cache = {k: v for k, v in cache.items() if k[0] == phase and k[1] >= low}
-        todo = [k for k in keys if k not in cache]
-        if todo:
-            t_label = time.time()
-            waves = [
-                make_clip(
-                    sources,
-                    np.random.default_rng([cfg.seed, p, k]),
-                    cfg.max_seconds,
-                    cfg.phases[p].short_frac,
-                )
-                for p, k in todo
-            ]
-            cache.update(zip(todo, label(reference, labeller, waves, cfg), strict=True))
-            labelled += len(todo)
-            label_seconds += time.time() - t_label
-        targets = [cache[k] for k in keys]
+        targets = pool.targets(step)
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -719,7 +734,7 @@ def train_dyn(cfg: DynTrainConfig, resume: bool = True, progress: bool = True) -
         step += 1
         steps_done += 1
         window.append((loss, gnorm))
-        bar.set_postfix(loss=f"{loss:.5f}", lr=f"{lr:.1e}", labelled=labelled)
+        bar.set_postfix(loss=f"{loss:.5f}", lr=f"{lr:.1e}", labelled=pool.labelled)
         bar.update()
         if step % cfg.log_every == 0 or step == stop:
             row = {
@@ -729,8 +744,8 @@ def train_dyn(cfg: DynTrainConfig, resume: bool = True, progress: bool = True) -
                 "loss": float(np.mean([w[0] for w in window])),
                 "grad_norm": round(float(np.mean([w[1] for w in window])), 4),
                 "lr": lr,
-                "labelled": labelled,
-                "label_seconds": round(label_seconds, 1),
+                "labelled": pool.labelled,
+                "label_seconds": round(pool.seconds, 1),
                 "seconds_per_step": round((time.time() - t0) / steps_done, 2),
             }
             window = []
