@@ -203,3 +203,27 @@ def test_the_held_out_speaker_is_refused_in_a_training_manifest(tmp_path):
     manifest.write_text(json.dumps(row) + "\n")
     with pytest.raises(ConfigError, match="held-out speaker 'fsdd-lucas'"):
         load_sources(DynTrainConfig(train=[str(manifest)]))
+
+
+def test_the_command_continues_from_the_shipped_blocks(whisper, speech_manifest, tmp_path, capsys):
+    """``splitasr train --config <whisper-dyn recipe> --init <blocks>``: one step at a tiny
+    lr from the shipped blocks stays next to them, far from the base blocks."""
+    from splitasr.model.whisper.weights import DYN_WEIGHTS, load_whisper_dyn
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        f'kind = "whisper-dyn"\ntrain = ["{speech_manifest}"]\ndev = "{speech_manifest}"\nval_limit = 1\n'
+        "batch = 1\nmax_seconds = 2.0\nthreads = 1\nepoch_steps = 1\n"
+        "[[phases]]\nsteps = 1\nlr = 1e-7\npool = 1\n"
+    )
+    assert (
+        main(["train", "--config", str(recipe), "--init", str(DYN_WEIGHTS), "--out", str(tmp_path / "o")])
+        == 0
+    )
+    out = capsys.readouterr().out  # the validation row, then the report
+    report = json.loads(out[out.index("{\n") :])
+    assert report["steps"] == 1 and report["validation"]["utterances"] == 1
+    got = load_whisper_dyn(report["blocks"]).state_dict()
+    shipped, base = load_whisper_dyn().state_dict(), whisper.state_dict()
+    key = "stages.block2.mlp.0.weight"
+    assert float((got[key] - shipped[key]).abs().max()) < 1e-3 < float((got[key] - base[key]).abs().max())
