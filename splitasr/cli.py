@@ -118,8 +118,22 @@ def cmd_data_build(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from splitasr.training.trainer import TrainConfig, train
+    from splitasr.training.trainer import TrainConfig, read_toml, train
 
+    kind = read_toml(Path(args.config)).get("kind", "ds2")
+    if kind == "whisper-dyn":  # audio-context fine-tuning of Whisper's encoder blocks
+        from splitasr.training.dyn_train import DynTrainConfig, train_dyn
+
+        cfg = DynTrainConfig.from_toml(args.config)
+        for key in ("out", "epochs", "init"):
+            if getattr(args, key):
+                setattr(cfg, key, getattr(args, key))
+        print(json.dumps(train_dyn(cfg, resume=not args.no_resume), indent=2))
+        return 0
+    if kind != "ds2":
+        raise ConfigError(f"{args.config}: unknown kind {kind!r}; choose from ds2, whisper-dyn")
+    if args.init:
+        raise ConfigError("--init is for whisper-dyn recipes only")
     cfg = TrainConfig.from_toml(args.config)
     if args.out:
         cfg.out = args.out
@@ -1197,6 +1211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="override the recipe's output folder")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--no-resume", action="store_true", help="start again even if a run exists")
+    p.add_argument("--init", help="whisper-dyn: a whisper-tiny.en-dyn blocks file to start from")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export-onnx", help="export heads and codec encoders to ONNX for the torch-free edge")

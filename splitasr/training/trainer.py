@@ -36,6 +36,7 @@ from splitasr.wer import error_rates
 class TrainConfig:
     """A training recipe; read from TOML (see ``configs/ds2-default.toml``)."""
 
+    kind: str = "ds2"  # the recipe kind (cli.cmd_train dispatches on it)
     train: dict[str, float] = field(default_factory=dict)  # manifest path -> sampling weight
     dev: list[str] = field(default_factory=list)
     out: str = "runs/ds2"
