@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # the names import without torch (the edge install's CLI list
     from splitasr.model.stages import SplitModel
 
 DEFAULT_MODEL = "whisper-tiny.en"
-DYN_DECODER_PRECISION = "int8"  # whisper-tiny.en-dyn's text decoder unless told (docs/whisper.md)
 
 
 def _ds2(decoder_precision: str | None) -> SplitModel:
@@ -33,13 +32,13 @@ def _ds2(decoder_precision: str | None) -> SplitModel:
 def _whisper_tiny_en(decoder_precision: str | None) -> SplitModel:
     from splitasr.model.whisper import load_whisper
 
-    return load_whisper(decoder_precision=decoder_precision or "float32")
+    return load_whisper(decoder_precision=decoder_precision or "float16")
 
 
 def _whisper_tiny_en_dyn(decoder_precision: str | None) -> SplitModel:
     from splitasr.model.whisper.weights import load_whisper_dyn
 
-    return load_whisper_dyn(decoder_precision=decoder_precision or DYN_DECODER_PRECISION)
+    return load_whisper_dyn(decoder_precision=decoder_precision or "float16")
 
 
 def _float_only(name: str, decoder_precision: str | None) -> None:
@@ -64,9 +63,9 @@ def load_model(name_or_path: str | Path | None = None, *, decoder_precision: str
     DS2 checkpoint file written by ``splitasr train``, in eval mode on the CPU, with every
     cache filled: safe to share between threads.
 
-    ``decoder_precision`` (Whisper models): ``"float32"`` or ``"int8"`` text decoder
-    weights; ``None`` is the model's own default (float32 for the exact
-    ``whisper-tiny.en``, :data:`DYN_DECODER_PRECISION` for ``whisper-tiny.en-dyn``).
+    ``decoder_precision`` (Whisper models): the text decoder's Linear layers in
+    ``"float16"`` (``None``: the default; the checkpoint's own weights), ``"float32"`` or
+    ``"int8"`` (docs/whisper.md).
 
     Raises:
         CheckpointError: an unknown name, or a file that is missing or not a checkpoint.

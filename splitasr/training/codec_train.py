@@ -214,7 +214,7 @@ def frozen_model(name: str, seed: int, threads: int = 0):
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(name)
+    model = load_model(name, decoder_precision="float32")  # gradients flow through the decoder
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -619,7 +619,11 @@ def load_student(init: str):
     from splitasr.model.whisper.model import NAME
     from splitasr.model.whisper.weights import DYN_NAME, load_whisper_dyn
 
-    student = load_whisper_dyn(init) if init else load_whisper(trim=True, name=DYN_NAME, base=NAME)
+    student = (  # float32: the loss backpropagates through the decoder into the blocks
+        load_whisper_dyn(init, decoder_precision="float32")
+        if init
+        else load_whisper(trim=True, name=DYN_NAME, base=NAME, decoder_precision="float32")
+    )
     trained = set(trained_parameters(student).values())
     for p in student.parameters():
         p.requires_grad_(p in trained)

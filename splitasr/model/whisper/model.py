@@ -62,7 +62,7 @@ NAME = "whisper-tiny.en"
 WINDOW_FRAMES = 3000  # feature frames in one 30-s window
 WINDOW_SECONDS = 30.0
 EXACT_TRIM_POINTS = ("features", "stem")  # padded frames here are input-independent
-DECODER_PRECISIONS = ("float32", "int8")  # WhisperConfig.decoder_precision
+DECODER_PRECISIONS = ("float32", "float16", "int8")  # WhisperConfig.decoder_precision
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class WhisperConfig:
     trim: bool = False  # the encoder runs on the frames that hold audio only (module docstring)
     trim_margin: int = 0  # padding encoder frames kept after the audio when trimming
     uplink_trim: bool = True  # head() sends features/stem without their padding (exact)
-    decoder_precision: str = "float32"  # the text decoder's Linear weights: float32 or int8
+    decoder_precision: str = "float16"  # the text decoder's Linear weights (DECODER_PRECISIONS)
     name: str = NAME  # the registry name of these weights
     base: str = ""  # a model whose front end and stem these weights share (its codecs fit)
     max_new_tokens: int = 224  # per 30-s window, as Whisper's sample_len
@@ -376,11 +376,12 @@ class RowInt8Linear(nn.Module):
     fbgemm quantises a whole input tensor with one scale and zero point, taken from its
     minimum and maximum, so a row's result would depend on the other rows in the batch:
     a transcript would change with what the server happened to batch it with. Here each
-    row is first divided by its largest magnitude and a fixed row ``[1, -1, 0, ...]`` is
-    appended, so the tensor's range is always exactly ``[-1, 1]``: every row gets the
-    same quantisation whatever else is in the batch, and its result is scaled back.
-    Integer accumulation makes the products exact, so results are batch-invariant bit
-    for bit (tested). The bias is added in float32.
+    row ``x`` is first mapped onto ``[-1, 1]`` by its own range (``x = mid + half * u``)
+    and a fixed row ``[1, -1, 0, ...]`` is appended, so the tensor's range is always
+    exactly ``[-1, 1]``: every row gets the same quantisation whatever else is in the
+    batch, and uses all of it. Then ``W x = half * (W u) + mid * W 1`` (the row sums of the
+    int8 weights, dequantised, kept in float32) plus the bias. Integer accumulation makes
+    the products exact, so a row's result does not depend on the batch (tested).
     """
 
     def __init__(self, linear: nn.Linear):
@@ -393,8 +394,10 @@ class RowInt8Linear(nn.Module):
             self.linear = torch.ao.quantization.quantize_dynamic(
                 nn.Sequential(bare), {nn.Linear: qconfig}, dtype=torch.qint8
             )[0]
-        bias = linear.bias.detach().clone() if linear.bias is not None else None
+        weight = self.linear.weight().dequantize()  # (C_out, C_in), as the GEMM sees it
+        bias = linear.bias.detach().clone() if linear.bias is not None else torch.zeros(linear.out_features)
         self.register_buffer("bias", bias)
+        self.register_buffer("row_sums", weight.sum(dim=1))
         anchor = torch.zeros(1, linear.in_features)
         anchor[0, 0], anchor[0, -1] = 1.0, -1.0
         self.register_buffer("anchor", anchor)
@@ -402,10 +405,10 @@ class RowInt8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (..., C_in)`` -> ``(..., C_out)``."""
         rows = x.reshape(-1, x.shape[-1])
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-        y = self.linear(torch.cat([rows / scale, self.anchor]))[:-1] * scale
-        if self.bias is not None:
-            y = y + self.bias
+        hi, lo = rows.amax(dim=1, keepdim=True), rows.amin(dim=1, keepdim=True)
+        mid, half = (hi + lo) / 2, ((hi - lo) / 2).clamp_min(1e-12)
+        y = self.linear(torch.cat([(rows - mid) / half, self.anchor]))[:-1]
+        y = y * half + mid * self.row_sums + self.bias
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
@@ -414,9 +417,9 @@ def int8_linears(module: nn.Module) -> nn.Module:
 
     ``torch.ao.quantization.quantize_dynamic`` (underneath) is deprecated in favour of
     torchao but is the fast path on this CPU with the pinned torch: one thread, the
-    51864 x 384 output layer takes 0.5 ms in int8 against 2.9 ms in float32 at batch 1,
-    1.0 against 11.6 ms at batch 5 (a beam); ``torch._weight_int8pack_mm`` (4-16 ms) and
-    ``torch._int_mm`` (4.5 ms) are slower than float32 here.
+    51864 x 384 output layer takes 1.2 ms in int8 (rows quantised on their own) against
+    8.3 ms as an ``nn.Linear`` in float32 at batch 1, 2.4 against 15.3 ms at batch 8;
+    ``torch._weight_int8pack_mm`` (4-16 ms) and ``torch._int_mm`` (4.5 ms) are slower.
     """
     module = copy.deepcopy(module)
     for parent in [module, *module.modules()]:
@@ -426,12 +429,26 @@ def int8_linears(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
+def fp16_linears(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose ``nn.Linear`` layers keep float16 weights (fbgemm's
+    float16 GEMM: float32 activations and accumulation, half the bytes read per step).
+
+    Whisper tiny.en's weights *are* float16 (the CTranslate2 file), so nothing is lost:
+    the products are the float32 model's up to the order of additions. One thread, the
+    output layer takes 1.6 ms against 8.3 ms as an ``nn.Linear`` in float32 at batch 1.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per load
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.float16)
+
+
 class TextDecoder(nn.Module):
     """Whisper's text decoder; runs on the server. Logits are tied to the token embedding.
 
-    In float32 (the default) or with int8 Linear weights (:meth:`prepare`): each greedy
-    step reads the 4 blocks (33 MB in float32) and the output layer (80 MB), so the step
-    is memory-bound and int8 weights make it ~2.7x faster (docs/whisper.md).
+    Its Linear layers run in float32, float16 (the default: the checkpoint's own
+    precision, the same transcripts, half the bytes) or int8 (:meth:`prepare`). Each
+    greedy step reads the 4 blocks (33 MB in float32) and the output layer (80 MB), so
+    the step is memory-bound and reduced precision makes it ~2x faster (docs/whisper.md).
     """
 
     def __init__(self, config: WhisperConfig):
@@ -441,28 +458,32 @@ class TextDecoder(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
         self.ln = nn.LayerNorm(config.d_model)
         self._output: tuple[tuple[int, int], torch.Tensor] | None = None  # set by prepare()
-        self._int8: tuple[nn.ModuleList, nn.Module] | None = None  # set by prepare("int8")
+        self._reduced: tuple[nn.ModuleList, nn.Module] | None = None  # (blocks, output); prepare()
+        self._precision = "float32"
 
     @property
     def precision(self) -> str:
-        """``"int8"`` once :meth:`prepare` made the int8 copies, else ``"float32"``."""
-        return "float32" if self._int8 is None else "int8"
+        """The precision :meth:`prepare` made the decoder's Linear layers in."""
+        return self._precision
 
     def prepare(self, precision: str = "float32") -> None:
-        """Make the contiguous output layer (:meth:`output_weight`) and, for ``"int8"``,
-        int8 copies of the blocks and of the output layer that :meth:`forward` and
-        :meth:`cross_kv` then use; called once at load (the float weights stay, for
-        training and for models sharing them)."""
+        """Make the contiguous output layer (:meth:`output_weight`) and, for ``"float16"``
+        or ``"int8"``, copies of the blocks and of the output layer in that precision,
+        which :meth:`forward` and :meth:`cross_kv` then use; called once at load. The
+        float32 weights stay (training backpropagates through them; variants share them)."""
         if precision not in DECODER_PRECISIONS:
             raise ValueError(f"decoder precision {precision!r}: choose from {', '.join(DECODER_PRECISIONS)}")
         w = self.token_embedding.weight
         with torch.inference_mode(False), torch.no_grad():
             self._output = ((w.data_ptr(), w._version), w.detach().T.contiguous())
-            self._int8 = None
-            if precision == "int8":
+            self._reduced, self._precision = None, precision
+            if precision != "float32":
                 output = nn.Linear(w.shape[1], w.shape[0], bias=False)
                 output.weight = nn.Parameter(w.detach(), requires_grad=False)
-                self._int8 = (int8_linears(self.blocks), RowInt8Linear(output))
+                if precision == "int8":
+                    self._reduced = (int8_linears(self.blocks), RowInt8Linear(output))
+                else:
+                    self._reduced = (fp16_linears(self.blocks), fp16_linears(nn.Sequential(output))[0])
 
     def output_weight(self) -> torch.Tensor:
         """The tied output layer as a contiguous ``(C, V)`` copy of the embedding.
@@ -479,7 +500,7 @@ class TextDecoder(nn.Module):
         return w.T
 
     def _blocks(self) -> nn.ModuleList:
-        return self.blocks if self._int8 is None else self._int8[0]
+        return self.blocks if self._reduced is None else self._reduced[0]
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer keys/values of the encoder output ``memory (B, T, C)``, computed once."""
@@ -490,8 +511,8 @@ class TextDecoder(nn.Module):
         x = self.token_embedding(tokens) + self.positions[offset : offset + tokens.shape[1]]
         for block, cache, kv in zip(self._blocks(), caches, cross, strict=True):
             x = block(x, cache, kv)
-        if self._int8 is not None:
-            return self._int8[1](self.ln(x))
+        if self._reduced is not None:
+            return self._reduced[1](self.ln(x))
         return self.ln(x) @ self.output_weight()
 
 
@@ -542,7 +563,7 @@ class WhisperModel(SplitModel):
         ``trim_margin``), sharing the weights and caches; ``self`` is unchanged.
 
         Raises:
-            ValueError: ``decoder_precision`` changes (the int8 copies are made at load:
+            ValueError: ``decoder_precision`` changes (the reduced copies are made at load:
                 load the model again with the other precision).
         """
         precision = changes.get("decoder_precision", self.config.decoder_precision)
