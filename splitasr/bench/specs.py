@@ -44,7 +44,7 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
     """``"a,b:int8"`` -> ``[ModelSpec("a"), ModelSpec("b", "int8")]``.
 
     Raises:
-        ConfigError: an empty list or item, or a precision other than float32/int8.
+        ConfigError: an empty list or item, or a precision other than float32/float16/int8.
     """
     specs = []
     for item in text.split(","):

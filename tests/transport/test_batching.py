@@ -16,6 +16,7 @@ from splitasr.audio import SAMPLE_RATE, load_audio
 from splitasr.errors import SplitASRError
 from splitasr.model.whisper.model import _windows
 from splitasr.pipeline import Cloud, Edge, _pad
+from splitasr.text import normalize
 from splitasr.transport.client import CloudClient
 from splitasr.transport.server import ServerThread
 from tests.conftest import SHARED
@@ -208,7 +209,7 @@ def _real_utterances() -> list[torch.Tensor]:
 
 
 @pytest.fixture(
-    scope="module", params=["whisper-tiny.en", "whisper-tiny.en-dyn:float32", "whisper-tiny.en-dyn:int8"]
+    scope="module", params=["whisper-tiny.en", "whisper-tiny.en-dyn:float32", "whisper-tiny.en-dyn:float16"]
 )
 def whisper_memories(request, whisper):
     """(model, encoder outputs (T_i, C) of the real utterances through ``stem`` + ``deepcod+ans``)."""
@@ -242,15 +243,6 @@ def test_whisper_batched_text_decoder_gives_the_single_token_ids(whisper_memorie
     with torch.inference_mode():
         single = [decoder.tokens(w) for w in windows]
         batched = decoder.tokens_batch(windows)
-    if model.text_decoder.precision == "int8" and beam > 1:
-        # Float GEMMs and self-attention give last-bit differences between batch sizes;
-        # int8 rounding of the activations can amplify one into a different choice at a
-        # near-tie of two beams (docs/whisper.md). At most one window may differ, by
-        # at most two tokens; the texts are then compared window by window.
-        differ = [(a, b) for a, b in zip(single, batched, strict=True) if a != b]
-        assert len(differ) <= 1, differ
-        assert all(_edits(a, b) <= 2 for a, b in differ), differ
-        single = batched
     assert batched == single
     assert len({len(ids) for ids in single}) > 3  # windows end at different steps
     lengths = torch.tensor([m.shape[0] for m in memories])
@@ -266,14 +258,25 @@ def test_whisper_batched_text_decoder_gives_the_single_token_ids(whisper_memorie
     assert sum("7" in t or "seven" in t.lower() for t in texts) >= 3
 
 
-def _edits(a: list[int], b: list[int]) -> int:
-    """Levenshtein distance between two token sequences."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
+@pytest.mark.skipif(not FSDD.is_dir(), reason=f"{FSDD} (FSDD recordings) not found")
+@pytest.mark.parametrize("beam", [1, 5])
+def test_int8_text_decoder_batched_gives_the_single_texts_on_clear_speech(beam):
+    """int8 rows are quantised on their own (RowInt8Linear), so batching does not coarsen
+    them; on clear real speech the batched texts are the single ones. (Float32 GEMMs and
+    attention still differ in the last bit between batch sizes, and int8 rounding can turn
+    that into another choice at a near-tie on unclear audio: docs/whisper.md.)"""
+    from splitasr.model.registry import load_model
+
+    model = load_model("whisper-tiny.en-dyn", decoder_precision="int8")
+    names = ["3_lucas_12.wav", "7_lucas_0.wav", "0_lucas_3.wav", "5_george_1.wav", "9_jackson_0.wav"]
+    waves = [torch.from_numpy(load_audio(FSDD / n)) for n in names]
+    decoder = model.make_decoder(beam=beam)
+    with torch.inference_mode():
+        memories = [model(w[None])[0][0] for w in waves]
+        single = [decoder.text_of(decoder.tokens(m)) for m in memories]
+        batched = [decoder.text_of(ids) for ids in decoder.tokens_batch(memories)]
+    assert batched == single
+    assert [normalize(t) for t in single] == ["three", "seven", "zero", "five", "nine"]
 
 
 class _CountingDecoder:
