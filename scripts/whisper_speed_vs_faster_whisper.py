@@ -7,7 +7,8 @@ on the first file and then timed once per file (waveform in, text out):
   and int8 (loaded as :mod:`whisper_parity` does: no download, no timestamps, VAD,
   temperature fallback or previous-text prompt);
 * splitasr ``whisper-tiny.en`` (padded, exact) and ``whisper-tiny.en-dyn`` (trimmed
-  encoder), each with a float32 and an int8 text decoder, with their default loop guard;
+  encoder), each with a float32, float16 (the default) and int8 text decoder, with their
+  default loop guard;
 
 greedy and beam search (``--beams``, default ``1,5``). Per system and beam: real-time
 factor, WER against the manifest's texts (jiwer through :func:`splitasr.wer.error_rates`,
@@ -35,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SPLITASR_MODELS = ("whisper-tiny.en", "whisper-tiny.en-dyn")
-PRECISIONS = ("float32", "int8")
+PRECISIONS = ("float32", "float16", "int8")  # splitasr's text decoder
+COMPUTE_TYPES = ("float32", "int8")  # faster-whisper's (CTranslate2 has no float16 on this CPU)
 REFERENCE = "faster-whisper float32"  # the transcripts the others are compared with
 
 
@@ -51,7 +53,8 @@ class System:
 
 
 def load_systems(threads: int) -> list[System]:
-    """faster-whisper float32/int8, then splitasr's Whisper models with float32/int8 decoders."""
+    """faster-whisper float32/int8, then splitasr's Whisper models with float32/float16/int8
+    decoders."""
     import torch
     from whisper_parity import faster_whisper_model, faster_whisper_transcript
 
@@ -60,7 +63,7 @@ def load_systems(threads: int) -> list[System]:
 
     torch.set_num_threads(threads)
     systems = []
-    for compute_type in PRECISIONS:
+    for compute_type in COMPUTE_TYPES:
         fw = faster_whisper_model(threads, compute_type)
         systems.append(
             System(

@@ -1301,7 +1301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state",
         action="append",
         metavar="POINT=FOLDER",
-        help="codec state to use at POINT instead of the shipped one (e.g. stem=runs/lrd-stem); repeatable",
+        help="codec state looked in before the shipped one at POINT (e.g. stem=runs/lrd-stem); repeatable",
     )
     p.add_argument("--limit", type=int, help="first N test utterances")
     p.add_argument("--quick", action="store_true", help="30 utterances, 3 points, a few codecs")

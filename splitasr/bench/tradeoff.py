@@ -80,7 +80,9 @@ def _state_dir_for(
     """``state_dirs[point]`` or the shipped state if complete for ``name``, else calibrate
     into ``out/state/point``."""
     t, c = split_name(name)
-    shipped = state_dirs.get(point) or shipped_state_dir(model.codec_home(point), point)
+    shipped = shipped_state_dir(model.codec_home(point), point)
+    if point in state_dirs and state_path(state_dirs[point], t).is_file():
+        shipped = state_dirs[point]  # a given folder first, then the shipped one
     if t in LEARNED_TRANSFORMS:  # trained, never calibrated here: its state folder or none
         return shipped if state_path(shipped, t).is_file() else None
     if not _needs_state(name):
@@ -114,10 +116,10 @@ def run_tradeoff_bench(
 ) -> dict:
     """Every ``(point, codec)`` job on the first ``limit`` utterances of ``manifest``.
 
-    ``state_dirs`` maps a split point to a folder of codec state to use there instead of
-    the shipped one (e.g. ``{"stem": "runs/lrd-stem"}``: a codec trained by
+    ``state_dirs`` maps a split point to a folder of codec state looked in before the
+    shipped one (e.g. ``{"stem": "runs/lrd-stem"}``: a codec trained by
     ``splitasr train-codec`` and not shipped); learned codecs whose state is found there
-    (or shipped) join the jobs.
+    or shipped join the jobs.
     """
     from tqdm import tqdm
 
@@ -157,12 +159,12 @@ def run_tradeoff_bench(
     for p, d in overrides.items():
         if not d.is_dir():
             raise ConfigError(f"--state {p}={d}: no such folder")
-    shipped = {p: overrides.get(p) or shipped_state_dir(model.codec_home(p), p) for p in model.split_points}
+    homes = [{p: shipped_state_dir(model.codec_home(p), p) for p in model.split_points}, overrides]
     jobs += [
         (p, c)
         for p in ["audio", *points]
         for c in learned_codecs
-        if (p, c) not in jobs and state_path(shipped[p], split_name(c)[0]).is_file()
+        if (p, c) not in jobs and any(p in h and state_path(h[p], split_name(c)[0]).is_file() for h in homes)
     ]
     jobs.sort(key=lambda job: model.split_points.index(job[0]))
     jobs = [(p, c) for p, c in jobs if not (c.startswith("cs") and info[p].dim > CS_MAX_CHANNELS)]

