@@ -41,8 +41,19 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_decoder_precision_arg(p: argparse.ArgumentParser) -> None:
+    from splitasr.model.whisper.model import DECODER_PRECISIONS
+
+    p.add_argument(
+        "--decoder-precision",
+        choices=DECODER_PRECISIONS,
+        help="Whisper's text decoder Linear layers (default: float16, the checkpoint's own; docs/whisper.md)",
+    )
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     _add_model_arg(p)
+    _add_decoder_precision_arg(p)
     p.add_argument(
         "--beam",
         type=int,
@@ -68,7 +79,7 @@ def cmd_transcribe(args) -> int:
     from splitasr.transcribe import transcribe
 
     _setup_threads(args)
-    model = load_model(args.model)
+    model = load_model(args.model, decoder_precision=args.decoder_precision)
     results = transcribe(model, args.files, _decoder(args, model), max_seconds=args.max_seconds)
     failed = 0
     for r in results:
@@ -88,7 +99,7 @@ def cmd_eval(args) -> int:
     from splitasr.model.registry import load_model
 
     _setup_threads(args)
-    model = load_model(args.model)
+    model = load_model(args.model, decoder_precision=args.decoder_precision)
     report = evaluate_manifest(
         model, args.manifest, _decoder(args, model), limit=args.limit, progress=not args.json
     )
@@ -497,7 +508,7 @@ def cmd_serve(args) -> int:
     if args.backend == "ray":
         return _serve_ray(args, names, server_kwargs)
     print(f"splitasr serve: loading {', '.join(names)}", file=sys.stderr, flush=True)
-    clouds = load_clouds(names, max_seconds=args.max_seconds)
+    clouds = load_clouds(names, max_seconds=args.max_seconds, decoder_precision=args.decoder_precision)
     asyncio.run(
         serve_forever(
             clouds,
@@ -1424,6 +1435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=50051, help="0: any free port (printed)")
     p.add_argument("--models", default=None, help="comma-separated model names (default: the default model)")
+    _add_decoder_precision_arg(p)
     p.add_argument("--token", help="require 'authorization: Bearer TOKEN' (default: $SPLITASR_TOKEN)")
     p.add_argument("--max-message-mb", type=float, default=4.0, help="refuse larger requests")
     p.add_argument("--max-seconds", type=float, default=120.0, help="longest audio a payload may stand for")

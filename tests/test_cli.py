@@ -190,3 +190,21 @@ def test_bad_threads_or_lm_is_one_line_and_exit_2(tmp_path, speech_dir, args, li
     assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("splitasr: error: " + line.format(tmp=tmp_path)), lines
+
+
+def test_decoder_precision_picks_whispers_decoder_and_is_refused_for_ds2(speech_dir):
+    wav = str(speech_dir / "hello.wav")
+    for precision in ("float32", "float16"):
+        r = run("transcribe", "--decoder-precision", precision, wav)
+        assert (r.returncode, r.stdout) == (0, "The sun is bright today.\n"), (precision, r.stderr)
+    r = run("transcribe", "--model", "ds2", "--decoder-precision", "int8", wav)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == "splitasr: error: ds2 has no int8 decoder (only Whisper models do)\n"
+
+
+def test_server_applies_the_decoder_precision_to_whisper_models_only():
+    from splitasr.transport.server import load_clouds
+
+    clouds = load_clouds(["ds2", "whisper-tiny.en-dyn"], decoder_precision="int8")
+    assert clouds["whisper-tiny.en-dyn"].model.text_decoder.precision == "int8"
+    assert not hasattr(clouds["ds2"].model, "text_decoder")

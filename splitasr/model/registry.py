@@ -53,6 +53,11 @@ _MODELS: dict[str, Callable[[str | None], SplitModel]] = {
 }
 
 
+def has_text_decoder(name: str) -> bool:
+    """Whether the named model has a text decoder whose precision can be chosen (Whisper's)."""
+    return name in ("whisper-tiny.en", "whisper-tiny.en-dyn")
+
+
 def available_models() -> list[str]:
     """The names :func:`load_model` knows, the default first."""
     return [DEFAULT_MODEL, *(name for name in _MODELS if name != DEFAULT_MODEL)]

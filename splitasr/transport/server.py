@@ -658,14 +658,18 @@ def _check_same(chunk: pb.AudioChunk, info: _StreamInfo) -> None:
         raise _StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk {chunk.seq} names another beam")
 
 
-def load_clouds(names: Iterable[str], max_seconds: float | None = None) -> dict[str, Cloud]:
-    """One :class:`Cloud` per model name, each loaded once (codec state included on use)."""
-    from splitasr.model.registry import load_model
+def load_clouds(
+    names: Iterable[str], max_seconds: float | None = None, decoder_precision: str | None = None
+) -> dict[str, Cloud]:
+    """One :class:`Cloud` per model name, each loaded once (codec state included on use);
+    ``decoder_precision`` applies to the models with a text decoder (Whisper's)."""
+    from splitasr.model.registry import has_text_decoder, load_model
 
     clouds = {}
     for name in names:
         kwargs = {} if max_seconds is None else {"max_seconds": max_seconds}
-        clouds[name] = Cloud(load_model(name), **kwargs)
+        precision = decoder_precision if has_text_decoder(name) else None
+        clouds[name] = Cloud(load_model(name, decoder_precision=precision), **kwargs)
     return clouds
 
 
