@@ -42,7 +42,7 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_decoder_precision_arg(p: argparse.ArgumentParser) -> None:
-    from splitasr.model.whisper.model import DECODER_PRECISIONS
+    from splitasr.model.registry import DECODER_PRECISIONS
 
     p.add_argument(
         "--decoder-precision",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from splitasr.errors import ConfigError
-from splitasr.model.whisper.model import DECODER_PRECISIONS
+from splitasr.model.registry import DECODER_PRECISIONS
 
 if TYPE_CHECKING:
     from splitasr.model.stages import SplitModel

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the names import without torch (the edge install's CLI list
     from splitasr.model.stages import SplitModel
 
 DEFAULT_MODEL = "whisper-tiny.en"
+DECODER_PRECISIONS = ("float32", "float16", "int8")  # Whisper's text decoder (docs/whisper.md)
 
 
 def _ds2(decoder_precision: str | None) -> SplitModel:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -56,13 +56,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitasr import audio
+from splitasr.model.registry import DECODER_PRECISIONS  # torch-free: the edge CLI lists them
 from splitasr.model.stages import AUDIO, HeadStream, SplitModel, Stage
 
 NAME = "whisper-tiny.en"
 WINDOW_FRAMES = 3000  # feature frames in one 30-s window
 WINDOW_SECONDS = 30.0
 EXACT_TRIM_POINTS = ("features", "stem")  # padded frames here are input-independent
-DECODER_PRECISIONS = ("float32", "float16", "int8")  # WhisperConfig.decoder_precision
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,9 @@ class WhisperConfig:
     trim: bool = False  # the encoder runs on the frames that hold audio only (module docstring)
     trim_margin: int = 0  # padding encoder frames kept after the audio when trimming
     uplink_trim: bool = True  # head() sends features/stem without their padding (exact)
-    decoder_precision: str = "float16"  # the text decoder's Linear weights (DECODER_PRECISIONS)
+    # The text decoder's Linear weights (DECODER_PRECISIONS). Not in repr(): a load-time
+    # speed choice, not the model's identity (training caches key on repr and use float32).
+    decoder_precision: str = field(default="float16", repr=False)
     name: str = NAME  # the registry name of these weights
     base: str = ""  # a model whose front end and stem these weights share (its codecs fit)
     max_new_tokens: int = 224  # per 30-s window, as Whisper's sample_len
