@@ -540,6 +540,7 @@ def _serve_ray(args, names: list[str], server_kwargs: dict) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_seconds=args.max_seconds,
+        decoder_precision=args.decoder_precision,
         autoscale=autoscale,
         target_ongoing=args.target_ongoing,
         address=args.address or os.environ.get("RAY_ADDRESS") or None,

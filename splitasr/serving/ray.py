@@ -84,6 +84,7 @@ class RaySettings:
         max_batch: most requests one replica's tail runs as one batch (1: no batching).
         max_wait_ms: how long a batch waits for more requests after its first one.
         max_seconds: longest audio a payload may stand for.
+        decoder_precision: Whisper's text decoder in every replica (None: the default).
         autoscale: ``(min, max)`` replicas for Serve's autoscaler; None: a fixed count.
         target_ongoing: with ``autoscale``: requests per replica the autoscaler aims at.
         address: an existing Ray cluster (``auto``, ``HOST:PORT`` of its head, or
@@ -100,6 +101,7 @@ class RaySettings:
     max_batch: int = 8
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS
     max_seconds: float = DEFAULT_MAX_SECONDS
+    decoder_precision: str | None = None
     autoscale: tuple[int, int] | None = None
     target_ongoing: float | None = None
     address: str | None = None
@@ -198,13 +200,22 @@ class TailReplica:
         max_seconds: longest audio a payload may stand for.
         threads: PyTorch intra-op threads of this replica.
         max_batch / max_wait_ms: the ``@serve.batch`` settings of :meth:`_batch`.
+        decoder_precision: Whisper's text decoder (None: the default).
     """
 
     def __init__(
-        self, models: Sequence[str], max_seconds: float, threads: int, max_batch: int, max_wait_ms: float
+        self,
+        models: Sequence[str],
+        max_seconds: float,
+        threads: int,
+        max_batch: int,
+        max_wait_ms: float,
+        decoder_precision: str | None = None,
     ):
         torch.set_num_threads(threads)
-        self.clouds: dict[str, Cloud] = load_clouds(models, max_seconds=max_seconds)
+        self.clouds: dict[str, Cloud] = load_clouds(
+            models, max_seconds=max_seconds, decoder_precision=decoder_precision
+        )
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tail")
         self._decoders: dict[tuple[str, int], Decoder] = {}  # built on the worker, on first use
         self._batch.set_max_batch_size(max_batch)
@@ -448,6 +459,7 @@ def deploy(settings: RaySettings, check: Callable[[], None] = lambda: None):
         settings.threads,
         settings.max_batch,
         settings.max_wait_ms,
+        settings.decoder_precision,
     )
     # serve.run waits for RUNNING without a time limit (forever, when the cluster lacks the
     # CPUs): deploy without waiting and watch the status here.

@@ -227,3 +227,13 @@ def test_without_ray_the_backend_says_how_to_install_it(monkeypatch, capsys):
     assert main(["serve", "--backend", "ray", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["splitasr: error: --backend ray needs Ray Serve (ray.serve is missing): " + RAY_EXTRA]
+
+
+def test_a_replica_loads_whispers_decoder_in_the_precision_asked_for():
+    """`serve --backend ray --decoder-precision int8`: each replica's Whisper models decode
+    in int8; DS2, which has no text decoder, loads as always (the replica class, no Ray)."""
+    from splitasr.serving.ray import TailReplica
+
+    replica = TailReplica.func_or_class(["whisper-tiny.en-dyn", "ds2"], 120.0, 1, 4, 5.0, "int8")
+    assert replica.clouds["whisper-tiny.en-dyn"].model.text_decoder.precision == "int8"
+    assert not hasattr(replica.clouds["ds2"].model, "text_decoder")
