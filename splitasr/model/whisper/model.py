@@ -391,10 +391,10 @@ class RowInt8Linear(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per load
             bare = nn.Linear(linear.in_features, linear.out_features, bias=False)
-            bare.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+            bare.weight = nn.Parameter(linear.weight.detach(), requires_grad=False)  # read, not changed
             qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
             self.linear = torch.ao.quantization.quantize_dynamic(
-                nn.Sequential(bare), {nn.Linear: qconfig}, dtype=torch.qint8
+                nn.Sequential(bare), {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
             )[0]
         weight = self.linear.weight().dequantize()  # (C_out, C_in), as the GEMM sees it
         bias = linear.bias.detach().clone() if linear.bias is not None else torch.zeros(linear.out_features)
@@ -431,17 +431,20 @@ def int8_linears(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def fp16_linears(module: nn.Module) -> nn.Module:
+def fp16_linears(module: nn.Module, inplace: bool = False) -> nn.Module:
     """A copy of ``module`` whose ``nn.Linear`` layers keep float16 weights (fbgemm's
     float16 GEMM: float32 activations and accumulation, half the bytes read per step).
 
     Whisper tiny.en's weights *are* float16 (the CTranslate2 file), so nothing is lost:
     the products are the float32 model's up to the order of additions. One thread, the
     output layer takes 1.6 ms against 8.3 ms as an ``nn.Linear`` in float32 at batch 1.
+    ``inplace``: replace the layers of ``module`` itself (its weights are only read).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per load
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.float16)
+        return torch.ao.quantization.quantize_dynamic(
+            module, {nn.Linear}, dtype=torch.float16, inplace=inplace
+        )
 
 
 class TextDecoder(nn.Module):
@@ -469,23 +472,26 @@ class TextDecoder(nn.Module):
         return self._precision
 
     def prepare(self, precision: str = "float32") -> None:
-        """Make the contiguous output layer (:meth:`output_weight`) and, for ``"float16"``
-        or ``"int8"``, copies of the blocks and of the output layer in that precision,
-        which :meth:`forward` and :meth:`cross_kv` then use; called once at load. The
-        float32 weights stay (training backpropagates through them; variants share them)."""
+        """For ``"float32"``, make the contiguous output layer (:meth:`output_weight`); for
+        ``"float16"`` or ``"int8"``, copies of the blocks and of the output layer in that
+        precision instead, which :meth:`forward` and :meth:`cross_kv` then use (no 80 MB
+        float32 copy that they would not read); called once at load. The float32 weights
+        stay (training backpropagates through them; variants share them)."""
         if precision not in DECODER_PRECISIONS:
             raise ValueError(f"decoder precision {precision!r}: choose from {', '.join(DECODER_PRECISIONS)}")
         w = self.token_embedding.weight
         with torch.inference_mode(False), torch.no_grad():
-            self._output = ((w.data_ptr(), w._version), w.detach().T.contiguous())
-            self._reduced, self._precision = None, precision
-            if precision != "float32":
+            self._output, self._reduced, self._precision = None, None, precision
+            if precision == "float32":
+                self._output = ((w.data_ptr(), w._version), w.detach().T.contiguous())
+            else:
                 output = nn.Linear(w.shape[1], w.shape[0], bias=False)
                 output.weight = nn.Parameter(w.detach(), requires_grad=False)
                 if precision == "int8":
                     self._reduced = (int8_linears(self.blocks), RowInt8Linear(output))
                 else:
-                    self._reduced = (fp16_linears(self.blocks), fp16_linears(nn.Sequential(output))[0])
+                    output = fp16_linears(nn.Sequential(output), inplace=True)[0]  # no copy of 80 MB
+                    self._reduced = (fp16_linears(copy.deepcopy(self.blocks), inplace=True), output)
 
     def output_weight(self) -> torch.Tensor:
         """The tied output layer as a contiguous ``(C, V)`` copy of the embedding.
