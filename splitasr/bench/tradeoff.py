@@ -166,11 +166,17 @@ def run_tradeoff_bench(
         for c in learned_codecs
         if (p, c) not in jobs and any(p in h and state_path(h[p], split_name(c)[0]).is_file() for h in homes)
     ]
+    lrd_homes = {  # where each point's lrd state is read from: a --state folder first
+        p: next((h[p] for h in homes[::-1] if p in h and state_path(h[p], "lrd").is_file()), homes[0][p])
+        for p in model.split_points
+    }
+    jobs = _with_each_rate(jobs, lrd_homes)
     jobs.sort(key=lambda job: model.split_points.index(job[0]))
     jobs = [(p, c) for p, c in jobs if not (c.startswith("cs") and info[p].dim > CS_MAX_CHANNELS)]
     rows = []
     calib_cache: dict = {}
     heads: dict[str, list] = {}
+    model_macs_per_s = _model_macs(model, utts[0].wave) / utts[0].seconds
     for point, name in tqdm(jobs, desc="split point x codec", unit="combo"):
         state_dir = _state_dir_for(
             model, name, point, outp, calib_manifest, calib_limit, calib_cache, overrides
@@ -196,6 +202,7 @@ def run_tradeoff_bench(
             header_bytes += read_header(payload).size
             dec_s, tail_s, head_s = dec_s + out.decode_ms / 1000, tail_s + out.tail_ms / 1000, head_s + h_s
         rates = error_rates(refs, hyps)
+        edge_params, edge_macs = _edge_cost(edge, codec, point, *heads[point][0][:2])
         raw_bytes = sum(h.numel() * (2 if point == "audio" else 4) for h, _, _ in heads[point])
         n = len(utts)
         rows.append(
@@ -218,6 +225,9 @@ def run_tradeoff_bench(
                 "encode_ms": 1000 * enc_s / n,
                 "decode_ms": 1000 * dec_s / n,
                 "tail_ms": 1000 * tail_s / n,
+                "edge_params": edge_params,
+                "edge_macs_per_s": edge_macs / utts[0].seconds,
+                "edge_share_of_model": edge_macs / utts[0].seconds / model_macs_per_s,
             }
         )
     for r in rows:
@@ -228,13 +238,20 @@ def run_tradeoff_bench(
         "utterances": len(utts),
         "audio_seconds": audio_s,
         "unsplit": {"wer": base["wer"], "cer": base["cer"]},
+        "model_macs_per_s": model_macs_per_s,
         "machine": machine_description(),
         "rows": rows,
         "note": "raw % is against float32 activations (16-bit PCM at the audio point)",
     }
     table = markdown_table(
         [
-            {**r, "wer_pct": 100 * r["wer"], "cer_pct": 100 * r["cer"], "dwer": 100 * r["wer_delta"]}
+            {
+                **r,
+                "wer_pct": 100 * r["wer"],
+                "cer_pct": 100 * r["cer"],
+                "dwer": 100 * r["wer_delta"],
+                "edge_pct": 100 * r["edge_share_of_model"],
+            }
             for r in rows
         ],
         [
@@ -253,6 +270,8 @@ def run_tradeoff_bench(
             ("encode_ms", "enc ms", ".2f"),
             ("decode_ms", "dec ms", ".2f"),
             ("tail_ms", "tail ms", ".1f"),
+            ("edge_params", "codec params on edge", "d"),
+            ("edge_pct", "codec % of model MACs", ".3f"),
             ("vs_opus", "x fewer bytes than Opus at its WER", "s"),
         ],
     )
@@ -264,6 +283,45 @@ def run_tradeoff_bench(
     _plot(rows, base["wer"], outp / "tradeoff.png")
     print(header + table)
     return payload
+
+
+def _with_each_rate(jobs: list[tuple[str, str]], homes: dict[str, Path]) -> list[tuple[str, str]]:
+    """A multi-rate ``lrd`` job named without a rate becomes one job per trained rate
+    position (``lrd@0+ans``, ``lrd@1+ans``, ...): the curve one set of weights draws."""
+    out = []
+    for p, c in jobs:
+        t, coder = split_name(c)
+        if t == "lrd" and "@" not in c and state_path(homes[p], t).is_file():
+            rates = get_codec(c, homes[p]).transform.config.rates
+            if rates > 1:
+                out += [(p, f"{t}@{i}+{coder}") for i in range(rates)]
+                continue
+        out.append((p, c))
+    return out
+
+
+def _model_macs(model, wave: torch.Tensor) -> int:
+    """Multiply-adds of the whole model up to its acoustic output (Whisper's encoder, the
+    CTC logits) on ``wave`` ``(S,)``; Whisper's text decoder is left out."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    first = model.split_points[1]
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        h, lens = model.head(wave[None], None, first)
+        model.tail(h, lens, first)
+    return counter.get_total_flops() // 2
+
+
+def _edge_cost(edge: Edge, codec, point: str, h: torch.Tensor, h_lens) -> tuple[int, int]:
+    """``(parameters, multiply-adds)`` of the codec's device part compressing ``h``:
+    learned encoders' weights and torch convolutions/matmuls; 0 for codecs without a
+    network (quantisers, DCT, entropy coders, Opus)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = getattr(codec.transform, "device_parameters", lambda: 0)()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        edge.compress(h, h_lens, point, codec)
+    return params, counter.get_total_flops() // 2
 
 
 def opus_equivalent(rows: list[dict], row: dict) -> tuple[float | None, str]:
@@ -302,6 +360,19 @@ def _plot(rows: list[dict], base_wer: float, path: Path) -> None:
     for i, p in enumerate(points):
         sel = [r for r in rows if r["point"] == p]
         ax.scatter([r["kbps"] for r in sel], [100 * r["wer"] for r in sel], color=cmap(i % 10), label=p, s=22)
+        curves: dict[str, list[dict]] = {}  # one model's rates (lrd@0, lrd@1, ...): a line
+        for r in sel:
+            if "@" in r["codec"]:
+                curves.setdefault(r["codec"].split("@")[0], []).append(r)
+        for name, curve in curves.items():
+            curve.sort(key=lambda r: r["kbps"])
+            ax.plot(
+                [r["kbps"] for r in curve],
+                [100 * r["wer"] for r in curve],
+                color=cmap(i % 10),
+                lw=1.2,
+                label=f"{p} {name} (one model, {len(curve)} rates)",
+            )
         for r in sel:
             ax.annotate(r["codec"], (r["kbps"], 100 * r["wer"]), fontsize=5, alpha=0.7)
     front = sorted(rows, key=lambda r: r["kbps"])

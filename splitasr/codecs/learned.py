@@ -148,6 +148,10 @@ class Learned(Transform):
     def config(self) -> LearnedCodecConfig:
         return self._config
 
+    def device_parameters(self) -> int:
+        """Weights the device's encoder holds (see :meth:`latent`)."""
+        return self.net.encoder_parameters()
+
     @property
     def decodes_to(self) -> str:
         """The split point whose activation :meth:`inverse` returns."""

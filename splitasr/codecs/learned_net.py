@@ -111,6 +111,13 @@ class LearnedCodecNet(nn.Module):
             y = nn.functional.pad(y, (0, 0, 0, t_out - y.shape[1]))
         return y
 
+    def encoder_parameters(self) -> int:
+        """Parameters that run on the device (the input normalisation included): everything
+        but the cloud's ``up`` and ``dec``."""
+        named = [*self.named_parameters(), *self.named_buffers()]
+        cloud = ("up", "dec")
+        return sum(v.numel() for k, v in named if k.split(".")[0] not in cloud and v.is_floating_point())
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: ``(reconstruction (N, T_out, out_dim), latent (N, T_lat, D))``."""
         z = self.encode(x)

@@ -181,6 +181,10 @@ class Lrd(Transform):
             raise CodecError(f"lrd payload names rate {rate}, outside 0..{self.config.rates - 1}")
         return {"rate": rate}
 
+    def device_parameters(self) -> int:
+        """Weights the device's encoder holds (its gains included; see :meth:`latent`)."""
+        return self.net.encoder_parameters()
+
     @property
     def config(self) -> LrdConfig:
         return self._config

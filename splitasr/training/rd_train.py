@@ -25,6 +25,10 @@ No labels are used. The frozen model gives, once per utterance, the activation a
 codec's point, the encoder output (Whisper) or CTC log-posteriors, and (Whisper) the
 greedy transcript; these are cached as ``.npz`` (no pickle) under ``cache_dir``.
 
+An outlier utterance (one whose loss is over ``skip_factor`` times the median of the
+last 200) is left out of the step and counted in the log's ``skipped``: the clipping of
+the gradient's norm alone let one such batch throw a long run back by hundreds of steps.
+
 Checkpoints (weights and Adam moments as safetensors, the step and the log in the
 metadata) go to ``<out>/lrd-checkpoint.safetensors`` every ``checkpoint_every`` steps; a
 run finding one continues from it (``resume = true``). The log is one JSON line per
@@ -39,6 +43,7 @@ import json
 import math
 import random
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -74,6 +79,8 @@ class RdTrainConfig:
     lmbdas: list[float] = field(default_factory=list)  # one per rate index when codec.rates > 1
     mse_weight: float = 0.05
     rate_warmup: int = 0  # steps over which the rate's weight ramps from 0 to 1
+    lr_drop_step: int = 0  # from this step on both learning rates are 0.1x (0: never)
+    skip_factor: float = 20.0  # loss > this x the recent median: no gradient (0: off)
     seed: int = 0
     threads: int = 0
     log_every: int = 10
@@ -93,6 +100,24 @@ class RdTrainConfig:
         if raw.get("kind", "lrd") != "lrd":
             raise ConfigError(f"{path}: kind must be 'lrd'")
         return cls(codec=LrdConfig(**raw.pop("codec", {})), **raw)
+
+
+class OutlierGuard:
+    """Says whether a loss is an outlier against the median of the last ``window`` kept
+    ones (no verdict before ``min_seen`` of them); ``factor`` 0 turns it off."""
+
+    def __init__(self, factor: float, window: int = 200, min_seen: int = 50):
+        self.factor, self.min_seen = factor, min_seen
+        self.recent: deque[float] = deque(maxlen=window)
+
+    def is_outlier(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        if self.factor and len(self.recent) >= self.min_seen:
+            if loss > self.factor * float(np.median(self.recent)):
+                return True
+        self.recent.append(loss)
+        return False
 
 
 @dataclass
@@ -286,14 +311,21 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     rng = random.Random(cfg.seed + step)
     log_path = out / LOG
     log: list[dict] = []
-    t0, window = time.time(), []
+    t0, window, skipped = time.time(), [], 0
+    guard = OutlierGuard(cfg.skip_factor)
     net.train()
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)
+        scale = 0.1 if cfg.lr_drop_step and step >= cfg.lr_drop_step else 1.0
+        for group, lr in zip(opt.param_groups, (cfg.lr, cfg.prior_lr), strict=True):
+            group["lr"] = lr * scale
         for it in rng.sample(items, min(cfg.utts_per_step, len(items))):
             r = rng.randrange(ccfg.rates)
             warm = min(1.0, (step + 1) / cfg.rate_warmup) if cfg.rate_warmup else 1.0
             loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread, r, warm)
+            if guard.is_outlier(float(loss.detach())):
+                skipped += 1
+                continue
             (loss / cfg.utts_per_step).backward()
             window.append({"loss": float(loss.detach()), **parts})
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -301,8 +333,10 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
         step += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             row = {"step": step, "minutes": round((time.time() - t0) / 60, 2)}
-            row |= {k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]}
-            window = []
+            if window:
+                row |= {k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]}
+            row["skipped"], window, skipped = skipped, [], 0
+            row["lr"] = opt.param_groups[0]["lr"]
             log.append(row)
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")

