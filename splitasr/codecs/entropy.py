@@ -915,3 +915,125 @@ class ChannelPrior:
 
         _ans_decode(words, fill)
         return out.reshape(shape)
+
+
+@dataclass(frozen=True)
+class ConditionalPrior:
+    """A hyperprior as integer tables: each frame of a ``(..., C + 1)`` symbol array carries
+    its class ``k`` (``0 .. K-1``) in the last column, coded under ``class_freqs`` ``(K,)``;
+    channel ``c`` of the frame is then coded under ``freqs[k, c]`` (``(K, C, L)``, rows
+    summing to ``PRIOR_TOTAL`` over their first ``sizes[c]`` entries, the rest 0).
+
+    The class is side information the encoder chooses (the frame's loudness, in effect):
+    the decoder reads it before the channels, so both ends pick the same table from
+    integers alone, never from a float the two machines might round differently. Body: one
+    ANS stack from :data:`ANS_START`: the classes, then per channel per class the symbols
+    of the frames in that class, in C order of the leading axes.
+    """
+
+    class_freqs: np.ndarray
+    freqs: np.ndarray
+    sizes: np.ndarray
+
+    def __post_init__(self):
+        k, f, z = np.asarray(self.class_freqs), np.asarray(self.freqs), np.asarray(self.sizes)
+        if k.ndim != 1 or not 2 <= k.size <= PRIOR_MAX_SYMBOLS:
+            raise CodecError("hyperprior: class_freqs must be (K,) with 2 <= K <= 256")
+        if f.ndim != 3 or f.shape[0] != k.size or z.shape != (f.shape[1],) or f.shape[2] > PRIOR_MAX_SYMBOLS:
+            raise CodecError("hyperprior: freqs must be (K, C, L <= 256) with one size per channel")
+        if z.min() < 2 or z.max() > f.shape[2]:
+            raise CodecError("hyperprior: every channel needs 2..L symbols")
+        live = np.arange(f.shape[2])[None, None, :] < z[None, :, None]
+        if (f[np.broadcast_to(live, f.shape)] < 1).any() or (f[~np.broadcast_to(live, f.shape)] != 0).any():
+            raise CodecError("hyperprior: frequencies out of range")
+        if (k < 1).any() or max(k.max(), f.max()) > PRIOR_TOP:
+            raise CodecError("hyperprior: frequencies out of range")
+        if (f.sum(2) != PRIOR_TOTAL).any() or k.sum() != PRIOR_TOTAL:
+            raise CodecError(f"hyperprior: every row must sum to {PRIOR_TOTAL}")
+
+    @property
+    def channels(self) -> int:
+        """Channels besides the class column."""
+        return int(self.freqs.shape[1])
+
+    @property
+    def classes(self) -> int:
+        return int(self.class_freqs.shape[0])
+
+    @cached_property
+    def _models(self) -> tuple[object, list[list]]:
+        classes = _categorical(self.class_freqs / PRIOR_TOTAL)
+        cells = [
+            [_categorical(self.freqs[k, c, : self.sizes[c]] / PRIOR_TOTAL) for c in range(self.channels)]
+            for k in range(self.classes)
+        ]
+        return classes, cells
+
+    def _columns(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(channel symbols (n, C) int64, classes (n,) int64)``, checked."""
+        sym = np.asarray(symbols)
+        if sym.ndim < 1 or sym.shape[-1] != self.channels + 1:
+            raise CodecError(
+                f"hyperprior codes {self.channels} channels + a class, symbols have shape {sym.shape}"
+            )
+        cols = sym.reshape(-1, self.channels + 1).astype(np.int64)
+        cls, y = cols[:, -1], cols[:, :-1]
+        if cols.size and ((cls < 0).any() or (cls >= self.classes).any()):
+            raise CodecError("frame classes outside the hyperprior's range")
+        if y.size and ((y < 0).any() or (y >= self.sizes[None, :]).any()):
+            raise CodecError("symbols outside the hyperprior's range")
+        return y, cls
+
+    def bits(self, symbols: np.ndarray) -> float:
+        """The ideal code length in bits of ``symbols`` ``(..., C + 1)``, side information
+        (the classes) included."""
+        y, cls = self._columns(symbols)
+        p = self.freqs[cls[:, None], np.arange(self.channels)[None, :], y] / PRIOR_TOTAL
+        return float(-np.log2(p).sum() - np.log2(self.class_freqs[cls] / PRIOR_TOTAL).sum())
+
+    def min_bits(self, n: int) -> float:
+        """The fewest bits ``n`` frames can take (see :meth:`ChannelPrior.min_bits`)."""
+        top = self.freqs.max(axis=(0, 2)) / PRIOR_TOTAL + (self.sizes + 1) * 2.0**-24
+        top_k = self.class_freqs.max() / PRIOR_TOTAL + (self.classes + 1) * 2.0**-24
+        return float(n * (-np.log2(np.minimum(top, 1.0)).sum() - np.log2(min(top_k, 1.0))))
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        import constriction
+
+        y, cls = self._columns(symbols)
+        classes, cells = self._models
+        coder = constriction.stream.stack.AnsCoder(np.array([ANS_START], np.uint32))
+        if cls.size:
+            for c in reversed(range(self.channels)):
+                for k in reversed(range(self.classes)):
+                    sel = y[cls == k, c]
+                    if sel.size:
+                        coder.encode_reverse(sel.astype(np.int32), cells[k][c])
+            coder.encode_reverse(cls.astype(np.int32), classes)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, body: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        """Symbols of ``shape`` ``(..., C + 1)`` from ``body``, bounded: the body must hold
+        at least :meth:`min_bits` before the output is allocated."""
+        if not shape or shape[-1] != self.channels + 1:
+            raise CodecError(f"hyperprior codes {self.channels} channels + a class, payload asks for {shape}")
+        n = int(np.prod(shape[:-1], dtype=np.int64))
+        words = _ans_words(body, 0, self.min_bits(n), f"{n} frames of {self.channels} symbols")
+        width = max(int(self.sizes.max()), self.classes)
+        out = np.empty((n, self.channels + 1), symbol_dtype(width))
+        classes, cells = self._models
+
+        def fill(coder) -> None:
+            for start in range(0, n, ANS_CHUNK):
+                dec = coder.decode(classes, min(ANS_CHUNK, n - start))
+                out[start : start + dec.size, -1] = dec
+            cls = out[:, -1].astype(np.int64)
+            rows = [np.flatnonzero(cls == k) for k in range(self.classes)]
+            for c in range(self.channels):
+                for k, idx in enumerate(rows):
+                    for start in range(0, idx.size, ANS_CHUNK):
+                        part = idx[start : start + ANS_CHUNK]
+                        out[part, c] = coder.decode(cells[k][c], part.size)
+
+        _ans_decode(words, fill)
+        return out.reshape(shape)

@@ -34,6 +34,17 @@ trained with its own lambda; a position between two indices interpolates geometr
 available. The prior is shared. The encoder picks the position (:meth:`Lrd.at_rate`);
 the payload carries it (params: one float32), so the decoder needs no setting.
 
+A hyperprior (``hyper_classes = K >= 2``; Balle et al. 2018's scale hyperprior, made
+discrete): a tiny device MLP reads each latent frame and picks its class
+``k = round((K-1) sigmoid(a))``, sent first as side information under a learned
+factorised prior of its own; each latent value is then coded as ``round(y - mu[k, c])``
+under a discretised Gaussian with mean ``mu[k, c]`` and spread ``sigma[k, c]``, both
+from a cloud-side MLP of ``k`` (:class:`~splitasr.codecs.entropy.ConditionalPrior`).
+A quiet frame and a loud one get different tables; the side information costs at most
+``log2 K`` bits a frame. Because ``k`` is an integer, the tables for every ``k`` are
+computed once at export and stored, and the decoder picks them from the class it read:
+no float has to come out the same on two machines.
+
 The PyTorch parts (:class:`~splitasr.codecs.rd_net.LrdNet`, the prior, the table export)
 live in :mod:`splitasr.codecs.rd_net`; this module needs no torch until a network runs.
 """
@@ -57,7 +68,7 @@ from splitasr.codecs.base import (
     Transform,
     register_transform,
 )
-from splitasr.codecs.entropy import ChannelPrior
+from splitasr.codecs.entropy import ChannelPrior, ConditionalPrior
 
 if TYPE_CHECKING:
     from splitasr.codecs.rd_net import LrdNet
@@ -83,30 +94,59 @@ class LrdConfig:
     enc_hidden: int = 64
     hidden: int = 384
     rates: int = 1  # gain-vector pairs (1: one fixed rate, no gains)
+    hyper_classes: int = 0  # frame classes of the hyperprior (0: the factorised prior alone)
+    hyper_hidden: int = 16  # the device's class MLP's width (with hyper_classes)
 
     def __post_init__(self):
         if min(self.in_dim, self.latent_dim, self.stride, self.enc_hidden, self.hidden, self.rates) < 1:
             raise CodecError("lrd config: every size must be >= 1")
         if self.rates > 64:
             raise CodecError("lrd config: at most 64 rates")
+        if self.hyper_classes == 1 or not 0 <= self.hyper_classes <= 64 or self.hyper_hidden < 1:
+            raise CodecError("lrd config: hyper_classes is 0 (none) or 2..64, hyper_hidden >= 1")
 
     def latent_frames(self, t_in: int) -> int:
         """Latent frames for ``t_in`` input frames: ``ceil(t_in / stride)``."""
         return math.ceil(t_in / self.stride)
 
 
+HYPER_TABLES = ("mean", "half", "freqs", "class_freqs", "w1", "b1", "w2", "b2")
+
+
 def lrd_tables_from_state(state: dict) -> tuple[LrdConfig, dict[str, np.ndarray]]:
-    """``(config, prior tables)`` of a saved state, checked (torch-free)."""
+    """``(config, prior tables)`` of a saved state, checked (torch-free). With a hyperprior
+    the tables are ``mean`` ``(K, D)``, ``half`` ``(D,)``, ``freqs`` ``(K, D, L)``,
+    ``class_freqs`` ``(K,)`` and the class MLP (``w1`` ``(H, D)``, ``b1``, ``w2`` ``(1, H)``,
+    ``b2``); else ``median``, ``offset``, ``sizes`` ``(D,)`` and ``freqs`` ``(D, L)``."""
     try:
         cfg = LrdConfig(**state["config"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, CodecError) as exc:
         raise CodecError(f"lrd state has no valid config ({exc})") from None
+    prefix, names = (
+        ("hyper.", HYPER_TABLES) if cfg.hyper_classes else ("prior.", ("median", "offset", "sizes", "freqs"))
+    )
     try:
-        tables = {k: np.asarray(state[f"prior.{k}"]) for k in ("median", "offset", "sizes", "freqs")}
+        tables = {k: np.asarray(state[f"{prefix}{k}"]) for k in names}
     except KeyError as exc:
         raise CodecError(f"lrd state has no prior table {exc}") from None
-    if any(v.shape[0] != cfg.latent_dim for v in tables.values()):
-        raise CodecError("lrd state: prior tables do not match latent_dim")
+    k, d, h = cfg.hyper_classes, cfg.latent_dim, cfg.hyper_hidden
+    want = (
+        {
+            "mean": (k, d),
+            "half": (d,),
+            "class_freqs": (k,),
+            "w1": (h, d),
+            "b1": (h,),
+            "w2": (1, h),
+            "b2": (1,),
+        }
+        if k
+        else {n: (d,) for n in ("median", "offset", "sizes")}
+    )
+    if any(tables[n].shape != shape for n, shape in want.items()) or tables["freqs"].shape[
+        : 2 if k else 1
+    ] != ((k, d) if k else (d,)):
+        raise CodecError("lrd state: prior tables do not match the config")
     return cfg, tables
 
 
@@ -133,7 +173,13 @@ class Lrd(Transform):
         self._net_lock = threading.Lock()
         self.encoder: DeviceEncoder | None = None
         t = self.tables
-        self.prior = ChannelPrior(t["freqs"].astype(np.int64), t["sizes"].astype(np.int64))
+        if self.config.hyper_classes:
+            sizes = 2 * t["half"].astype(np.int64) + 1
+            self.prior = ConditionalPrior(
+                t["class_freqs"].astype(np.int64), t["freqs"].astype(np.int64), sizes
+            )
+        else:
+            self.prior = ChannelPrior(t["freqs"].astype(np.int64), t["sizes"].astype(np.int64))
         self.rate = float(self.config.rates - 1)  # the finest by default; see at_rate
 
     takes_option = True
@@ -217,22 +263,55 @@ class Lrd(Transform):
         a = np.float32(self.rate - i)
         return np.exp((np.float32(1) - a) * logs[i] + a * logs[i + 1]).astype(np.float32)
 
-    def symbol_prior(self) -> ChannelPrior:
+    def symbol_prior(self) -> ChannelPrior | ConditionalPrior:
         """The learned prior as integer tables, for the ``ans`` coder."""
         return self.prior
+
+    @property
+    def alphabet(self) -> int:
+        """Symbol values are below this (with a hyperprior the class column's too)."""
+        return max(int(self.prior.sizes.max()), self.config.hyper_classes)
+
+    @property
+    def symbol_channels(self) -> int:
+        """Symbols per latent frame: the channels, and the class with a hyperprior."""
+        return self.config.latent_dim + (1 if self.config.hyper_classes else 0)
+
+    def frame_classes(self, y: np.ndarray) -> np.ndarray:
+        """The hyperprior's class of each latent frame ``y`` ``(..., D)`` -> ``(...)`` int64
+        in ``0 .. K-1``: ``round((K-1) sigmoid(w2 relu(w1 y + b1) + b2))``. Run on the
+        device only; the decoder reads the classes from the payload."""
+        t, k = self.tables, self.config.hyper_classes
+        h = np.maximum(y.astype(np.float64) @ t["w1"].T.astype(np.float64) + t["b1"], 0.0)
+        a = (h @ t["w2"].T.astype(np.float64) + t["b2"])[..., 0]
+        return np.clip(np.round((k - 1) / (1.0 + np.exp(-a))), 0, k - 1).astype(np.int64)
 
     def check_layout(self, shape, limits):
         if shape[2] != self.config.in_dim:
             raise CodecError(f"lrd decodes to {self.config.in_dim} channels, payload declares {shape[2]}")
 
     def quantise(self, y: np.ndarray) -> np.ndarray:
-        """Continuous latent ``(..., D)`` -> symbols ``(..., D)`` (clamped to each channel's range)."""
-        r = np.round(y.astype(np.float64) - self.tables["median"]) - self.tables["offset"]
-        return np.clip(r, 0, self.tables["sizes"] - 1).astype(np.uint8)  # sizes <= 256
+        """Continuous latent ``(..., D)`` -> symbols ``(..., D)`` (clamped to each channel's
+        range); with a hyperprior ``(..., D + 1)``, the frame's class last and each value
+        as ``round(y - mean[class]) + half``."""
+        t = self.tables
+        if not self.config.hyper_classes:
+            r = np.round(y.astype(np.float64) - t["median"]) - t["offset"]
+            return np.clip(r, 0, t["sizes"] - 1).astype(np.uint8)  # sizes <= 256
+        cls = self.frame_classes(y)
+        r = np.round(y.astype(np.float64) - t["mean"][cls]) + t["half"]
+        r = np.clip(r, 0, 2 * t["half"].astype(np.int64))
+        return np.concatenate([r, cls[..., None]], axis=-1).astype(np.uint8)  # 2 half + 1 <= 255
 
     def dequantise(self, symbols: np.ndarray) -> np.ndarray:
-        """Symbols ``(..., D)`` -> latent values ``q = symbol + lo + median``, float32."""
-        return (symbols.astype(np.float32) + self.tables["offset"] + self.tables["median"]).astype(np.float32)
+        """Symbols ``(..., D)`` (``(..., D + 1)`` with a hyperprior) -> latent values
+        ``q = symbol + lo + median`` (``symbol - half + mean[class]``), float32."""
+        t = self.tables
+        if not self.config.hyper_classes:
+            return (symbols.astype(np.float32) + t["offset"] + t["median"]).astype(np.float32)
+        cls = symbols[..., -1].astype(np.int64)
+        y = symbols[..., :-1].astype(np.float32) - t["half"].astype(np.float32)
+        return (y + t["mean"][cls]).astype(np.float32)
 
     def latent(self, x: np.ndarray) -> np.ndarray:
         """Encoder output ``(N, T_lat, D)`` float32 for activations ``x`` ``(N, T, in_dim)``."""
@@ -250,12 +329,15 @@ class Lrd(Transform):
 
     def forward(self, x: np.ndarray) -> Symbols:
         params = {"rate": self.rate} if self.config.rates > 1 else {}
-        return Symbols(self.quantise(self.latent(x)), int(self.prior.sizes.max()), params)
+        return Symbols(self.quantise(self.latent(x)), self.alphabet, params)
 
     def inverse(self, symbols, params, shape):
         sym = np.asarray(symbols)
-        if sym.size and (sym.astype(np.int64) >= self.prior.sizes).any():
+        d = self.config.latent_dim
+        if sym.size and (sym[..., :d].astype(np.int64) >= self.prior.sizes).any():
             raise CodecError("lrd: symbol outside its channel's range")
+        if sym.size and self.config.hyper_classes and (sym[..., d:] >= self.config.hyper_classes).any():
+            raise CodecError("lrd: frame class outside the hyperprior's range")
         rate = params.get("rate", 0.0)
         import torch
 
@@ -264,7 +346,7 @@ class Lrd(Transform):
 
     def symbol_layout(self, params, shape):
         n, t_lat = shape[0], self.config.latent_frames(shape[1])
-        return (n, t_lat, self.config.latent_dim), int(self.prior.sizes.max())
+        return (n, t_lat, self.symbol_channels), self.alphabet
 
 
 _NET_NAMES = ("FactorizedPrior", "LrdNet", "lrd_to_state", "lrd_from_state", "prior_tables")

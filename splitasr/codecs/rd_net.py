@@ -19,6 +19,9 @@ from splitasr.codecs.base import CodecError
 from splitasr.codecs.entropy import PRIOR_MAX_SYMBOLS, quantise_pmf
 from splitasr.codecs.rd import LIKELIHOOD_FLOOR, TAIL, LrdConfig, lrd_tables_from_state
 
+SCALE_FLOOR = 0.11  # the hyperprior's smallest spread (CompressAI's lower bound)
+HYPER_DEC_HIDDEN = 64
+
 
 class FactorizedPrior(nn.Module):
     """Per-channel learned CDF (CompressAI ``EntropyBottleneck``'s density).
@@ -117,6 +120,53 @@ def prior_tables(prior: FactorizedPrior, max_symbols: int = PRIOR_MAX_SYMBOLS) -
     }
 
 
+def gaussian_bits(v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Bits of integer-spaced values at offset ``v`` from a Gaussian's mean: ``-log2`` of its
+    mass on ``[v - 1/2, v + 1/2]`` (spread ``sigma``, same shape), computed in the lower tail."""
+    a = -v.abs()
+    p = torch.special.ndtr((a + 0.5) / sigma) - torch.special.ndtr((a - 0.5) / sigma)
+    return -torch.log2(p.clamp_min(LIKELIHOOD_FLOOR))
+
+
+@torch.no_grad()
+def hyper_tables(net: LrdNet, max_symbols: int = PRIOR_MAX_SYMBOLS) -> dict[str, np.ndarray]:
+    """Run-time tables of a trained hyperprior (see :mod:`splitasr.codecs.rd`): per class
+    ``k`` and channel the mean (``mean`` ``(K, D)`` float32) and the discretised Gaussian's
+    16-bit frequencies on ``-half .. half`` (``freqs`` ``(K, D, L)``; ``half`` ``(D,)``
+    covers all but ~``TAIL`` of the widest class's mass, the tails folded into the end
+    symbols); the classes' frequencies (``class_freqs`` ``(K,)``) and the device's class
+    MLP (``w1``, ``b1``, ``w2``, ``b2``)."""
+    cfg, k = net.cfg, net.cfg.hyper_classes
+    mean, sigma = (t.double().numpy() for t in net.class_params(torch.arange(k, dtype=torch.float32)))
+    edge = float(torch.special.ndtri(torch.tensor(1 - TAIL, dtype=torch.float64)))
+    half = np.clip(np.ceil(edge * sigma.max(0) + 0.5), 1, (max_symbols - 1) // 2).astype(np.int64)
+    freqs = np.zeros((k, cfg.latent_dim, int(2 * half.max() + 1)), np.int64)
+    for c in range(cfg.latent_dim):
+        n = np.arange(-half[c], half[c] + 2, dtype=np.float64) - 0.5  # the symbols' edges
+        for j in range(k):
+            cdf = torch.special.ndtr(torch.from_numpy(n / sigma[j, c])).numpy()
+            cdf[0], cdf[-1] = 0.0, 1.0  # the clamped tails fold into the end symbols
+            freqs[j, c, : 2 * half[c] + 1] = quantise_pmf(np.diff(cdf))
+    p = net.prior_z.double()
+    try:
+        edges = torch.arange(k + 1, dtype=torch.float64).reshape(1, 1, -1) - 0.5
+        cdf = torch.sigmoid(p.logits_cdf(edges))[0, 0].numpy()
+    finally:
+        net.prior_z.float()
+    cdf[0], cdf[-1] = 0.0, 1.0
+    (l1, _, l2) = net.hyper_enc
+    return {
+        "mean": mean.astype(np.float32),
+        "half": half.astype(np.int32),
+        "freqs": freqs,
+        "class_freqs": quantise_pmf(np.diff(cdf)),
+        "w1": l1.weight.numpy().copy(),
+        "b1": l1.bias.numpy().copy(),
+        "w2": l2.weight.numpy().copy(),
+        "b2": l2.bias.numpy().copy(),
+    }
+
+
 class _Res(nn.Module):
     def __init__(self, ch: int, kernel: int = 5):
         super().__init__()
@@ -146,7 +196,16 @@ class LrdNet(nn.Module):
         self.enc2 = nn.Conv1d(e, d, kernel_size=1)
         self.up = nn.ConvTranspose1d(d, h, kernel_size=2 * s, stride=s, padding=s // 2)
         self.dec = nn.Sequential(_Res(h), _Res(h), nn.GELU(), nn.Conv1d(h, c, 1))
-        self.prior = FactorizedPrior(d)
+        if cfg.hyper_classes:  # the class MLP on the device, the class -> (mean, spread) MLP in the cloud
+            self.hyper_enc = nn.Sequential(
+                nn.Linear(d, cfg.hyper_hidden), nn.ReLU(), nn.Linear(cfg.hyper_hidden, 1)
+            )
+            self.hyper_dec = nn.Sequential(
+                nn.Linear(1, HYPER_DEC_HIDDEN), nn.ReLU(), nn.Linear(HYPER_DEC_HIDDEN, 2 * d)
+            )
+            self.prior_z = FactorizedPrior(1)
+        else:
+            self.prior = FactorizedPrior(d)
         if cfg.rates > 1:  # log-gains, spread so a higher index starts finer (more bits)
             start = torch.linspace(-1.0, 1.0, cfg.rates)[:, None].expand(cfg.rates, d)
             self.log_gain = nn.Parameter(start.clone())
@@ -188,29 +247,48 @@ class LrdNet(nn.Module):
         y = F.pad(y, (0, 0, 0, t_out - y.shape[1])) if y.shape[1] < t_out else y
         return y * self.in_std + self.in_mean
 
+    def class_value(self, y: torch.Tensor) -> torch.Tensor:
+        """The hyperprior's continuous class ``(K-1) sigmoid(a)`` of each latent frame
+        ``y`` ``(N, T_lat, D)`` -> ``(N, T_lat, 1)``; rounded, it is the frame's class."""
+        return (self.cfg.hyper_classes - 1) * torch.sigmoid(self.hyper_enc(y))
+
+    def class_params(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, spread)`` ``(..., D)`` of the latents of class ``k`` ``(...)`` (integer-valued)."""
+        u = (2 * k / (self.cfg.hyper_classes - 1) - 1)[..., None]
+        mean, log_sigma = self.hyper_dec(u).chunk(2, dim=-1)
+        return mean, log_sigma.exp().clamp_min(SCALE_FLOOR)
+
     def forward(
         self, x: torch.Tensor, rate: float = 0.0, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass at ``rate``: ``(reconstruction (N, T, in_dim), bits (scalar))``
         with uniform noise standing in for rounding; ``mask`` ``(N, T_lat, 1)`` marks
-        valid latent frames."""
+        valid latent frames. With a hyperprior the bits include the classes', and the
+        class reaches the mean and spread rounded (straight-through), as at run time."""
         y = self.encode(x, rate)
         y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        return self.decode(y_tilde, x.shape[1], rate), self.prior.bits(y_tilde, mask)
+        x_hat = self.decode(y_tilde, x.shape[1], rate)
+        if not self.cfg.hyper_classes:
+            return x_hat, self.prior.bits(y_tilde, mask)
+        z = self.class_value(y)
+        side = self.prior_z.bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), mask)
+        mean, sigma = self.class_params((z + (z.round() - z).detach())[..., 0])
+        b = gaussian_bits(y_tilde - mean, sigma)
+        return x_hat, side + ((b * mask).sum() if mask is not None else b.sum())
 
     def encoder_parameters(self) -> int:
         """Parameters that run on the device (the normalisation buffers included)."""
         gains = self.cfg.latent_dim * self.cfg.rates if self.cfg.rates > 1 else 0
-        return (
-            sum(p.numel() for m in (self.enc1, self.enc2) for p in m.parameters())
-            + 2 * self.cfg.in_dim
-            + gains
-        )
+        device = (self.enc1, self.enc2, self.hyper_enc) if self.cfg.hyper_classes else (self.enc1, self.enc2)
+        return sum(p.numel() for m in device for p in m.parameters()) + 2 * self.cfg.in_dim + gains
 
     def encoder_flops(self, t_in: int) -> int:
         """Multiply-adds of :meth:`encode` on ``t_in`` frames (one item)."""
         cfg, t_lat = self.cfg, self.latent_frames(t_in)
-        return t_lat * (cfg.in_dim * cfg.enc_hidden * 2 * cfg.stride + cfg.enc_hidden * cfg.latent_dim)
+        hyper = cfg.latent_dim * cfg.hyper_hidden + cfg.hyper_hidden if cfg.hyper_classes else 0
+        return t_lat * (
+            cfg.in_dim * cfg.enc_hidden * 2 * cfg.stride + cfg.enc_hidden * cfg.latent_dim + hyper
+        )
 
 
 # ------------------------------------------------------------------ state files
@@ -220,7 +298,10 @@ def lrd_to_state(net: LrdNet, extra: dict | None = None) -> dict:
     """Weights (float32), the run-time prior tables and the config, for
     :func:`~splitasr.codecs.state.save_state`."""
     arrays = {f"w.{k}": v.detach().cpu().float().numpy() for k, v in net.state_dict().items()}
-    tables = {f"prior.{k}": v for k, v in prior_tables(net.prior).items()}
+    if net.cfg.hyper_classes:
+        tables = {f"hyper.{k}": v for k, v in hyper_tables(net).items()}
+    else:
+        tables = {f"prior.{k}": v for k, v in prior_tables(net.prior).items()}
     return {**arrays, **tables, "config": asdict(net.cfg), **(extra or {})}
 
 

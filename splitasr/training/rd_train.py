@@ -304,8 +304,8 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     net.in_mean.copy_(xs.mean(0))
     net.in_std.copy_(xs.std(0).clamp_min(1e-3))
     spread = _spread(xs)
-    prior = list(net.prior.parameters())
-    rest = [p for n, p in net.named_parameters() if not n.startswith("prior.")]
+    prior = [p for n, p in net.named_parameters() if n.startswith(("prior.", "prior_z."))]
+    rest = [p for n, p in net.named_parameters() if not n.startswith(("prior.", "prior_z."))]
     opt = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": prior, "lr": cfg.prior_lr}])
     step = _load_checkpoint(out, net, opt) if cfg.resume else 0
     rng = random.Random(cfg.seed + step)

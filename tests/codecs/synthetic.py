@@ -74,7 +74,9 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @functools.cache
-def untrained_lrd_dir(in_dim: int = 256, latent_dim: int = 16, seed: int = 0, rates: int = 1) -> str:
+def untrained_lrd_dir(
+    in_dim: int = 256, latent_dim: int = 16, seed: int = 0, rates: int = 1, hyper_classes: int = 0
+) -> str:
     """A state folder holding an ``lrd`` codec with randomly initialised weights and the
     prior tables derived from its (untrained) density: a real, if useless, codec for tests
     of the format and its bounds. Kept for the test session in a temporary folder."""
@@ -87,6 +89,6 @@ def untrained_lrd_dir(in_dim: int = 256, latent_dim: int = 16, seed: int = 0, ra
 
     torch.manual_seed(seed)
     out = tempfile.mkdtemp(prefix="lrd-untrained-")
-    cfg = LrdConfig(in_dim=in_dim, latent_dim=latent_dim, hidden=64, rates=rates)
+    cfg = LrdConfig(in_dim=in_dim, latent_dim=latent_dim, hidden=64, rates=rates, hyper_classes=hyper_classes)
     save_state(out, "lrd", lrd_to_state(LrdNet(cfg)))
     return out

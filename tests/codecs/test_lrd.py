@@ -15,7 +15,7 @@ from splitasr.audio import load_audio
 from splitasr.codecs import CodecError, DecodeLimits, get_codec
 from splitasr.codecs.base import Codec, Header, ParamWriter, pack_payload
 from splitasr.codecs.entropy import PRIOR_TOTAL, ChannelPrior, quantise_pmf
-from splitasr.codecs.rd import LrdConfig, LrdNet, lrd_to_state, prior_tables
+from splitasr.codecs.rd import Lrd, LrdConfig, LrdNet, lrd_to_state, prior_tables
 from splitasr.codecs.state import load_state
 from tests.codecs.synthetic import laplacian_activations, untrained_lrd_dir
 
@@ -173,3 +173,86 @@ def test_names_pick_the_rate(tmp_path):
     ):
         with pytest.raises(CodecError, match=message):
             get_codec(bad, d)
+
+
+@pytest.fixture(scope="module")
+def hyper():
+    return get_codec("lrd+ans", untrained_lrd_dir(256, hyper_classes=8))
+
+
+def test_hyperprior_payloads_carry_each_frames_class_and_round_trip_exactly(hyper):
+    x = torch.from_numpy(np.stack(laplacian_activations(2, 40, 256, seed=5))) * 3
+    sym = hyper.transform.forward(x.numpy())
+    assert sym.data.shape == (2, 20, 17)  # 16 channels + the frame's class
+    classes = sym.data[..., -1]
+    assert classes.max() < 8 and len(np.unique(classes)) > 1
+    expect_classes = hyper.transform.frame_classes(hyper.transform.latent(x.numpy()))
+    assert np.array_equal(classes, expect_classes)
+    payload = hyper.compress(x)
+    header = hyper.read_header(payload)
+    shape, alphabet = hyper.transform.symbol_layout({}, header.shape)
+    assert shape == (2, 20, 17)
+    assert np.array_equal(hyper.coder.decode(payload[header.size :], shape, alphabet), sym.data)
+    y, _ = hyper.decompress(payload)
+    with torch.inference_mode():
+        q = torch.from_numpy(hyper.transform.dequantise(sym.data))
+        assert torch.equal(y, hyper.transform.net.decode(q, 40))
+    # the latent comes back as round(y - mean[class]) + mean[class]
+    lat = hyper.transform.latent(x.numpy())
+    mean = hyper.transform.tables["mean"][classes]
+    assert np.allclose(hyper.transform.dequantise(sym.data), np.round(lat - mean) + mean, atol=1e-5)
+
+
+def test_hyperprior_rate_estimate_matches_the_body_side_information_included(stem):
+    from splitasr.codecs.rd_net import gaussian_bits
+
+    codec = get_codec("lrd+ans", untrained_lrd_dir(384, 32, hyper_classes=4))
+    net = codec.transform.net
+    for x in stem:
+        sym = codec.transform.forward(x.numpy()).data
+        payload = codec.compress(x)
+        body = len(payload) - codec.read_header(payload).size
+        table_bits = codec.transform.prior.bits(sym)
+        with torch.no_grad():  # the training-time estimate at the coded values
+            k = torch.from_numpy(sym[..., -1].astype(np.float32))
+            mean, sigma = net.class_params(k)
+            q = torch.from_numpy(codec.transform.dequantise(sym))
+            model_bits = float(gaussian_bits(q - mean, sigma).sum() + net.prior_z.bits(k[..., None]))
+        assert body > 200
+        assert 0 <= body - table_bits / 8 <= 8, (body, table_bits / 8)  # + ANS's final state
+        assert abs(table_bits / model_bits - 1) < 0.02, (table_bits, model_bits)
+
+
+def test_hyperprior_hostile_payloads_and_tables_are_refused(hyper):
+    from splitasr.codecs.entropy import ConditionalPrior
+
+    x = torch.from_numpy(laplacian_activations(1, 30, 256, seed=2)[0][None])
+    payload = hyper.compress(x)
+    body = payload[hyper.read_header(payload).size :]
+
+    def craft(shape=(1, 30, 256), body=body):
+        return pack_payload(Header("lrd+ans", shape, (shape[1],) * shape[0]), body, hyper.state_hash)
+
+    limits = DecodeLimits.for_point(50, 256, 120)
+    for bad, message in (
+        (craft((1, 6000, 256)), "too short"),
+        (craft(body=bytes(len(body))), "ANS"),
+        (craft(body=body[:-1]), "32-bit words"),
+    ):
+        with pytest.raises(CodecError, match=message):
+            hyper.decompress(bad, limits)
+    sym = hyper.transform.forward(x.numpy()).data.copy()
+    sym[0, 0, -1] = 8  # a class the tables do not have
+    with pytest.raises(CodecError, match="classes outside"):
+        hyper.transform.prior.encode(sym)
+    with pytest.raises(CodecError, match="frame class outside"):
+        hyper.transform.inverse(sym, {}, (1, 30, 256))
+    good = hyper.transform.prior
+    with pytest.raises(CodecError, match="sum"):
+        ConditionalPrior(good.class_freqs - 1, good.freqs, good.sizes)
+    with pytest.raises(CodecError, match="one size per channel"):
+        ConditionalPrior(good.class_freqs, good.freqs[:, :3], good.sizes)
+    state = load_state(untrained_lrd_dir(256, hyper_classes=8), "lrd")
+    del state["hyper.mean"]
+    with pytest.raises(CodecError, match="no prior table"):
+        Lrd(state)

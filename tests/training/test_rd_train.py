@@ -98,3 +98,18 @@ def test_the_learning_rates_drop_tenfold_at_lr_drop_step(whisper, speech_manifes
     rows = [json.loads(line) for line in (tmp_path / LOG).read_text().splitlines()]
     assert [r["lr"] for r in rows] == pytest.approx([3e-3, 3e-3, 3e-4])
     assert [r["skipped"] for r in rows] == [0, 0, 0]
+
+
+def test_a_hyperprior_run_trains_its_class_tables_and_the_state_codes(whisper, speech_manifest, tmp_path):
+    cfg = _cfg(speech_manifest, tmp_path, 6)
+    cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32, hyper_classes=4)
+    report = train_rd(cfg, progress=False)
+    (rate,) = report["rate"]
+    assert 0 <= rate["overhead_bytes_per_payload"] <= 8  # body vs the tables' estimate, classes included
+    codec = get_codec("lrd+ans", tmp_path)
+    assert codec.transform.prior.classes == 4 and codec.transform.symbol_channels == 9
+    # the device part counts the class MLP: 8 -> 16 -> 1
+    plain = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32)
+    from splitasr.codecs.rd import LrdNet
+
+    assert report["device"]["encoder_params"] == LrdNet(plain).encoder_parameters() + 8 * 16 + 16 + 16 + 1
