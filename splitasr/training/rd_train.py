@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from splitasr.codecs.base import CodecError
 from splitasr.codecs.rd import LrdConfig, LrdNet, lrd_to_state
 from splitasr.errors import ConfigError
 
@@ -237,7 +238,10 @@ def _save_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, step: i
     from splitasr.codecs.state import save_state
 
     arrays = {f"w.{k}": v.detach().numpy().copy() for k, v in net.state_dict().items()}
-    for i, (_, st) in enumerate(opt.state_dict()["state"].items()):
+    # keyed by the parameter's index over the groups in order (what _load_checkpoint maps
+    # back), not by position among those with state: a parameter that has had no gradient
+    # yet has none, and must not shift the others' moments onto the wrong tensors
+    for i, st in opt.state_dict()["state"].items():
         for name in ("exp_avg", "exp_avg_sq"):
             if name in st:
                 arrays[f"opt.{i}.{name}"] = st[name].numpy().copy()
@@ -247,6 +251,16 @@ def _save_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, step: i
     (out / f"{tmp}.safetensors").replace(out / f"{CHECKPOINT}.safetensors")
 
 
+def _checkpoint_config(st: dict) -> LrdConfig | None:
+    """The codec config a checkpoint was taken with, fields it predates at their defaults
+    (a checkpoint from before ``hyper_classes`` existed is the same config without a
+    hyperprior), or None when it holds none that is valid."""
+    try:
+        return LrdConfig(**st["config"])
+    except (KeyError, TypeError, CodecError):
+        return None
+
+
 def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer) -> int:
     """Restore a checkpoint into ``net`` and ``opt``; the step it was taken at (0: none)."""
     from splitasr.codecs.state import load_state
@@ -254,7 +268,7 @@ def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer) -> int:
     st = load_state(out, CHECKPOINT)
     if st is None:
         return 0
-    if st.get("config") != asdict(net.cfg):
+    if _checkpoint_config(st) != net.cfg:
         raise ConfigError(
             f"{out}/{CHECKPOINT}.safetensors is for another lrd config; delete it to start over"
         )

@@ -113,3 +113,36 @@ def test_a_hyperprior_run_trains_its_class_tables_and_the_state_codes(whisper, s
     from splitasr.codecs.rd import LrdNet
 
     assert report["device"]["encoder_params"] == LrdNet(plain).encoder_parameters() + 8 * 16 + 16 + 16 + 1
+
+
+def test_a_checkpoint_from_before_the_hyperprior_fields_still_resumes(tmp_path):
+    """A checkpoint whose config predates ``hyper_classes``/``hyper_hidden`` (the runs in
+    progress when they were added) is the same config: it resumes, weights and Adam
+    moments included; a real difference is still refused."""
+    from dataclasses import asdict
+
+    from splitasr.codecs.rd import LrdNet
+    from splitasr.codecs.state import load_state, save_state
+    from splitasr.training.rd_train import _load_checkpoint, _save_checkpoint
+
+    cfg = LrdConfig(point="stem", in_dim=24, latent_dim=4, enc_hidden=8, hidden=16)
+    net = LrdNet(cfg)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(1, 10, 24))[1].backward()  # the rate alone: the cloud decoder gets no gradient
+    opt.step()
+    _save_checkpoint(tmp_path, net, opt, 7, [])
+    st = load_state(tmp_path, CHECKPOINT)
+    old = {k: v for k, v in asdict(cfg).items() if not k.startswith("hyper_")}
+    save_state(tmp_path, CHECKPOINT, {**st, "config": old})
+    fresh = LrdNet(cfg)
+    fresh_opt = torch.optim.Adam(fresh.parameters())
+    assert _load_checkpoint(tmp_path, fresh, fresh_opt) == 7
+    assert torch.equal(fresh.enc1.weight, net.enc1.weight)
+    moments = {n: fresh_opt.state[p] for n, p in fresh.named_parameters() if p in fresh_opt.state}
+    assert set(moments) == {n for n, p in net.named_parameters() if p in opt.state}  # no decoder
+    for n, p in net.named_parameters():
+        if n in moments:
+            assert torch.equal(moments[n]["exp_avg_sq"], opt.state[p]["exp_avg_sq"]), n
+    save_state(tmp_path, CHECKPOINT, {**st, "config": {**old, "hyper_classes": 4}})
+    with pytest.raises(ConfigError, match="another lrd config"):
+        _load_checkpoint(tmp_path, LrdNet(cfg), torch.optim.Adam(LrdNet(cfg).parameters()))
