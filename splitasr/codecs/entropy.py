@@ -42,6 +42,7 @@ Decoded symbols are stored at their narrowest width (uint8 up to 256 symbols).
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -810,6 +811,15 @@ PRIOR_TOP = PRIOR_TOTAL - 256  # no symbol gets more: at least 2**-8 for the res
 # symbol costs at least 0.0056 bits and a body of B bits holds at most ~180 B symbols
 
 
+def _frames(shape: tuple[int, ...]) -> int:
+    """Frames of a ``(..., C)`` symbol shape, the product of its leading dims as a Python
+    int: ``np.prod`` in int64 wraps (``(2**40, 2**30, C)`` gives 0 and would pass the
+    body-size bound with a 4-byte body)."""
+    if any(int(d) < 0 for d in shape):
+        raise CodecError(f"symbol shape {tuple(shape)} has a negative dimension")
+    return math.prod(int(d) for d in shape[:-1])
+
+
 def quantise_pmf(pmf: np.ndarray) -> np.ndarray:
     """A probability vector ``(L,)`` (2 <= L <= PRIOR_MAX_SYMBOLS) as integer frequencies
     summing to exactly ``PRIOR_TOTAL``, each >= 1 and <= ``PRIOR_TOP``.
@@ -903,7 +913,7 @@ class ChannelPrior:
 
         if not shape or shape[-1] != self.channels:
             raise CodecError(f"learned prior codes {self.channels} channels, payload asks for {shape}")
-        n = int(np.prod(shape[:-1], dtype=np.int64))
+        n = _frames(shape)
         words = _ans_words(body, 0, self.min_bits(n), f"{n} x {self.channels} symbols")
         out = np.empty((n, self.channels), symbol_dtype(int(self.sizes.max())))
 
@@ -939,8 +949,16 @@ class ConditionalPrior:
         k, f, z = np.asarray(self.class_freqs), np.asarray(self.freqs), np.asarray(self.sizes)
         if k.ndim != 1 or not 2 <= k.size <= PRIOR_MAX_SYMBOLS:
             raise CodecError("hyperprior: class_freqs must be (K,) with 2 <= K <= 256")
-        if f.ndim != 3 or f.shape[0] != k.size or z.shape != (f.shape[1],) or f.shape[2] > PRIOR_MAX_SYMBOLS:
-            raise CodecError("hyperprior: freqs must be (K, C, L <= 256) with one size per channel")
+        if (
+            f.ndim != 3
+            or f.shape[0] != k.size
+            or f.shape[1] < 1
+            or z.shape != (f.shape[1],)
+            or f.shape[2] > PRIOR_MAX_SYMBOLS
+        ):
+            raise CodecError("hyperprior: freqs must be (K, C >= 1, L <= 256) with one size per channel")
+        if not all(np.issubdtype(a.dtype, np.integer) for a in (k, f, z)):
+            raise CodecError("hyperprior: tables must be integers")
         if z.min() < 2 or z.max() > f.shape[2]:
             raise CodecError("hyperprior: every channel needs 2..L symbols")
         live = np.arange(f.shape[2])[None, None, :] < z[None, :, None]
@@ -1017,7 +1035,7 @@ class ConditionalPrior:
         at least :meth:`min_bits` before the output is allocated."""
         if not shape or shape[-1] != self.channels + 1:
             raise CodecError(f"hyperprior codes {self.channels} channels + a class, payload asks for {shape}")
-        n = int(np.prod(shape[:-1], dtype=np.int64))
+        n = _frames(shape)
         words = _ans_words(body, 0, self.min_bits(n), f"{n} frames of {self.channels} symbols")
         width = max(int(self.sizes.max()), self.classes)
         out = np.empty((n, self.channels + 1), symbol_dtype(width))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from splitasr.audio import load_audio
 from splitasr.codecs import CodecError, DecodeLimits, get_codec
@@ -252,7 +254,74 @@ def test_hyperprior_hostile_payloads_and_tables_are_refused(hyper):
         ConditionalPrior(good.class_freqs - 1, good.freqs, good.sizes)
     with pytest.raises(CodecError, match="one size per channel"):
         ConditionalPrior(good.class_freqs, good.freqs[:, :3], good.sizes)
+    with pytest.raises(CodecError, match="one size per channel"):  # no channels
+        ConditionalPrior(good.class_freqs, good.freqs[:, :0], good.sizes[:0])
+    with pytest.raises(CodecError, match="integers"):
+        ConditionalPrior(good.class_freqs, good.freqs.astype(np.float64), good.sizes)
     state = load_state(untrained_lrd_dir(256, hyper_classes=8), "lrd")
     del state["hyper.mean"]
     with pytest.raises(CodecError, match="no prior table"):
         Lrd(state)
+
+
+def _random_conditional_prior(classes: int, channels: int, rng: np.random.Generator):
+    from splitasr.codecs.entropy import ConditionalPrior
+
+    sizes = rng.integers(2, 40, channels)
+    freqs = np.zeros((classes, channels, int(sizes.max())), np.int64)
+    for k in range(classes):
+        for c in range(channels):  # peaked and flat tables alike
+            freqs[k, c, : sizes[c]] = quantise_pmf(rng.dirichlet(np.full(sizes[c], rng.choice([0.05, 1.0]))))
+    return ConditionalPrior(quantise_pmf(rng.dirichlet(np.ones(classes))), freqs, sizes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    classes=st.sampled_from([2, 3, 17, 64]),
+    channels=st.integers(1, 5),
+    frames=st.sampled_from([0, 1, 2, 9, 200]),
+    used=st.integers(1, 64),
+    seed=st.integers(0, 2**31),
+)
+def test_hyperprior_tables_round_trip_any_symbols_empty_inputs_and_unused_classes_included(
+    classes, channels, frames, used, seed
+):
+    """ConditionalPrior: decode(encode(s)) == s for random tables and symbols, with no
+    frames, with classes no frame has (only the first ``used`` occur), K = 2 .. 64; the
+    body is within the ANS stack's final state of the tables' ideal code length."""
+    rng = np.random.default_rng(seed)
+    prior = _random_conditional_prior(classes, channels, rng)
+    cls = rng.integers(0, min(used, classes), (2, frames))
+    y = (rng.random((2, frames, channels)) * prior.sizes).astype(np.int64)
+    sym = np.concatenate([y, cls[..., None]], axis=-1).astype(np.uint8)
+    body = prior.encode(sym)
+    out = prior.decode(body, sym.shape)
+    assert out.shape == sym.shape and np.array_equal(out, sym)
+    assert 0 <= len(body) - prior.bits(sym) / 8 <= 8
+    if frames == 0:
+        assert len(body) == 4  # the stack's first word alone
+
+
+def test_hyperprior_decode_is_bounded_by_the_body_before_it_allocates():
+    """Hostile shapes against a 100-byte body: refused by the body-size bound, with no
+    allocation proportional to the claimed frames, even where the frame count would wrap
+    an int64 (the product is taken exactly)."""
+    import tracemalloc
+
+    from splitasr.codecs.entropy import ANS_START
+
+    prior = _random_conditional_prior(2, 1, np.random.default_rng(0))
+    body = np.random.default_rng(1).integers(1, 2**32, 25, dtype=np.uint64).astype("<u4").tobytes()
+    tracemalloc.start()
+    try:
+        for shape in [(1, 10**7, 2), (2**40, 2**30, 2), (2**32, 2**32, 2)]:
+            with pytest.raises(CodecError, match="too short"):
+                prior.decode(body, shape)
+            with pytest.raises(CodecError, match="too short"):  # a valid empty stack: the same
+                prior.decode(np.array([ANS_START], "<u4").tobytes(), shape)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    with pytest.raises(CodecError, match="negative"):
+        prior.decode(body, (-1, 2))
