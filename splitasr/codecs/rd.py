@@ -284,6 +284,7 @@ class Lrd(Transform):
         t, k = self.tables, self.config.hyper_classes
         h = np.maximum(y.astype(np.float64) @ t["w1"].T.astype(np.float64) + t["b1"], 0.0)
         a = (h @ t["w2"].T.astype(np.float64) + t["b2"])[..., 0]
+        a = np.clip(a, -60.0, 60.0)  # no overflow in exp; the sigmoid rounds to 0 or 1 there anyway
         return np.clip(np.round((k - 1) / (1.0 + np.exp(-a))), 0, k - 1).astype(np.int64)
 
     def check_layout(self, shape, limits):
@@ -295,6 +296,8 @@ class Lrd(Transform):
         range); with a hyperprior ``(..., D + 1)``, the frame's class last and each value
         as ``round(y - mean[class]) + half``."""
         t = self.tables
+        if not np.isfinite(y).all():  # a device encoder's overflow: no class, no symbol for it
+            raise CodecError("lrd: the latent holds NaN or infinity")
         if not self.config.hyper_classes:
             r = np.round(y.astype(np.float64) - t["median"]) - t["offset"]
             return np.clip(r, 0, t["sizes"] - 1).astype(np.uint8)  # sizes <= 256

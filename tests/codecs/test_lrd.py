@@ -325,3 +325,22 @@ def test_hyperprior_decode_is_bounded_by_the_body_before_it_allocates():
     assert peak < 1 << 20, peak
     with pytest.raises(CodecError, match="negative"):
         prior.decode(body, (-1, 2))
+
+
+@pytest.mark.filterwarnings("error")
+def test_hyperprior_classes_match_the_training_rounding_and_saturate_without_overflow(hyper):
+    """The device's numpy class (``frame_classes``) is the class training rounded
+    (``round(LrdNet.class_value)``) on the same latents; huge latents give class 0 or K-1
+    with no overflow warning, and a non-finite latent is refused, not cast to a class."""
+    t = hyper.transform
+    rng = np.random.default_rng(3)
+    y = (rng.standard_normal((4, 2000, 16)) * rng.uniform(0.1, 30, (4, 1, 1))).astype(np.float32)
+    with torch.no_grad():
+        expect = t.net.class_value(torch.from_numpy(y)).round()[..., 0].numpy().astype(np.int64)
+    got = t.frame_classes(y)
+    assert np.array_equal(got, expect) and len(np.unique(got)) == 8
+    big = t.frame_classes(y * 1e6)
+    assert set(np.unique(big)) <= {0, 7}
+    y[1, 5, 3] = np.nan
+    with pytest.raises(CodecError, match="NaN"):
+        t.quantise(y)
