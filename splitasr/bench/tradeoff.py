@@ -287,16 +287,17 @@ def run_tradeoff_bench(
 
 def _with_each_rate(jobs: list[tuple[str, str]], homes: dict[str, Path]) -> list[tuple[str, str]]:
     """A multi-rate ``lrd`` job named without a rate becomes one job per trained rate
-    position (``lrd@0+ans``, ``lrd@1+ans``, ...): the curve one set of weights draws."""
-    out = []
+    position (``lrd@0+ans``, ``lrd@1+ans``, ...): the curve one set of weights draws. A
+    position also named on its own is kept once."""
+    out: list[tuple[str, str]] = []
     for p, c in jobs:
         t, coder = split_name(c)
+        expanded = [(p, c)]
         if t == "lrd" and "@" not in c and state_path(homes[p], t).is_file():
             rates = get_codec(c, homes[p]).transform.config.rates
             if rates > 1:
-                out += [(p, f"{t}@{i}+{coder}") for i in range(rates)]
-                continue
-        out.append((p, c))
+                expanded = [(p, f"{t}@{i}+{coder}") for i in range(rates)]
+        out += [job for job in expanded if job not in out]
     return out
 
 

@@ -153,3 +153,21 @@ def test_state_override_for_a_missing_folder_or_unknown_point_is_refused(tmp_pat
             run_tradeoff_bench(
                 str(speech_manifest), str(tmp_path / "out"), model_path="ds2", codecs=[], state_dirs=state
             )
+
+
+def test_a_multi_rate_lrd_becomes_one_job_per_rate_each_once():
+    """``lrd+ans`` with 2 trained rates -> ``lrd@0+ans``, ``lrd@1+ans``; a rate also named
+    on its own is not benchmarked twice; other codecs pass through."""
+    from pathlib import Path
+
+    from splitasr.bench.tradeoff import _with_each_rate
+    from tests.codecs.synthetic import untrained_lrd_dir
+
+    homes = {"stem": Path(untrained_lrd_dir(384, rates=2)), "proj": Path(untrained_lrd_dir(384))}
+    jobs = [("stem", "lrd+ans"), ("stem", "lrd@1+ans"), ("stem", "q8+ans"), ("proj", "lrd+ans")]
+    assert _with_each_rate(jobs, homes) == [
+        ("stem", "lrd@0+ans"),
+        ("stem", "lrd@1+ans"),
+        ("stem", "q8+ans"),
+        ("proj", "lrd+ans"),  # one rate: nothing to expand
+    ]
