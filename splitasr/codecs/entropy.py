@@ -736,14 +736,14 @@ class Ans(_TableCoder):
     sorted ids), so absent symbols waste no probability mass.
     """
 
-    _prior: ChannelPrior | None = None
+    _prior: ChannelPrior | ConditionalPrior | None = None
 
     def _model_from_counts(self, ids: np.ndarray, counts: np.ndarray) -> _AnsModel:
         return _AnsModel(None, np.asarray(counts, np.float64))
 
     def bind(self, transform) -> None:
-        """Take the transform's learned per-channel prior (``symbol_prior()``, see
-        :class:`ChannelPrior`) when it has one and this coder has no table of its own."""
+        """Take the transform's learned prior (``symbol_prior()``: a :class:`ChannelPrior`
+        or a :class:`ConditionalPrior`) when it has one and this coder has no table of its own."""
         get = getattr(transform, "symbol_prior", None)
         if get is not None and self._counts is None:
             self._prior = get()

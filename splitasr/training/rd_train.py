@@ -104,8 +104,11 @@ class RdTrainConfig:
 
 
 class OutlierGuard:
-    """Says whether a loss is an outlier against the median of the last ``window`` kept
-    ones (no verdict before ``min_seen`` of them); ``factor`` 0 turns it off."""
+    """Says whether a loss is an outlier against the median of the last ``window`` finite
+    ones (no verdict before ``min_seen`` of them); ``factor`` 0 turns it off. Outliers join
+    the window too: one spike does not move the median, and a lasting change of scale
+    (a new phase of training) is taken in after about ``window / 2`` losses instead of
+    being skipped for ever."""
 
     def __init__(self, factor: float, window: int = 200, min_seen: int = 50):
         self.factor, self.min_seen = factor, min_seen
@@ -114,11 +117,13 @@ class OutlierGuard:
     def is_outlier(self, loss: float) -> bool:
         if not math.isfinite(loss):
             return True
-        if self.factor and len(self.recent) >= self.min_seen:
-            if loss > self.factor * float(np.median(self.recent)):
-                return True
+        outlier = (
+            bool(self.factor)
+            and len(self.recent) >= self.min_seen
+            and loss > self.factor * float(np.median(self.recent))
+        )
         self.recent.append(loss)
-        return False
+        return outlier
 
 
 @dataclass

@@ -81,12 +81,14 @@ def test_a_multi_rate_run_needs_a_lambda_per_rate_and_reports_each(whisper, spee
     assert report["rate"][0]["body_bytes"] <= report["rate"][1]["body_bytes"]
 
 
-def test_an_outlier_loss_is_flagged_against_the_recent_median_and_not_remembered():
+def test_an_outlier_loss_is_flagged_against_the_recent_median_and_a_lasting_shift_is_taken_in():
     guard = OutlierGuard(20.0, window=10, min_seen=5)
     assert not any(guard.is_outlier(v) for v in [30.0, 32.0, 31.0, 29.0, 33.0])
     assert guard.is_outlier(5000.0)  # the step-2770 kind of spike
     assert guard.is_outlier(float("nan")) and guard.is_outlier(float("inf"))
     assert not guard.is_outlier(600.0)  # 600 < 20 x median 31: the spike did not raise the median
+    shifted = [guard.is_outlier(5000.0) for _ in range(10)]  # a new scale for good
+    assert shifted[0] and not shifted[-1]  # skipped at first, then the window's median follows
     assert OutlierGuard(0.0, min_seen=1).is_outlier(1e9) is False  # factor 0: off (but not NaN-blind)
     assert OutlierGuard(0.0).is_outlier(float("nan"))
 
