@@ -31,7 +31,9 @@ the gradient's norm alone let one such batch throw a long run back by hundreds o
 
 Checkpoints (weights and Adam moments as safetensors, the step and the log in the
 metadata) go to ``<out>/lrd-checkpoint.safetensors`` every ``checkpoint_every`` steps; a
-run finding one continues from it (``resume = true``). The log is one JSON line per
+run finding one continues from it (``resume = true``); a run whose folder has none starts
+from the checkpoint in ``init`` (weights, Adam moments and step count), if given: a
+second stage with other loss weights, written to its own folder. The log is one JSON line per
 ``log_every`` steps in ``<out>/lrd-train.jsonl``. At the end the codec state (weights and
 the prior's run-time tables) is written as ``<out>/lrd.safetensors``.
 """
@@ -87,6 +89,7 @@ class RdTrainConfig:
     log_every: int = 10
     checkpoint_every: int = 50
     resume: bool = True
+    init: str = ""  # a folder with an lrd checkpoint to start from when ``out`` has none (a new stage)
     cache_dir: str = "data/cache/rd-train"
 
     @classmethod
@@ -327,6 +330,10 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     rest = [p for n, p in net.named_parameters() if not n.startswith(("prior.", "prior_z."))]
     opt = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": prior, "lr": cfg.prior_lr}])
     step = _load_checkpoint(out, net, opt) if cfg.resume else 0
+    if not step and cfg.init:  # a new stage: start where another run's checkpoint stands
+        if not (Path(cfg.init) / f"{CHECKPOINT}.safetensors").is_file():
+            raise ConfigError(f"init = {cfg.init!r}: no {CHECKPOINT}.safetensors there")
+        step = _load_checkpoint(Path(cfg.init), net, opt)
     rng = random.Random(cfg.seed + step)
     log_path = out / LOG
     log: list[dict] = []

@@ -148,3 +148,19 @@ def test_a_checkpoint_from_before_the_hyperprior_fields_still_resumes(tmp_path):
     save_state(tmp_path, CHECKPOINT, {**st, "config": {**old, "hyper_classes": 4}})
     with pytest.raises(ConfigError, match="another lrd config"):
         _load_checkpoint(tmp_path, LrdNet(cfg), torch.optim.Adam(LrdNet(cfg).parameters()))
+
+
+def test_a_second_stage_starts_from_another_runs_checkpoint_in_its_own_folder(
+    whisper, speech_manifest, tmp_path
+):
+    train_rd(_cfg(speech_manifest, tmp_path / "one", 3), progress=False)
+    cfg = _cfg(speech_manifest, tmp_path / "two", 5)
+    cfg.init, cfg.mse_weight = str(tmp_path / "one"), 0.2
+    report = train_rd(cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "two" / LOG).read_text().splitlines()]
+    assert report["steps"] == 5 and [r["step"] for r in rows] == [4, 5]  # went on from step 3
+    assert len((tmp_path / "one" / LOG).read_text().splitlines()) == 3  # stage one untouched
+    cfg = _cfg(speech_manifest, tmp_path / "three", 5)
+    cfg.init = str(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match="no lrd-checkpoint"):
+        train_rd(cfg, progress=False)
