@@ -287,7 +287,7 @@ def cmd_bench_tradeoff(args) -> int:
         args.out,
         model_path=args.model,
         points=_csv(args.points),
-        codecs=_csv(args.codecs),
+        codecs=_csv(args.codecs) or [] if args.codecs is not None else None,
         audio_codecs=_csv(args.audio_codecs) or [] if args.audio_codecs is not None else None,
         limit=args.limit,
         calib_manifest=args.calib_manifest,
@@ -838,7 +838,7 @@ def cmd_profile(args) -> int:
         threads=args.threads or None,
         slowdown=args.slowdown,
         points=_csv(args.points),
-        codecs=_csv(args.codecs),
+        codecs=_csv(args.codecs) or [] if args.codecs is not None else None,
         audio_codecs=_csv(args.audio_codecs) or [] if args.audio_codecs is not None else None,
         beam=args.beam,
         audio_dir=args.audio_dir or FSDD,
@@ -869,7 +869,7 @@ def _cmd_profile_per_input(args) -> int:
         threads=args.threads or None,
         slowdown=args.slowdown,
         points=_csv(args.points),
-        codecs=_csv(args.codecs),
+        codecs=_csv(args.codecs) or [] if args.codecs is not None else None,
         audio_codecs=_csv(args.audio_codecs) or [] if args.audio_codecs is not None else None,
         beam=args.beam,
         source="splitasr " + " ".join(args.argv),
@@ -1302,7 +1302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="test manifest")
     p.add_argument("--out", default="results/tradeoff")
     p.add_argument("--points", help="comma-separated split points (default: all but audio and the last)")
-    p.add_argument("--codecs", help="comma-separated activation codecs (default: a standard set)")
+    p.add_argument("--codecs", help="comma-separated activation codecs ('' for none; default: standard)")
     p.add_argument("--audio-codecs", help="comma-separated codecs at the audio point ('' for none)")
     p.add_argument(
         "--learned-codecs", help="learned codecs where trained state is shipped ('' for none; default: all)"

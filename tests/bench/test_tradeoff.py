@@ -171,3 +171,16 @@ def test_a_multi_rate_lrd_becomes_one_job_per_rate_each_once():
         ("stem", "q8+ans"),
         ("proj", "lrd+ans"),  # one rate: nothing to expand
     ]
+
+
+def test_cli_empty_codec_lists_mean_none_so_one_learned_codec_runs_alone(tmp_path, speech_manifest):
+    import json
+
+    from splitasr.cli import main
+
+    out = tmp_path / "out"
+    args = ["bench", "tradeoff", "--model", "ds2", "--manifest", str(speech_manifest), "--points", "proj"]
+    args += ["--codecs", "", "--audio-codecs", "", "--learned-codecs", "deepcod+ans", "--limit", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["point"], r["codec"]) for r in rows] == [("proj", "deepcod+ans")]
