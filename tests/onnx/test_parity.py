@@ -115,15 +115,17 @@ def test_whisper_int8_default_point(whisper, sample_waves):
         assert float(np.sqrt((rel**2).mean() / (h_t.numpy() ** 2).mean())) < 0.08
 
 
-def test_lrd_encoder_with_rates(model, sample_waves, tmp_path):
-    """An lrd codec with gains (3 rates, an untrained state): its ONNX encoder before the
-    gain and the gain applied in numpy give the torch encoder's symbols; state from a
-    folder of the caller's (``state_dirs``), checked against the export's record of it."""
+@pytest.mark.parametrize("hyper_classes", [0, 8])
+def test_lrd_encoder_with_rates(model, sample_waves, tmp_path, hyper_classes):
+    """An lrd codec with gains (3 rates, an untrained state), with and without a
+    hyperprior: its ONNX encoder before the gain, the gain and (hyperprior) the frame
+    classes applied in numpy give the torch encoder's symbols; state from a folder of the
+    caller's (``state_dirs``), checked against the export's record of it."""
     from splitasr.codecs import get_codec
     from splitasr.onnx.export import export_onnx
     from tests.codecs.synthetic import untrained_lrd_dir
 
-    state = untrained_lrd_dir(rates=3)
+    state = untrained_lrd_dir(rates=3, hyper_classes=hyper_classes)
     export_onnx(model, tmp_path, points=["proj"], codecs=["lrd"], int8=False, state_dirs={"proj": state})
     onnx_edge = OnnxEdge("ds2", tmp_path, "float", state_dirs={"proj": state})
     wave = sample_waves[0]
@@ -132,6 +134,7 @@ def test_lrd_encoder_with_rates(model, sample_waves, tmp_path):
     want = torch_codec.transform.forward(h).data
     got = onnx_edge.codec("lrd@1.5+ans", "proj").transform.forward(h).data
     assert got.shape == want.shape and (got == want).mean() > 0.999
+    assert got.shape[-1] == 16 + (1 if hyper_classes else 0)  # the class column
     payload = onnx_edge.encode(wave, "proj", "lrd@1.5+ans").payload
     x, _ = torch_codec.decompress(payload)
     assert x.shape == (1, h.shape[1], 256)
