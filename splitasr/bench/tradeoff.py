@@ -306,10 +306,8 @@ def _model_macs(model, wave: torch.Tensor) -> int:
     CTC logits) on ``wave`` ``(S,)``; Whisper's text decoder is left out."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    first = model.split_points[1]
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        h, lens = model.head(wave[None], None, first)
-        model.tail(h, lens, first)
+        model.head(wave[None], None, model.split_points[-1])  # the last point: the whole model
     return counter.get_total_flops() // 2
 
 
