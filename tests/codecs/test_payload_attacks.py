@@ -63,7 +63,7 @@ def _setup(name: str):
         x = torch.from_numpy(laplacian_activations(1, 24, 256, seed=3)[0][None])
     if t in AUDIO:
         codec, limits = get_codec(name), DecodeLimits.for_point(16000, 1, MAX_SECONDS)
-    elif t == "lrd":  # no trained lrd ships yet: an untrained one has the same format
+    elif t == "lrd":  # an untrained lrd: the same format as the shipped DS2 one, any width
         codec = get_codec(name, untrained_lrd_dir(256))
         limits = DecodeLimits.for_point(50, 256, MAX_SECONDS)
     else:
