@@ -164,3 +164,14 @@ def test_a_second_stage_starts_from_another_runs_checkpoint_in_its_own_folder(
     cfg.init = str(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no lrd-checkpoint"):
         train_rd(cfg, progress=False)
+
+
+def test_every_shipped_lrd_recipe_reads_and_names_a_known_point():
+    from pathlib import Path
+
+    paths = sorted(Path("configs").glob("lrd-*.toml"))
+    assert len(paths) >= 5
+    for path in paths:
+        cfg = RdTrainConfig.from_toml(path)
+        assert cfg.codec.point in ("features", "stem", "proj"), path
+        assert cfg.codec.rates == 1 or len(cfg.lmbdas) == cfg.codec.rates, path
