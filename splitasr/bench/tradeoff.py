@@ -167,8 +167,8 @@ def run_tradeoff_bench(
         if (p, c) not in jobs and any(p in h and state_path(h[p], split_name(c)[0]).is_file() for h in homes)
     ]
     lrd_homes = {  # where each point's lrd state is read from: a --state folder first
-        p: next((h[p] for h in homes[::-1] if p in h and state_path(h[p], "lrd").is_file()), homes[0][p])
-        for p in model.split_points
+        p: overrides[p] if p in overrides and state_path(overrides[p], "lrd").is_file() else home
+        for p, home in homes[0].items()
     }
     jobs = _with_each_rate(jobs, lrd_homes)
     jobs.sort(key=lambda job: model.split_points.index(job[0]))
