@@ -33,7 +33,9 @@ Checkpoints (weights and Adam moments as safetensors, the step and the log in th
 metadata) go to ``<out>/lrd-checkpoint.safetensors`` every ``checkpoint_every`` steps; a
 run finding one continues from it (``resume = true``); a run whose folder has none starts
 from the checkpoint in ``init`` (weights, Adam moments and step count), if given: a
-second stage with other loss weights, written to its own folder. The log is one JSON line per
+second stage with other loss weights, written to its own folder. When ``init``'s codec
+config differs (a hyperprior or more rates added), the weights that fit are loaded and
+the rest, the step count and the Adam moments start afresh (:func:`warm_start`). The log is one JSON line per
 ``log_every`` steps in ``<out>/lrd-train.jsonl``. At the end the codec state (weights and
 the prior's run-time tables) is written as ``<out>/lrd.safetensors``.
 """
@@ -295,6 +297,33 @@ def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer) -> int:
     return int(st["step"])
 
 
+def warm_start(init: Path, net: LrdNet) -> list[str]:
+    """Load into ``net`` the weights of ``init``'s checkpoint whose names and shapes match,
+    for a new stage whose codec config differs (a hyperprior or more rates added to a
+    trained codec); the step count and Adam moments start afresh. Refuses a checkpoint
+    for another point or encoder (nothing of it would carry over); returns the names of
+    the tensors left at their initial values."""
+    from splitasr.codecs.state import load_state
+
+    st = load_state(init, CHECKPOINT)
+    old = _checkpoint_config(st) if st is not None else None
+    new = net.cfg
+    keep = ("point", "in_dim", "latent_dim", "stride", "enc_hidden")
+    if old is None or any(getattr(old, k) != getattr(new, k) for k in keep):
+        raise ConfigError(
+            f"init = {str(init)!r}: its codec differs in {', '.join(keep)}; nothing to start from"
+        )
+    mine = net.state_dict()
+    have = {k[2:]: np.asarray(v) for k, v in st.items() if k.startswith("w.")}
+    fits = {
+        k: torch.from_numpy(have[k].copy())
+        for k in mine
+        if k in have and have[k].shape == tuple(mine[k].shape)
+    }
+    net.load_state_dict(fits, strict=False)
+    return sorted({k.split(".")[0] for k in mine if k not in fits})
+
+
 def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     """Train (or continue), save the codec state and report; returns the report."""
     from splitasr.codecs.state import save_state, shipped_state_dir
@@ -333,7 +362,12 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     if not step and cfg.init:  # a new stage: start where another run's checkpoint stands
         if not (Path(cfg.init) / f"{CHECKPOINT}.safetensors").is_file():
             raise ConfigError(f"init = {cfg.init!r}: no {CHECKPOINT}.safetensors there")
-        step = _load_checkpoint(Path(cfg.init), net, opt)
+        try:
+            step = _load_checkpoint(Path(cfg.init), net, opt)
+        except ConfigError:  # another codec config: keep what fits, learn the rest
+            fresh = warm_start(Path(cfg.init), net)
+            if progress:
+                print(f"warm start from {cfg.init}: new {', '.join(fresh) or 'nothing'}", flush=True)
     rng = random.Random(cfg.seed + step)
     log_path = out / LOG
     log: list[dict] = []

@@ -166,6 +166,33 @@ def test_a_second_stage_starts_from_another_runs_checkpoint_in_its_own_folder(
         train_rd(cfg, progress=False)
 
 
+def test_a_stage_with_a_hyperprior_and_rates_added_keeps_the_weights_that_fit(tmp_path):
+    """``warm_start``: the encoder and decoder of a single-rate factorised codec carry over
+    into one with a hyperprior and three rates, whose middle rate then codes exactly as
+    the old one did; a checkpoint for another encoder is refused."""
+    from splitasr.codecs.rd import LrdNet
+    from splitasr.training.rd_train import _save_checkpoint, warm_start
+
+    old_cfg = LrdConfig(point="stem", in_dim=24, latent_dim=4, enc_hidden=8, hidden=16)
+    old = LrdNet(old_cfg)
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(torch.randn_like(p))
+        old.in_std.fill_(2.0)
+    _save_checkpoint(tmp_path, old, torch.optim.Adam(old.parameters()), 300, [])
+    new = LrdNet(LrdConfig(**{**old_cfg.__dict__, "rates": 3, "hyper_classes": 4}))
+    fresh = warm_start(tmp_path, new)
+    assert fresh == ["hyper_dec", "hyper_enc", "log_gain", "log_inv_gain", "prior_z"]
+    assert torch.equal(new.enc1.weight, old.enc1.weight) and torch.equal(new.dec[3].weight, old.dec[3].weight)
+    assert torch.equal(new.in_std, old.in_std)
+    x = torch.randn(1, 12, 24)
+    with torch.no_grad():
+        assert torch.equal(new.encode(x, 1.0), old.encode(x))  # middle rate: gain 1
+    other = LrdNet(LrdConfig(point="stem", in_dim=24, latent_dim=6, enc_hidden=8, hidden=16))
+    with pytest.raises(ConfigError, match="nothing to start from"):
+        warm_start(tmp_path, other)
+
+
 def test_every_shipped_lrd_recipe_reads_and_names_a_known_point():
     from pathlib import Path
 
