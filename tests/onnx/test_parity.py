@@ -84,6 +84,19 @@ def test_whisper_shipped_float_payloads(whisper, sample_waves):
         )
 
 
+@pytest.mark.parametrize("codec", ["lrd@0+ans", "lrd@2+ans"])
+def test_ds2_shipped_lrd_encoder(model, sample_waves, codec):
+    """The shipped DS2 `proj` files with the shipped lrd state (hyperprior, 3 rates): the
+    ONNX edge's payload is the torch edge's, byte for byte, at the lowest and highest rate
+    (a latent within float rounding of .5 could differ; none does on the samples)."""
+    onnx_edge, edge, cloud = OnnxEdge("ds2", precision="float"), Edge(model), Cloud(model)
+    for wave in sample_waves:
+        want = edge.encode(torch.from_numpy(wave), "proj", codec).payload
+        got = onnx_edge.encode(wave, "proj", codec).payload
+        assert got == want
+        assert cloud.transcribe(got, "proj", codec).text
+
+
 def test_ds2_int8_default_point(model, sample_waves):
     """The shipped int8 head at DS2's default point: within 25 % of the activation's scale
     (measured: ~3 % RMS, ~15 % at the worst value) and the torch float texts with
