@@ -294,10 +294,22 @@ class LrdNet(nn.Module):
 # ------------------------------------------------------------------ state files
 
 
+CLOUD_HALF = ("up.", "dec.")  # state keys stored as float16 (the cloud decoder)
+
+
 def lrd_to_state(net: LrdNet, extra: dict | None = None) -> dict:
-    """Weights (float32), the run-time prior tables and the config, for
-    :func:`~splitasr.codecs.state.save_state`."""
-    arrays = {f"w.{k}": v.detach().cpu().float().numpy() for k, v in net.state_dict().items()}
+    """Weights, the run-time prior tables and the config, for
+    :func:`~splitasr.codecs.state.save_state`.
+
+    The cloud decoder's weights (``up``, ``dec``: nearly all of a codec whose decoder is
+    wide) are stored as float16 and run as float32: they only shape a continuous
+    reconstruction, so the halved file costs ~1e-3 of its values' scale and no symbol.
+    Everything the symbols depend on (device encoder, gains, class MLP) and the tables
+    stay float32."""
+    arrays = {
+        f"w.{k}": v.detach().cpu().to(torch.float16 if k.startswith(CLOUD_HALF) else torch.float32).numpy()
+        for k, v in net.state_dict().items()
+    }
     if net.cfg.hyper_classes:
         tables = {f"hyper.{k}": v for k, v in hyper_tables(net).items()}
     else:
