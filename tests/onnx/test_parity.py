@@ -84,17 +84,27 @@ def test_whisper_shipped_float_payloads(whisper, sample_waves):
         )
 
 
-@pytest.mark.parametrize("codec", ["lrd@0+ans", "lrd@2+ans"])
-def test_ds2_shipped_lrd_encoder(model, sample_waves, codec):
-    """The shipped DS2 `proj` files with the shipped lrd state (hyperprior, 3 rates): the
-    ONNX edge's payload is the torch edge's, byte for byte, at the lowest and highest rate
-    (a latent within float rounding of .5 could differ; none does on the samples)."""
-    onnx_edge, edge, cloud = OnnxEdge("ds2", precision="float"), Edge(model), Cloud(model)
-    for wave in sample_waves:
-        want = edge.encode(torch.from_numpy(wave), "proj", codec).payload
-        got = onnx_edge.encode(wave, "proj", codec).payload
+@pytest.mark.parametrize(
+    "name,point,codec",
+    [
+        ("ds2", "proj", "lrd@0+ans"),
+        ("ds2", "proj", "lrd@2+ans"),
+        ("whisper-tiny.en", "stem", "lrd@0+ans"),
+        ("whisper-tiny.en", "stem", "lrd@2+ans"),
+    ],
+)
+def test_shipped_lrd_encoders(request, sample_waves, name, point, codec):
+    """The shipped files at each model's default point with its shipped lrd state
+    (hyperprior, 3 rates): the ONNX edge's payload is the torch edge's, byte for byte, at
+    the lowest and highest rate (a latent within float rounding of .5 could differ; none
+    does on the samples)."""
+    model = request.getfixturevalue("model" if name == "ds2" else "whisper")
+    onnx_edge, edge, cloud = OnnxEdge(name, precision="float"), Edge(model), Cloud(model)
+    for wave in sample_waves[:2]:
+        want = edge.encode(torch.from_numpy(wave), point, codec).payload
+        got = onnx_edge.encode(wave, point, codec).payload
         assert got == want
-        assert cloud.transcribe(got, "proj", codec).text
+        assert cloud.transcribe(got, point, codec).text
 
 
 def test_ds2_int8_default_point(model, sample_waves):
