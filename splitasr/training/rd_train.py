@@ -297,21 +297,41 @@ def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer) -> int:
     return int(st["step"])
 
 
-def warm_start(init: Path, net: LrdNet) -> list[str]:
+@dataclass
+class WarmStart:
+    """What :func:`warm_start` did: top-level parts of the new net left at their initial
+    values (``new``), and parts of the checkpoint that fit nowhere (``dropped``, e.g. a
+    factorised ``prior`` replaced by a hyperprior)."""
+
+    new: list[str]
+    dropped: list[str]
+
+    def describe(self, init: str) -> str:
+        """One line for the log."""
+        return (
+            f"warm start from {init}: new {', '.join(self.new) or 'nothing'}; "
+            f"dropped {', '.join(self.dropped) or 'nothing'}; step count and Adam moments afresh"
+        )
+
+
+def warm_start(init: Path, net: LrdNet) -> WarmStart:
     """Load into ``net`` the weights of ``init``'s checkpoint whose names and shapes match,
     for a new stage whose codec config differs (a hyperprior or more rates added to a
-    trained codec); the step count and Adam moments start afresh. Refuses a checkpoint
-    for another point or encoder (nothing of it would carry over); returns the names of
-    the tensors left at their initial values."""
+    trained codec); the step count and Adam moments start afresh. The normalisation
+    buffers (``in_mean``, ``in_std``) come from the checkpoint too: the encoder's weights
+    were trained against them. Refuses a checkpoint for another point or encoder (nothing
+    of it would carry over), naming the fields that differ."""
     from splitasr.codecs.state import load_state
 
     st = load_state(init, CHECKPOINT)
     old = _checkpoint_config(st) if st is not None else None
-    new = net.cfg
+    if old is None:
+        raise ConfigError(f"init = {str(init)!r}: its {CHECKPOINT}.safetensors holds no valid lrd config")
     keep = ("point", "in_dim", "latent_dim", "stride", "enc_hidden")
-    if old is None or any(getattr(old, k) != getattr(new, k) for k in keep):
+    differ = [k for k in keep if getattr(old, k) != getattr(net.cfg, k)]
+    if differ:
         raise ConfigError(
-            f"init = {str(init)!r}: its codec differs in {', '.join(keep)}; nothing to start from"
+            f"init = {str(init)!r}: its codec differs in {', '.join(differ)}; nothing to start from"
         )
     mine = net.state_dict()
     have = {k[2:]: np.asarray(v) for k, v in st.items() if k.startswith("w.")}
@@ -321,7 +341,10 @@ def warm_start(init: Path, net: LrdNet) -> list[str]:
         if k in have and have[k].shape == tuple(mine[k].shape)
     }
     net.load_state_dict(fits, strict=False)
-    return sorted({k.split(".")[0] for k in mine if k not in fits})
+    return WarmStart(
+        new=sorted({k.split(".")[0] for k in mine if k not in fits}),
+        dropped=sorted({k.split(".")[0] for k in have if k not in fits}),
+    )
 
 
 def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
@@ -365,9 +388,9 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
         try:
             step = _load_checkpoint(Path(cfg.init), net, opt)
         except ConfigError:  # another codec config: keep what fits, learn the rest
-            fresh = warm_start(Path(cfg.init), net)
+            started = warm_start(Path(cfg.init), net)
             if progress:
-                print(f"warm start from {cfg.init}: new {', '.join(fresh) or 'nothing'}", flush=True)
+                print(started.describe(cfg.init), flush=True)
     rng = random.Random(cfg.seed + step)
     log_path = out / LOG
     log: list[dict] = []

@@ -151,7 +151,7 @@ def test_a_checkpoint_from_before_the_hyperprior_fields_still_resumes(tmp_path):
 
 
 def test_a_second_stage_starts_from_another_runs_checkpoint_in_its_own_folder(
-    whisper, speech_manifest, tmp_path
+    whisper, speech_manifest, tmp_path, capsys
 ):
     train_rd(_cfg(speech_manifest, tmp_path / "one", 3), progress=False)
     cfg = _cfg(speech_manifest, tmp_path / "two", 5)
@@ -160,6 +160,15 @@ def test_a_second_stage_starts_from_another_runs_checkpoint_in_its_own_folder(
     rows = [json.loads(line) for line in (tmp_path / "two" / LOG).read_text().splitlines()]
     assert report["steps"] == 5 and [r["step"] for r in rows] == [4, 5]  # went on from step 3
     assert len((tmp_path / "one" / LOG).read_text().splitlines()) == 3  # stage one untouched
+    # another codec config (a hyperprior added): warm start, from step 0, said in one line
+    cfg = _cfg(speech_manifest, tmp_path / "hyper", 2)
+    cfg.init, cfg.log_every = str(tmp_path / "one"), 10
+    cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32, hyper_classes=4)
+    capsys.readouterr()
+    assert train_rd(cfg, progress=True)["steps"] == 2
+    assert f"warm start from {tmp_path / 'one'}: new hyper_dec, hyper_enc, prior_z; dropped prior;" in (
+        capsys.readouterr().out
+    )
     cfg = _cfg(speech_manifest, tmp_path / "three", 5)
     cfg.init = str(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no lrd-checkpoint"):
@@ -181,15 +190,16 @@ def test_a_stage_with_a_hyperprior_and_rates_added_keeps_the_weights_that_fit(tm
         old.in_std.fill_(2.0)
     _save_checkpoint(tmp_path, old, torch.optim.Adam(old.parameters()), 300, [])
     new = LrdNet(LrdConfig(**{**old_cfg.__dict__, "rates": 3, "hyper_classes": 4}))
-    fresh = warm_start(tmp_path, new)
-    assert fresh == ["hyper_dec", "hyper_enc", "log_gain", "log_inv_gain", "prior_z"]
+    started = warm_start(tmp_path, new)
+    assert started.new == ["hyper_dec", "hyper_enc", "log_gain", "log_inv_gain", "prior_z"]
+    assert started.dropped == ["prior"]  # the factorised prior: the hyperprior replaces it
     assert torch.equal(new.enc1.weight, old.enc1.weight) and torch.equal(new.dec[3].weight, old.dec[3].weight)
     assert torch.equal(new.in_std, old.in_std)
     x = torch.randn(1, 12, 24)
     with torch.no_grad():
         assert torch.equal(new.encode(x, 1.0), old.encode(x))  # middle rate: gain 1
     other = LrdNet(LrdConfig(point="stem", in_dim=24, latent_dim=6, enc_hidden=8, hidden=16))
-    with pytest.raises(ConfigError, match="nothing to start from"):
+    with pytest.raises(ConfigError, match="differs in latent_dim; nothing to start from"):
         warm_start(tmp_path, other)
 
 
