@@ -14,6 +14,7 @@ import torch
 
 from splitasr.onnx.edge import OnnxEdge
 from splitasr.pipeline import Cloud, Edge
+from tests.onnx.conftest import SAMPLES
 
 FLOAT_BOUND = 1e-4  # max |onnx - torch| / max |torch| at every point, float graphs
 
@@ -97,14 +98,23 @@ def test_shipped_lrd_encoders(request, sample_waves, name, point, codec):
     """The shipped files at each model's default point with its shipped lrd state
     (hyperprior, 3 rates): the ONNX edge's payload is the torch edge's, byte for byte, at
     the lowest and highest rate (a latent within float rounding of .5 could differ; none
-    does on the samples)."""
+    does on the samples). The cloud (Whisper's decoder stored as float16) gets the two
+    real digit samples' 10 words right but for <= 3 (measured: 1 or 2 at each)."""
+    import json
+
+    from splitasr.wer import error_rates
+
     model = request.getfixturevalue("model" if name == "ds2" else "whisper")
     onnx_edge, edge, cloud = OnnxEdge(name, precision="float"), Edge(model), Cloud(model)
+    texts = []
     for wave in sample_waves[:2]:
         want = edge.encode(torch.from_numpy(wave), point, codec).payload
         got = onnx_edge.encode(wave, point, codec).payload
         assert got == want
-        assert cloud.transcribe(got, point, codec).text
+        texts.append(cloud.transcribe(got, point, codec).text)
+    rows = [json.loads(line) for line in (SAMPLES / "samples.jsonl").read_text().splitlines()]
+    refs = [r["text"] for r in sorted(rows, key=lambda r: r["audio"])[:2]]  # sample_waves' order
+    assert error_rates(refs, texts)["wer"] <= 0.3, texts
 
 
 def test_ds2_int8_default_point(model, sample_waves):
