@@ -29,7 +29,7 @@ An outlier utterance (one whose loss is over ``skip_factor`` times the median of
 last 200) is left out of the step and counted in the log's ``skipped``: the clipping of
 the gradient's norm alone let one such batch throw a long run back by hundreds of steps.
 
-Checkpoints (weights and Adam moments as safetensors, the step and the log in the
+Checkpoints (weights and Adam moments as safetensors, the step, the log and the codec home in the
 metadata) go to ``<out>/lrd-checkpoint.safetensors`` every ``checkpoint_every`` steps; a
 run finding one continues from it (``resume = true``); a run whose folder has none starts
 from the checkpoint in ``init`` (weights, Adam moments and step count), if given: a
@@ -244,7 +244,11 @@ def rd_loss(
     return loss, {"kbps": float(rate.detach()), "kl": float(kl.detach()), "mse": float(mse.detach())}
 
 
-def _save_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, step: int, log: list[dict]) -> None:
+def _save_checkpoint(
+    out: Path, net: LrdNet, opt: torch.optim.Optimizer, step: int, log: list[dict], home: str = ""
+) -> None:
+    """Write the checkpoint; ``home`` is the model whose activations the codec codes (its
+    codec home: ``whisper-tiny.en`` for the dyn model too), checked when a run loads it."""
     from splitasr.codecs.state import save_state
 
     arrays = {f"w.{k}": v.detach().numpy().copy() for k, v in net.state_dict().items()}
@@ -257,7 +261,8 @@ def _save_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, step: i
                 arrays[f"opt.{i}.{name}"] = st[name].numpy().copy()
         arrays[f"opt.{i}.step"] = np.array([float(st.get("step", 0))])
     tmp = f"{CHECKPOINT}.tmp"
-    save_state(out, tmp, {**arrays, "step": step, "config": asdict(net.cfg), "log_tail": log[-5:]})
+    meta = {"step": step, "config": asdict(net.cfg), "log_tail": log[-5:], **({"home": home} if home else {})}
+    save_state(out, tmp, {**arrays, **meta})
     (out / f"{tmp}.safetensors").replace(out / f"{CHECKPOINT}.safetensors")
 
 
@@ -271,13 +276,24 @@ def _checkpoint_config(st: dict) -> LrdConfig | None:
         return None
 
 
-def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer) -> int:
-    """Restore a checkpoint into ``net`` and ``opt``; the step it was taken at (0: none)."""
+def _check_home(st: dict, home: str, where: Path) -> None:
+    """Refuse a checkpoint taken on another model's activations (DS2's and Whisper's
+    ``features`` are both 80 log-mel values a frame, on different scales: the config alone
+    cannot tell them apart). Checkpoints from before ``home`` was stored pass."""
+    theirs = st.get("home")
+    if home and theirs and theirs != home:
+        raise ConfigError(f"{where}/{CHECKPOINT}.safetensors codes {theirs}'s activations, not {home}'s")
+
+
+def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, home: str = "") -> int:
+    """Restore a checkpoint into ``net`` and ``opt``; the step it was taken at (0: none).
+    Nothing is loaded when it is refused (ConfigError)."""
     from splitasr.codecs.state import load_state
 
     st = load_state(out, CHECKPOINT)
     if st is None:
         return 0
+    _check_home(st, home, out)
     if _checkpoint_config(st) != net.cfg:
         raise ConfigError(
             f"{out}/{CHECKPOINT}.safetensors is for another lrd config; delete it to start over"
@@ -314,19 +330,21 @@ class WarmStart:
         )
 
 
-def warm_start(init: Path, net: LrdNet) -> WarmStart:
+def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     """Load into ``net`` the weights of ``init``'s checkpoint whose names and shapes match,
     for a new stage whose codec config differs (a hyperprior or more rates added to a
     trained codec); the step count and Adam moments start afresh. The normalisation
     buffers (``in_mean``, ``in_std``) come from the checkpoint too: the encoder's weights
     were trained against them. Refuses a checkpoint for another point or encoder (nothing
-    of it would carry over), naming the fields that differ."""
+    of it would carry over), naming the fields that differ, or one of another model
+    (``home``: see :func:`_check_home`)."""
     from splitasr.codecs.state import load_state
 
     st = load_state(init, CHECKPOINT)
     old = _checkpoint_config(st) if st is not None else None
     if old is None:
         raise ConfigError(f"init = {str(init)!r}: its {CHECKPOINT}.safetensors holds no valid lrd config")
+    _check_home(st, home, init)
     keep = ("point", "in_dim", "latent_dim", "stride", "enc_hidden")
     differ = [k for k in keep if getattr(old, k) != getattr(net.cfg, k)]
     if differ:
@@ -381,14 +399,15 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     prior = [p for n, p in net.named_parameters() if n.startswith(("prior.", "prior_z."))]
     rest = [p for n, p in net.named_parameters() if not n.startswith(("prior.", "prior_z."))]
     opt = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": prior, "lr": cfg.prior_lr}])
-    step = _load_checkpoint(out, net, opt) if cfg.resume else 0
+    home = full.codec_home(ccfg.point)
+    step = _load_checkpoint(out, net, opt, home) if cfg.resume else 0
     if not step and cfg.init:  # a new stage: start where another run's checkpoint stands
         if not (Path(cfg.init) / f"{CHECKPOINT}.safetensors").is_file():
             raise ConfigError(f"init = {cfg.init!r}: no {CHECKPOINT}.safetensors there")
         try:
-            step = _load_checkpoint(Path(cfg.init), net, opt)
+            step = _load_checkpoint(Path(cfg.init), net, opt, home)
         except ConfigError:  # another codec config: keep what fits, learn the rest
-            started = warm_start(Path(cfg.init), net)
+            started = warm_start(Path(cfg.init), net, home)
             if progress:
                 print(started.describe(cfg.init), flush=True)
     rng = random.Random(cfg.seed + step)
@@ -426,10 +445,10 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
             if progress:
                 print(json.dumps(row), flush=True)
         if step % cfg.checkpoint_every == 0:
-            _save_checkpoint(out, net, opt, step, log)
+            _save_checkpoint(out, net, opt, step, log, home)
         if cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes:
             break
-    _save_checkpoint(out, net, opt, step, log)
+    _save_checkpoint(out, net, opt, step, log, home)
     net.eval()
     recipe = {k: v for k, v in asdict(cfg).items() if k != "codec"}
     extra = {"trained": {"steps": step, "utterances": len(items), "recipe": recipe, "log_tail": log[-3:]}}

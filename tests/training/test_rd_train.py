@@ -203,6 +203,29 @@ def test_a_stage_with_a_hyperprior_and_rates_added_keeps_the_weights_that_fit(tm
         warm_start(tmp_path, other)
 
 
+def test_a_checkpoint_of_another_models_activations_is_refused_before_anything_loads(tmp_path):
+    """DS2's and Whisper's ``features`` have the same config (80 values a frame): the
+    checkpoint's codec home tells them apart, for a resume and for a warm start alike, and
+    a refused load leaves the net as it was."""
+    from splitasr.codecs.rd import LrdNet
+    from splitasr.training.rd_train import _load_checkpoint, _save_checkpoint, warm_start
+
+    cfg = LrdConfig(point="features", in_dim=80, latent_dim=4, enc_hidden=8, hidden=16)
+    ds2 = LrdNet(cfg)
+    _save_checkpoint(tmp_path, ds2, torch.optim.Adam(ds2.parameters()), 5, [], "ds2")
+    mine = LrdNet(cfg)
+    before = mine.enc1.weight.detach().clone()
+    with pytest.raises(ConfigError, match="codes ds2's activations, not whisper-tiny.en's"):
+        _load_checkpoint(tmp_path, mine, torch.optim.Adam(mine.parameters()), "whisper-tiny.en")
+    assert torch.equal(mine.enc1.weight, before)
+    hyper = LrdNet(LrdConfig(**{**cfg.__dict__, "hyper_classes": 4}))
+    with pytest.raises(ConfigError, match="codes ds2's activations"):
+        warm_start(tmp_path, hyper, "whisper-tiny.en")
+    assert _load_checkpoint(tmp_path, mine, torch.optim.Adam(mine.parameters()), "ds2") == 5
+    assert torch.equal(mine.enc1.weight, ds2.enc1.weight)
+    assert warm_start(tmp_path, hyper, "ds2").dropped == ["prior"]
+
+
 def test_every_shipped_lrd_recipe_reads_and_names_a_known_point():
     from pathlib import Path
 
