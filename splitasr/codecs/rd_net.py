@@ -310,6 +310,9 @@ def lrd_to_state(net: LrdNet, extra: dict | None = None) -> dict:
         f"w.{k}": v.detach().cpu().to(torch.float16 if k.startswith(CLOUD_HALF) else torch.float32).numpy()
         for k, v in net.state_dict().items()
     }
+    big = [k for k, v in arrays.items() if v.dtype == np.float16 and not np.isfinite(v).all()]
+    if big:  # beyond float16's 65504 (or NaN): the cloud would decode NaN; keep the checkpoint
+        raise CodecError(f"lrd state: {big[0]} does not fit float16 (|w| > 65504 or NaN)")
     if net.cfg.hyper_classes:
         tables = {f"hyper.{k}": v for k, v in hyper_tables(net).items()}
     else:

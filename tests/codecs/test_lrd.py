@@ -366,3 +366,7 @@ def test_the_cloud_decoder_is_stored_as_float16_and_the_symbols_do_not_move():
         assert torch.equal(torch.round(back.encode(x, 1.0)), q)
         want, got = net.decode(q, 40, 1.0), back.decode(q, 40, 1.0)
     assert float((got - want).abs().max() / want.abs().max()) < 1e-2
+    with torch.no_grad():
+        net.dec[3].weight[0, 0, 0] = 7e4  # beyond float16: refused, not stored as inf
+    with pytest.raises(CodecError, match="w.dec.3.weight does not fit float16"):
+        lrd_to_state(net)
