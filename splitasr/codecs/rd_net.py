@@ -320,11 +320,17 @@ def lrd_to_state(net: LrdNet, extra: dict | None = None) -> dict:
     return {**arrays, **tables, "config": asdict(net.cfg), **(extra or {})}
 
 
+def net_weights(state: dict) -> dict[str, torch.Tensor]:
+    """The network's tensors in a saved state or training checkpoint (keys ``w.<name>``,
+    as :func:`lrd_to_state` writes them), by parameter name."""
+    return {k[2:]: torch.from_numpy(np.asarray(v)) for k, v in state.items() if k.startswith("w.")}
+
+
 def lrd_net_from_state(state: dict) -> LrdNet:
     """The network of a saved state in eval mode, checked against its config."""
     cfg, _ = lrd_tables_from_state(state)
     net = LrdNet(cfg)
-    weights = {k[2:]: torch.from_numpy(np.asarray(v)) for k, v in state.items() if k.startswith("w.")}
+    weights = net_weights(state)
     try:
         missing, unexpected = net.load_state_dict(weights, strict=False)
     except RuntimeError as exc:

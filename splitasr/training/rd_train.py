@@ -57,6 +57,7 @@ from torch import nn
 
 from splitasr.codecs.base import CodecError
 from splitasr.codecs.rd import LrdConfig, LrdNet, lrd_to_state
+from splitasr.codecs.rd_net import net_weights
 from splitasr.errors import ConfigError
 
 CHECKPOINT = "lrd-checkpoint"
@@ -298,7 +299,7 @@ def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, home: s
         raise ConfigError(
             f"{out}/{CHECKPOINT}.safetensors is for another lrd config; delete it to start over"
         )
-    net.load_state_dict({k[2:]: torch.from_numpy(np.asarray(v)) for k, v in st.items() if k.startswith("w.")})
+    net.load_state_dict(net_weights(st))
     sd = opt.state_dict()
     for i, pid in enumerate(
         sd["param_groups"][0]["params"] + sum((g["params"] for g in sd["param_groups"][1:]), [])
@@ -352,12 +353,8 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
             f"init = {str(init)!r}: its codec differs in {', '.join(differ)}; nothing to start from"
         )
     mine = net.state_dict()
-    have = {k[2:]: np.asarray(v) for k, v in st.items() if k.startswith("w.")}
-    fits = {
-        k: torch.from_numpy(have[k].copy())
-        for k in mine
-        if k in have and have[k].shape == tuple(mine[k].shape)
-    }
+    have = net_weights(st)
+    fits = {k: have[k] for k in mine if k in have and have[k].shape == mine[k].shape}
     net.load_state_dict(fits, strict=False)
     return WarmStart(
         new=sorted({k.split(".")[0] for k in mine if k not in fits}),
