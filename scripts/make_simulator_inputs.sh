@@ -32,6 +32,6 @@ while IFS='|' read -r model manifest points codecs audio; do
   splitasr profile --per-input --manifest "$DATA/$manifest" --limit "$INPUTS" --role cloud --model "$model" \
     --threads "$CLOUD_THREADS" --repeats "$INPUT_REPEATS" "${sel[@]}" --out "$OUT/workloads/$model-cloud.json"
 done <<'MODELS'
-ds2|test_sentences_heldout_voices.jsonl|audio,conv,proj,gru1|q8+ans,deepcod+ans|pcm16+pack,opus12+pack,bnf+ans
-whisper-tiny.en|test_digits_heldout_speaker.jsonl|audio,features,stem,block2|dct50+ans,q8+ans,deepcod+ans|pcm16+pack,opus12+pack
+ds2|test_sentences_heldout_voices.jsonl|audio,conv,proj,gru1|q8+ans,deepcod+ans,lrd@0+ans,lrd@1+ans,lrd@2+ans|pcm16+pack,opus12+pack,bnf+ans
+whisper-tiny.en|test_digits_heldout_speaker.jsonl|audio,features,stem,block2|dct50+ans,q8+ans,deepcod+ans,lrd@0+ans,lrd@1+ans,lrd@2+ans|pcm16+pack,opus12+pack
 MODELS

@@ -146,3 +146,22 @@ def test_a_codec_that_resumes_later_runs_the_later_tail_and_has_its_own_wer_row(
     assert d.option.label == "split audio>proj bnf+ans" and d.predicted_ms == pytest.approx(77.8)
     assert d.dwer == 8.09
     assert p.decide(2.0, NET, budget=Budget(wer_points=1.0)).option.label == "split proj q8+ans"
+
+
+def test_shipped_ds2_profiles_pick_the_variable_rate_codec_rate_by_wer_budget():
+    """The three rates of the shipped `lrd` at proj (one set of weights) are three options:
+    on an 80 kbit/s uplink a WER budget of 2 points takes `lrd@1` (+1.42, 834 B for 3 s),
+    3 points the smaller `lrd@0` (+2.56), and 1 point none of them (the edge).
+    Values from the shipped, measured profiles (scripts/make_simulator_inputs.sh)."""
+    from splitasr.planner.experiments import shipped_inputs
+
+    mi = shipped_inputs("ds2")
+    planner = Planner(mi.edge, mi.cloud, mi.wer)
+    net = NetworkEstimate(rtt_ms=20.0, up_kbps=80.0)
+    chosen = {b: planner.decide(3.0, net, budget=Budget(wer_points=b)) for b in (1.0, 2.0, 3.0)}
+    assert [chosen[b].option.label for b in (1.0, 2.0, 3.0)] == [
+        "edge",
+        "split proj lrd@1+ans",
+        "split proj lrd@0+ans",
+    ]
+    assert chosen[2.0].dwer == 1.42 and chosen[3.0].dwer == 2.56

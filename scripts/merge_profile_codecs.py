@@ -1,0 +1,87 @@
+"""Copy some (point, codec) rows of a newer profile or workload into a shipped one.
+
+Why: re-measuring every row on this shared VM moves the simulator's results by more than
+a new codec changes them (docs/planner.md, "Shipped profiles and workloads"). A codec
+added later is measured by the same script and its rows alone are added, with a note in
+``source``; nothing already there is replaced.
+
+    python scripts/merge_profile_codecs.py NEW.json SHIPPED.json --codecs lrd@0+ans,lrd@1+ans
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from splitasr.errors import ConfigError
+from splitasr.planner.profiles import ProfileError, load_profile
+from splitasr.planner.workload import load_workload
+
+
+def _rows(rows: list[dict], codecs: set[str]) -> list[dict]:
+    return [r for r in rows if r["codec"] in codecs]
+
+
+def merge(new: dict, shipped: dict, codecs: set[str]) -> dict:
+    """``shipped`` with ``new``'s rows of ``codecs`` appended (a profile's ``codecs``, or
+    each input's of a workload, matched by input id)."""
+    for key in ("model", "role", "machine"):
+        if new.get(key) != shipped.get(key):
+            raise ConfigError(f"{key} differs: {new.get(key)!r} vs {shipped.get(key)!r}")
+    out = json.loads(json.dumps(shipped))
+    pairs = []
+    if "inputs" in shipped:  # a per-input workload
+        by_id = {i["id"]: i for i in new["inputs"]}
+        for item in out["inputs"]:
+            if item["id"] not in by_id:
+                raise ConfigError(f"input {item['id']} not in the new workload")
+            have = {(r["point"], r["codec"]) for r in item["codecs"]}
+            add = _rows(by_id[item["id"]]["codecs"], codecs)
+            if have & {(r["point"], r["codec"]) for r in add}:
+                raise ConfigError(f"input {item['id']} already has some of {sorted(codecs)}")
+            item["codecs"] += add
+            pairs = [(r["point"], r["codec"]) for r in add]
+    else:
+        have = {(r["point"], r["codec"]) for r in out["codecs"]}
+        add = _rows(new["codecs"], codecs)
+        if have & {(r["point"], r["codec"]) for r in add}:
+            raise ConfigError(f"already has some of {sorted(codecs)}")
+        out["codecs"] += add
+        pairs = [(r["point"], r["codec"]) for r in add]
+    if not pairs:
+        raise ConfigError(f"the new file has no rows of {sorted(codecs)}")
+    measured_by = new["source"].split("; rows ")[0]  # the command that measured them
+    out["source"] += f"; rows {', '.join(f'{p} {c}' for p, c in pairs)} added from: {measured_by}"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("new")
+    ap.add_argument("shipped")
+    ap.add_argument("--codecs", required=True, help="comma-separated codec names to copy")
+    args = ap.parse_args(argv)
+    try:
+        new = json.loads(Path(args.new).read_text())
+        shipped_path = Path(args.shipped)
+        merged = merge(new, json.loads(shipped_path.read_text()), set(args.codecs.split(",")))
+        indent = 0 if "inputs" in merged else 1  # as save_workload and save_profile write them
+        tmp = shipped_path.with_suffix(".merging.json")
+        tmp.write_text(json.dumps(merged, indent=indent) + "\n")
+        try:
+            (load_workload if "inputs" in merged else load_profile)(tmp)  # valid before it replaces
+        except BaseException:
+            tmp.unlink()
+            raise
+        tmp.replace(shipped_path)
+    except (ConfigError, ProfileError, OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.shipped}: added {args.codecs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""scripts/merge_profile_codecs.py: a later-measured codec's rows join a shipped profile or
+workload, and nothing already there is replaced."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from splitasr.planner.profiles import load_profile
+from splitasr.planner.workload import load_workload
+
+DATA = Path("splitasr/planner/data")
+LRD = ["lrd@0+ans", "lrd@1+ans", "lrd@2+ans"]
+
+
+def _merge(new: Path, shipped: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "scripts/merge_profile_codecs.py",
+            str(new),
+            str(shipped),
+            "--codecs",
+            ",".join(LRD),
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _without_lrd(d: dict) -> dict:
+    d = json.loads(json.dumps(d))
+    d["source"] = d["source"].split("; rows ")[0]
+    for rows in [d["codecs"]] if "codecs" in d else [i["codecs"] for i in d["inputs"]]:
+        rows[:] = [r for r in rows if r["codec"] not in LRD]
+    return d
+
+
+@pytest.mark.parametrize("kind", ["profiles", "workloads"])
+def test_rows_are_added_once_and_the_file_still_loads(tmp_path, kind):
+    full = json.loads((DATA / kind / "ds2-edge.json").read_text())
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text(json.dumps(_without_lrd(full)))
+    r = _merge(DATA / kind / "ds2-edge.json", shipped)
+    assert r.returncode == 0, r.stderr
+    merged = json.loads(shipped.read_text())
+    if kind == "profiles":
+        p = load_profile(shipped)
+        assert [c.codec for c in p.codecs if c.codec in LRD] == LRD
+        assert merged["codecs"] == full["codecs"]
+    else:
+        w = load_workload(shipped)
+        assert len(w.inputs) == 50 and [i["codecs"] for i in merged["inputs"]] == [
+            i["codecs"] for i in full["inputs"]
+        ]
+    assert "rows proj lrd@0+ans" in merged["source"]
+    again = _merge(DATA / kind / "ds2-edge.json", shipped)
+    assert (
+        again.returncode == 1 and again.stderr.strip().startswith("error: ") and "already has" in again.stderr
+    )
+    assert "Traceback" not in again.stderr
+
+
+def test_a_merge_that_would_not_load_leaves_the_file_as_it_was(tmp_path):
+    shipped = tmp_path / "shipped.json"
+    before = json.dumps(_without_lrd(json.loads((DATA / "profiles" / "ds2-edge.json").read_text())))
+    shipped.write_text(before)
+    new = json.loads((DATA / "profiles" / "ds2-edge.json").read_text())
+    new["source"] = "x" * 990  # the merged source would pass the loader's 1000 characters
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    r = _merge(tmp_path / "new.json", shipped)
+    assert r.returncode == 1 and "at most 1000 characters" in r.stderr
+    assert shipped.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "new.json",
+        "shipped.json",
+    ]
+
+
+def test_another_model_or_role_is_refused_in_one_line(tmp_path):
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text((DATA / "profiles" / "ds2-edge.json").read_text())
+    r = _merge(DATA / "profiles" / "ds2-cloud.json", shipped)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "role differs" in r.stderr
