@@ -27,7 +27,7 @@ def _rows(rows: list[dict], codecs: set[str]) -> list[dict]:
 def merge(new: dict, shipped: dict, codecs: set[str]) -> dict:
     """``shipped`` with ``new``'s rows of ``codecs`` appended (a profile's ``codecs``, or
     each input's of a workload, matched by input id)."""
-    for key in ("model", "role", "machine"):
+    for key in ("model", "role", "machine", "lengths"):  # lengths: a profile's sweep
         if new.get(key) != shipped.get(key):
             raise ConfigError(f"{key} differs: {new.get(key)!r} vs {shipped.get(key)!r}")
     out = json.loads(json.dumps(shipped))
