@@ -20,8 +20,13 @@ from splitasr.planner.profiles import ProfileError, load_profile
 from splitasr.planner.workload import load_workload
 
 
-def _rows(rows: list[dict], codecs: set[str]) -> list[dict]:
-    return [r for r in rows if r["codec"] in codecs]
+def _rows(rows: list[dict], codecs: set[str], where: str) -> list[dict]:
+    """The rows of ``codecs``; each (point, codec) at most once."""
+    out = [r for r in rows if r["codec"] in codecs]
+    pairs = [(r["point"], r["codec"]) for r in out]
+    if len(set(pairs)) != len(pairs):
+        raise ConfigError(f"{where}: the new file lists a (point, codec) row twice")
+    return out
 
 
 def merge(new: dict, shipped: dict, codecs: set[str]) -> dict:
@@ -38,14 +43,16 @@ def merge(new: dict, shipped: dict, codecs: set[str]) -> dict:
             if item["id"] not in by_id:
                 raise ConfigError(f"input {item['id']} not in the new workload")
             have = {(r["point"], r["codec"]) for r in item["codecs"]}
-            add = _rows(by_id[item["id"]]["codecs"], codecs)
+            add = _rows(by_id[item["id"]]["codecs"], codecs, f"input {item['id']}")
+            if not add:
+                raise ConfigError(f"input {item['id']}: the new workload has no rows of {sorted(codecs)}")
             if have & {(r["point"], r["codec"]) for r in add}:
                 raise ConfigError(f"input {item['id']} already has some of {sorted(codecs)}")
             item["codecs"] += add
             pairs = [(r["point"], r["codec"]) for r in add]
     else:
         have = {(r["point"], r["codec"]) for r in out["codecs"]}
-        add = _rows(new["codecs"], codecs)
+        add = _rows(new["codecs"], codecs, "profile")
         if have & {(r["point"], r["codec"]) for r in add}:
             raise ConfigError(f"already has some of {sorted(codecs)}")
         out["codecs"] += add
@@ -69,14 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         merged = merge(new, json.loads(shipped_path.read_text()), set(args.codecs.split(",")))
         indent = 0 if "inputs" in merged else 1  # as save_workload and save_profile write them
         tmp = shipped_path.with_suffix(".merging.json")
-        tmp.write_text(json.dumps(merged, indent=indent) + "\n")
         try:
+            tmp.write_text(json.dumps(merged, indent=indent) + "\n")
             (load_workload if "inputs" in merged else load_profile)(tmp)  # valid before it replaces
         except BaseException:
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)
             raise
         tmp.replace(shipped_path)
-    except (ConfigError, ProfileError, OSError, ValueError, KeyError) as e:
+    except KeyError as e:
+        print(f"error: a file lacks the field {e}", file=sys.stderr)
+        return 1
+    except (ConfigError, ProfileError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.shipped}: added {args.codecs}")

@@ -83,3 +83,29 @@ def test_another_model_or_role_is_refused_in_one_line(tmp_path):
     shipped.write_text((DATA / "profiles" / "ds2-edge.json").read_text())
     r = _merge(DATA / "profiles" / "ds2-cloud.json", shipped)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "role differs" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("duplicate", "input .*: the new file lists a \\(point, codec\\) row twice"),
+        ("drop", "input .*: the new workload has no rows of"),
+    ],
+)
+def test_a_workload_input_with_a_duplicate_or_missing_row_is_refused(tmp_path, change, message):
+    import re
+
+    full = json.loads((DATA / "workloads" / "ds2-edge.json").read_text())
+    shipped = tmp_path / "shipped.json"
+    before = json.dumps(_without_lrd(full))
+    shipped.write_text(before)
+    new = json.loads(json.dumps(full))
+    rows = new["inputs"][7]["codecs"]
+    if change == "duplicate":
+        rows.append(next(r for r in rows if r["codec"] == "lrd@1+ans"))
+    else:
+        rows[:] = [r for r in rows if r["codec"] not in LRD]
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    r = _merge(tmp_path / "new.json", shipped)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and re.search(message, r.stderr), r.stderr
+    assert shipped.read_text() == before
