@@ -75,6 +75,9 @@ class RdTrainConfig:
     dev: str = ""  # manifest for the WER check after training ("" : none)
     dev_limit: int = 40
     limit_per_manifest: int = 400
+    manifest_weights: list[float] = field(
+        default_factory=list
+    )  # share of draws per train manifest ([]: by size)
     out: str = ""  # state folder; default: the shipped one for (model, point)
     steps: int = 2000
     max_minutes: float = 0.0
@@ -182,6 +185,22 @@ def prepare_items(model, point: str, manifests: list[str], limit: int, cache_dir
         np.savez(tmp, **arrays)
         tmp.replace(path)
     return items
+
+
+def utterance_weights(counts: list[int], manifest_weights: list[float]) -> list[float] | None:
+    """Sampling weight of each utterance so that manifest ``i`` (``counts[i]`` utterances,
+    in ``prepare_items`` order) gets ``manifest_weights[i]`` of the draws whatever its size:
+    e.g. real FSDD digits drawn 3x as often as the synthetic sentences. ``[]``: ``None``
+    (every utterance alike, as before)."""
+    if not manifest_weights:
+        return None
+    if len(manifest_weights) != len(counts):
+        raise ConfigError(
+            f"manifest_weights has {len(manifest_weights)} values for {len(counts)} train manifests"
+        )
+    if any(not math.isfinite(w) or w < 0 for w in manifest_weights) or sum(manifest_weights) <= 0:
+        raise ConfigError(f"manifest_weights must be finite, >= 0 and not all 0, got {manifest_weights}")
+    return [w / n for w, n in zip(manifest_weights, counts, strict=True) for _ in range(n)]
 
 
 def _load_items(path: Path) -> list[RdItem]:
@@ -387,6 +406,14 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     if not items:
         raise ConfigError("the training manifests hold no utterances")
     fps = info[ccfg.point].frames_per_second
+    from splitasr.manifest import read_manifest
+
+    counts = [len(read_manifest(m)[: cfg.limit_per_manifest]) for m in cfg.train]
+    if sum(counts) != len(items):
+        raise ConfigError(
+            f"the cache holds {len(items)} utterances, the manifests {sum(counts)}: clear {cfg.cache_dir}"
+        )
+    weights = utterance_weights(counts, cfg.manifest_weights)
 
     net = LrdNet(ccfg)
     xs = torch.cat([it.x.float() for it in items[:: max(len(items) // 200, 1)]])
@@ -418,7 +445,11 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
         scale = 0.1 if cfg.lr_drop_step and step >= cfg.lr_drop_step else 1.0
         for group, lr in zip(opt.param_groups, (cfg.lr, cfg.prior_lr), strict=True):
             group["lr"] = lr * scale
-        for it in rng.sample(items, min(cfg.utts_per_step, len(items))):
+        if weights is None:
+            batch = rng.sample(items, min(cfg.utts_per_step, len(items)))
+        else:
+            batch = rng.choices(items, weights, k=cfg.utts_per_step)
+        for it in batch:
             r = rng.randrange(ccfg.rates)
             warm = min(1.0, (step + 1) / cfg.rate_warmup) if cfg.rate_warmup else 1.0
             loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread, r, warm)

@@ -11,7 +11,14 @@ import torch
 from splitasr.codecs import get_codec
 from splitasr.codecs.rd import LrdConfig
 from splitasr.errors import ConfigError
-from splitasr.training.rd_train import CHECKPOINT, LOG, OutlierGuard, RdTrainConfig, train_rd
+from splitasr.training.rd_train import (
+    CHECKPOINT,
+    LOG,
+    OutlierGuard,
+    RdTrainConfig,
+    train_rd,
+    utterance_weights,
+)
 
 
 def _cfg(manifest, out, steps: int) -> RdTrainConfig:
@@ -235,3 +242,31 @@ def test_every_shipped_lrd_recipe_reads_and_names_a_known_point():
         cfg = RdTrainConfig.from_toml(path)
         assert cfg.codec.point in ("features", "stem", "proj"), path
         assert cfg.codec.rates == 1 or len(cfg.lmbdas) == cfg.codec.rates, path
+
+
+def test_manifest_weights_give_each_manifest_its_share_of_draws_whatever_its_size():
+    w = utterance_weights([3, 1], [0.25, 0.75])
+    assert w == pytest.approx([0.25 / 3] * 3 + [0.75])
+    assert utterance_weights([3, 1], []) is None
+    with pytest.raises(ConfigError, match="2 values for 3 train manifests"):
+        utterance_weights([3, 1, 2], [0.5, 0.5])
+    with pytest.raises(ConfigError, match="not all 0"):
+        utterance_weights([3, 1], [0.0, 0.0])
+    with pytest.raises(ConfigError, match="finite"):
+        utterance_weights([3, 1], [float("nan"), 1.0])
+
+
+def test_a_weighted_run_trains_and_a_weight_list_of_the_wrong_length_is_refused(
+    whisper, speech_manifest, tmp_path
+):
+    """Two train manifests with weights [1, 0] run (the cache's size is checked against the
+    manifests'); one weight for two manifests is refused before any step."""
+    cfg = _cfg(speech_manifest, tmp_path / "a", 2)
+    cfg.train = [str(speech_manifest), str(speech_manifest)]
+    cfg.manifest_weights = [1.0, 0.0]
+    train_rd(cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "a" / LOG).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["skipped"] == 0 for r in rows)
+    cfg.manifest_weights = [1.0]
+    with pytest.raises(ConfigError, match="1 values for 2 train manifests"):
+        train_rd(cfg, progress=False)
