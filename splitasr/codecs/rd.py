@@ -84,7 +84,8 @@ class LrdConfig:
     ``point``: the split point it reads and decodes to; ``in_dim`` the values per frame
     there; ``latent_dim`` latent channels every ``stride`` frames; ``enc_hidden`` the
     device encoder's one hidden width (keep it small: it runs on the device);
-    ``hidden`` the cloud decoder's width.
+    ``hidden`` the cloud decoder's width and ``dec_blocks`` its residual blocks (the cloud
+    is free to be large).
     """
 
     point: str = "stem"
@@ -96,6 +97,7 @@ class LrdConfig:
     rates: int = 1  # gain-vector pairs (1: one fixed rate, no gains)
     hyper_classes: int = 0  # frame classes of the hyperprior (0: the factorised prior alone)
     hyper_hidden: int = 16  # the device's class MLP's width (with hyper_classes)
+    dec_blocks: int = 2  # residual blocks of the cloud decoder (2 or more)
 
     def __post_init__(self):
         if min(self.in_dim, self.latent_dim, self.stride, self.enc_hidden, self.hidden, self.rates) < 1:
@@ -104,6 +106,8 @@ class LrdConfig:
             raise CodecError("lrd config: at most 64 rates")
         if self.hyper_classes == 1 or not 0 <= self.hyper_classes <= 64 or self.hyper_hidden < 1:
             raise CodecError("lrd config: hyper_classes is 0 (none) or 2..64, hyper_hidden >= 1")
+        if not 2 <= self.dec_blocks <= 16:
+            raise CodecError("lrd config: dec_blocks is 2..16")
 
     def latent_frames(self, t_in: int) -> int:
         """Latent frames for ``t_in`` input frames: ``ceil(t_in / stride)``."""

@@ -182,8 +182,9 @@ class LrdNet(nn.Module):
 
     * :meth:`encode`: ``(N, T, in_dim)`` -> continuous latent ``(N, ceil(T/stride), latent_dim)``
       (a strided convolution, GELU, a 1x1 convolution: the only part on the device);
-    * :meth:`decode`: latent -> ``(N, t_out, in_dim)`` (transposed convolution, two
-      residual blocks, a 1x1 convolution).
+    * :meth:`decode`: latent -> ``(N, t_out, in_dim)`` (transposed convolution,
+      ``dec_blocks`` residual blocks, a 1x1 convolution). The blocks past the first two
+      live in ``dec_more`` so that states of two-block codecs load unchanged.
     """
 
     def __init__(self, cfg: LrdConfig):
@@ -195,6 +196,7 @@ class LrdNet(nn.Module):
         self.enc1 = nn.Conv1d(c, e, kernel_size=2 * s, stride=s, padding=s // 2)
         self.enc2 = nn.Conv1d(e, d, kernel_size=1)
         self.up = nn.ConvTranspose1d(d, h, kernel_size=2 * s, stride=s, padding=s // 2)
+        self.dec_more = nn.Sequential(*(_Res(h) for _ in range(cfg.dec_blocks - 2)))
         self.dec = nn.Sequential(_Res(h), _Res(h), nn.GELU(), nn.Conv1d(h, c, 1))
         if cfg.hyper_classes:  # the class MLP on the device, the class -> (mean, spread) MLP in the cloud
             self.hyper_enc = nn.Sequential(
@@ -242,7 +244,7 @@ class LrdNet(nn.Module):
         """``(N, T_lat, latent_dim)`` -> ``(N, t_out, in_dim)``; ``rate`` as at :meth:`encode`."""
         if self.cfg.rates > 1:
             q = q * self.gains(rate)[1]
-        y = self.dec(self.up(q.transpose(1, 2))).transpose(1, 2)
+        y = self.dec(self.dec_more(self.up(q.transpose(1, 2)))).transpose(1, 2)
         y = y[:, :t_out]
         y = F.pad(y, (0, 0, 0, t_out - y.shape[1])) if y.shape[1] < t_out else y
         return y * self.in_std + self.in_mean
@@ -294,14 +296,14 @@ class LrdNet(nn.Module):
 # ------------------------------------------------------------------ state files
 
 
-CLOUD_HALF = ("up.", "dec.")  # state keys stored as float16 (the cloud decoder)
+CLOUD_HALF = ("up.", "dec_more.", "dec.")  # state keys stored as float16 (the cloud decoder)
 
 
 def lrd_to_state(net: LrdNet, extra: dict | None = None) -> dict:
     """Weights, the run-time prior tables and the config, for
     :func:`~splitasr.codecs.state.save_state`.
 
-    The cloud decoder's weights (``up``, ``dec``: nearly all of a codec whose decoder is
+    The cloud decoder's weights (``up``, ``dec_more``, ``dec``: nearly all of a codec whose decoder is
     wide) are stored as float16 and run as float32: they only shape a continuous
     reconstruction, so the halved file costs ~1e-3 of its values' scale and no symbol.
     Everything the symbols depend on (device encoder, gains, class MLP) and the tables

@@ -34,8 +34,9 @@ metadata) go to ``<out>/lrd-checkpoint.safetensors`` every ``checkpoint_every`` 
 run finding one continues from it (``resume = true``); a run whose folder has none starts
 from the checkpoint in ``init`` (weights, Adam moments and step count), if given: a
 second stage with other loss weights, written to its own folder. When ``init``'s codec
-config differs (a hyperprior or more rates added), the weights that fit are loaded and
-the rest, the step count and the Adam moments start afresh (:func:`warm_start`). The log is one JSON line per
+config differs (a hyperprior, more rates, a wider encoder or more decoder blocks added), the
+weights that fit are loaded, grown ones keep the trained function, and the rest, the step
+count and the Adam moments start afresh (:func:`warm_start`). The log is one JSON line per
 ``log_every`` steps in ``<out>/lrd-train.jsonl``. At the end the codec state (weights and
 the prior's run-time tables) is written as ``<out>/lrd.safetensors``.
 """
@@ -86,6 +87,9 @@ class RdTrainConfig:
     prior_lr: float = 1e-2
     lmbda: float = 8.0  # kbit/s per nat of KL: larger = better accuracy, more bits
     lmbdas: list[float] = field(default_factory=list)  # one per rate index when codec.rates > 1
+    # draw each utterance's rate from [0, rates-1] (lambda interpolated geometrically, as
+    # the gains are) instead of the integer indices alone: the rates between keep up
+    continuous_rates: bool = False
     mse_weight: float = 0.05
     rate_warmup: int = 0  # steps over which the rate's weight ramps from 0 to 1
     lr_drop_step: int = 0  # from this step on both learning rates are 0.1x (0: never)
@@ -234,6 +238,15 @@ def _spread(x: torch.Tensor) -> torch.Tensor:
     return std.clamp_min(max(1e-2, 0.1 * float(std.median())))
 
 
+def lmbda_at(lmbdas: list[float], rate: float) -> float:
+    """The distortion weight at rate position ``rate`` in ``[0, len(lmbdas) - 1]``:
+    geometric interpolation between the neighbouring indices' weights, as
+    :meth:`~splitasr.codecs.rd_net.LrdNet.gains` interpolates the gains."""
+    i = min(int(math.floor(rate)), len(lmbdas) - 2)
+    a = rate - i
+    return math.exp((1 - a) * math.log(lmbdas[i]) + a * math.log(lmbdas[i + 1]))
+
+
 def rd_loss(
     net: LrdNet,
     model,
@@ -242,14 +255,14 @@ def rd_loss(
     fps: float,
     cfg: RdTrainConfig,
     spread: torch.Tensor,
-    rate_index: int = 0,
+    rate_index: float = 0.0,
     rate_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
-    """``(loss, parts)`` for one utterance at gain index ``rate_index`` (see the module
+    """``(loss, parts)`` for one utterance at rate position ``rate_index`` (see the module
     docstring); ``fps`` frames per second at ``point``, ``spread`` ``(C,)`` the MSE's
     per-channel scale; ``rate_weight`` scales the rate term (the warm-up)."""
     x = item.x.float()[None]
-    lmbda = cfg.lmbdas[rate_index] if cfg.codec.rates > 1 else cfg.lmbda
+    lmbda = lmbda_at(cfg.lmbdas, rate_index) if cfg.codec.rates > 1 else cfg.lmbda
     y, bits = net(x, float(rate_index))
     seconds = x.shape[1] / fps
     rate = bits / 1000 / seconds  # kbit/s
@@ -336,28 +349,37 @@ def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, home: s
 @dataclass
 class WarmStart:
     """What :func:`warm_start` did: top-level parts of the new net left at their initial
-    values (``new``), and parts of the checkpoint that fit nowhere (``dropped``, e.g. a
-    factorised ``prior`` replaced by a hyperprior)."""
+    values (``new``), parts of the checkpoint that fit nowhere (``dropped``, e.g. a
+    factorised ``prior`` replaced by a hyperprior) and parts loaded into a larger shape
+    (``grown``)."""
 
     new: list[str]
     dropped: list[str]
+    grown: list[str] = field(default_factory=list)
 
     def describe(self, init: str) -> str:
         """One line for the log."""
         return (
             f"warm start from {init}: new {', '.join(self.new) or 'nothing'}; "
+            f"grown {', '.join(self.grown) or 'nothing'}; "
             f"dropped {', '.join(self.dropped) or 'nothing'}; step count and Adam moments afresh"
         )
 
 
 def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
-    """Load into ``net`` the weights of ``init``'s checkpoint whose names and shapes match,
-    for a new stage whose codec config differs (a hyperprior or more rates added to a
-    trained codec); the step count and Adam moments start afresh. The normalisation
-    buffers (``in_mean``, ``in_std``) come from the checkpoint too: the encoder's weights
-    were trained against them. Refuses a checkpoint for another point or encoder (nothing
-    of it would carry over), naming the fields that differ, or one of another model
-    (``home``: see :func:`_check_home`)."""
+    """Load into ``net`` the weights of ``init``'s checkpoint, for a new stage whose codec
+    config differs (a hyperprior, more rates, a wider device encoder or more cloud blocks
+    added to a trained codec); the step count and Adam moments start afresh.
+
+    Weights whose names and shapes match are copied. A weight that has grown (a wider
+    ``enc_hidden``) gets the old one in its leading slice, its new outputs keep their fresh
+    initialisation and its new inputs are zeroed, and a residual block new to the decoder
+    starts as the identity (its last convolution zeroed): the grown codec starts as the
+    trained one, bit for bit, and learns to use what was added. The normalisation buffers
+    (``in_mean``, ``in_std``) come from the checkpoint too: the encoder's weights were
+    trained against them. Refuses a checkpoint for another point or latent (nothing of it
+    would carry over), a narrower encoder, naming the fields that differ, or one of another
+    model (``home``: see :func:`_check_home`)."""
     from splitasr.codecs.state import load_state
 
     st = load_state(init, CHECKPOINT)
@@ -365,8 +387,10 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     if old is None:
         raise ConfigError(f"init = {str(init)!r}: its {CHECKPOINT}.safetensors holds no valid lrd config")
     _check_home(st, home, init)
-    keep = ("point", "in_dim", "latent_dim", "stride", "enc_hidden")
+    keep = ("point", "in_dim", "latent_dim", "stride")
     differ = [k for k in keep if getattr(old, k) != getattr(net.cfg, k)]
+    if old.enc_hidden > net.cfg.enc_hidden:
+        differ.append("enc_hidden (narrower)")
     if differ:
         raise ConfigError(
             f"init = {str(init)!r}: its codec differs in {', '.join(differ)}; nothing to start from"
@@ -374,11 +398,34 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     mine = net.state_dict()
     have = net_weights(st)
     fits = {k: have[k] for k in mine if k in have and have[k].shape == mine[k].shape}
-    net.load_state_dict(fits, strict=False)
+    grown = {
+        k: _grow(have[k], mine[k]) for k in mine if k in have and k not in fits and _fits_in(have[k], mine[k])
+    }
+    identity = {
+        k: torch.zeros_like(v) for k, v in mine.items() if k.startswith("dec_more.") and ".conv2." in k
+    }
+    identity = {k: v for k, v in identity.items() if k not in have}
+    net.load_state_dict({**fits, **grown, **identity}, strict=False)
+    loaded = set(fits) | set(grown)
     return WarmStart(
-        new=sorted({k.split(".")[0] for k in mine if k not in fits}),
-        dropped=sorted({k.split(".")[0] for k in have if k not in fits}),
+        new=sorted({k.split(".")[0] for k in mine if k not in loaded}),
+        dropped=sorted({k.split(".")[0] for k in have if k not in loaded}),
+        grown=sorted({k.split(".")[0] for k in grown}),
     )
+
+
+def _fits_in(old: torch.Tensor, new: torch.Tensor) -> bool:
+    return old.dim() == new.dim() and all(a <= b for a, b in zip(old.shape, new.shape, strict=True))
+
+
+def _grow(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``new``'s fresh values with ``old`` in the leading slice and every new input (index
+    past ``old``'s along dims 1..) zeroed, so the grown layer computes what ``old`` did."""
+    out = new.clone()
+    for dim in range(1, new.dim()):
+        out.narrow(dim, old.shape[dim], new.shape[dim] - old.shape[dim]).zero_()
+    out[tuple(slice(0, n) for n in old.shape)] = old
+    return out
 
 
 def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
@@ -390,6 +437,8 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
         raise ConfigError("an lrd recipe needs model = ... and train = [manifests]")
     if cfg.codec.rates > 1 and len(cfg.lmbdas) != cfg.codec.rates:
         raise ConfigError(f"an lrd recipe with {cfg.codec.rates} rates needs as many lmbdas, one per rate")
+    if any(not lm > 0 for lm in cfg.lmbdas):
+        raise ConfigError("every lmbda must be > 0")
     full = frozen_model(cfg.model, cfg.seed, cfg.threads)
     ccfg = cfg.codec
     info = {p.name: p for p in full.point_info()}
@@ -450,7 +499,7 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
         else:
             batch = rng.choices(items, weights, k=cfg.utts_per_step)
         for it in batch:
-            r = rng.randrange(ccfg.rates)
+            r = rng.uniform(0, ccfg.rates - 1) if cfg.continuous_rates else rng.randrange(ccfg.rates)
             warm = min(1.0, (step + 1) / cfg.rate_warmup) if cfg.rate_warmup else 1.0
             loss, parts = rd_loss(net, model, it, ccfg.point, fps, cfg, spread, r, warm)
             if guard.is_outlier(float(loss.detach())):

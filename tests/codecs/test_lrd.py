@@ -346,17 +346,22 @@ def test_hyperprior_classes_match_the_training_rounding_and_saturate_without_ove
         t.quantise(y)
 
 
-def test_the_cloud_decoder_is_stored_as_float16_and_the_symbols_do_not_move():
-    """``lrd_to_state`` halves the cloud decoder (``up``, ``dec``) and keeps the device
-    encoder, gains, class MLP and tables float32: the symbols are the float32 net's
-    exactly and the reconstruction moves by well under 1 % of its scale."""
+@pytest.mark.parametrize("blocks", [2, 4])
+def test_the_cloud_decoder_is_stored_as_float16_and_the_symbols_do_not_move(blocks):
+    """``lrd_to_state`` halves the cloud decoder (``up``, ``dec_more``, ``dec``) and keeps
+    the device encoder, gains, class MLP and tables float32: the symbols are the float32
+    net's exactly and the reconstruction moves by well under 1 % of its scale."""
     from splitasr.codecs.rd_net import lrd_net_from_state
 
     torch.manual_seed(0)
-    net = LrdNet(LrdConfig(point="stem", in_dim=24, latent_dim=4, enc_hidden=8, hidden=16, rates=3)).eval()
+    cfg = LrdConfig(
+        point="stem", in_dim=24, latent_dim=4, enc_hidden=8, hidden=16, rates=3, dec_blocks=blocks
+    )
+    net = LrdNet(cfg).eval()
     state = lrd_to_state(net)
     halves = {k for k, v in state.items() if isinstance(v, np.ndarray) and v.dtype == np.float16}
-    assert halves and all(k.startswith(("w.up.", "w.dec.")) for k in halves)
+    assert halves and all(k.startswith(("w.up.", "w.dec.", "w.dec_more.")) for k in halves)
+    assert sum(k.startswith("w.dec_more.") for k in halves) == 4 * (blocks - 2)  # 2 convs x (w, b) a block
     assert state["w.enc1.weight"].dtype == np.float32 and state["w.log_gain"].dtype == np.float32
     back = lrd_net_from_state(state)
     assert back.dec[3].weight.dtype == torch.float32

@@ -210,6 +210,64 @@ def test_a_stage_with_a_hyperprior_and_rates_added_keeps_the_weights_that_fit(tm
         warm_start(tmp_path, other)
 
 
+def test_a_stage_with_a_wider_encoder_and_more_decoder_blocks_starts_as_the_trained_codec(tmp_path):
+    """``warm_start`` grows a trained codec: ``enc_hidden`` 8 -> 16 and ``dec_blocks``
+    2 -> 4 give the same latents and the same reconstruction, bit for bit (new encoder
+    inputs zeroed, new blocks the identity), and then train (the new weights have a
+    gradient); a narrower encoder is refused."""
+    from splitasr.codecs.rd import LrdNet
+    from splitasr.training.rd_train import _save_checkpoint, warm_start
+
+    old_cfg = LrdConfig(point="stem", in_dim=24, latent_dim=4, enc_hidden=8, hidden=16, rates=2)
+    old = LrdNet(old_cfg).eval()
+    _save_checkpoint(tmp_path, old, torch.optim.Adam(old.parameters()), 300, [])
+    new = LrdNet(LrdConfig(**{**old_cfg.__dict__, "enc_hidden": 16, "dec_blocks": 4})).eval()
+    started = warm_start(tmp_path, new)
+    assert started.grown == ["enc1", "enc2"] and started.new == ["dec_more"] and started.dropped == []
+    assert new.enc2.weight[:, 8:].abs().sum() == 0 and new.enc1.weight[8:].abs().sum() > 0
+    x = torch.randn(2, 12, 24)
+    with torch.no_grad():
+        for rate in (0.0, 0.5, 1.0):
+            y_old, y_new = old.encode(x, rate), new.encode(x, rate)
+            assert torch.equal(y_new, y_old)
+            assert torch.equal(new.decode(y_new.round(), 12, rate), old.decode(y_old.round(), 12, rate))
+    new.train()
+    new.decode(new.encode(x, 0.0), 12, 0.0).square().sum().backward()
+    assert new.enc2.weight.grad[:, 8:].abs().sum() > 0
+    assert new.dec_more[0].conv2.weight.grad.abs().sum() > 0
+    narrow = LrdNet(LrdConfig(**{**old_cfg.__dict__, "enc_hidden": 4}))
+    with pytest.raises(ConfigError, match="differs in enc_hidden \\(narrower\\)"):
+        warm_start(tmp_path, narrow)
+
+
+def test_lambda_between_rates_is_the_geometric_interpolation_of_its_neighbours():
+    from splitasr.training.rd_train import lmbda_at
+
+    assert [lmbda_at([10.0, 40.0, 160.0], r) for r in (0, 1, 2)] == pytest.approx([10.0, 40.0, 160.0])
+    assert lmbda_at([10.0, 40.0, 160.0], 0.5) == pytest.approx(20.0)
+    assert lmbda_at([10.0, 40.0, 160.0], 1.75) == pytest.approx(40.0 * 4**0.75)
+
+
+def test_a_continuous_rate_run_trains_and_refuses_a_non_positive_lambda(whisper, speech_manifest, tmp_path):
+    cfg = _cfg(speech_manifest, tmp_path, 2)
+    cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32, rates=2)
+    cfg.continuous_rates = True
+    cfg.lmbdas = [0.0, 4.0]
+    with pytest.raises(ConfigError, match="every lmbda must be > 0"):
+        train_rd(cfg, progress=False)
+    cfg.lmbdas = [0.5, 4.0]
+    report = train_rd(cfg, progress=False)
+    assert report["steps"] == 2 and [r["rate"] for r in report["rate"]] == [0, 1]
+
+
+def test_the_cloud_decoder_has_two_to_sixteen_blocks():
+    from splitasr.codecs.base import CodecError
+
+    for bad in (1, 17):
+        with pytest.raises(CodecError, match="dec_blocks is 2..16"):
+            LrdConfig(dec_blocks=bad)
+
+
 def test_a_checkpoint_of_another_models_activations_is_refused_before_anything_loads(tmp_path):
     """DS2's and Whisper's ``features`` have the same config (80 values a frame): the
     checkpoint's codec home tells them apart, for a resume and for a warm start alike, and
