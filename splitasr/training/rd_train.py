@@ -23,7 +23,9 @@ the latents to almost nothing before the decoder learns to use them)
 
 No labels are used. The frozen model gives, once per utterance, the activation at the
 codec's point, the encoder output (Whisper) or CTC log-posteriors, and (Whisper) the
-greedy transcript; these are cached as ``.npz`` (no pickle) under ``cache_dir``.
+greedy transcript; these are cached as ``.npz`` (no pickle) under ``cache_dir``, in files
+of :data:`CACHE_CHUNK` utterances (a long first pass resumes; a larger
+``limit_per_manifest`` reuses what a smaller one computed).
 
 An outlier utterance (one whose loss is over ``skip_factor`` times the median of the
 last 200) is left out of the step and counted in the log's ``skipped``: the clipping of
@@ -150,45 +152,84 @@ class RdItem:
     tokens: torch.Tensor
 
 
-def prepare_items(model, point: str, manifests: list[str], limit: int, cache_dir: str) -> list[RdItem]:
-    """Run the frozen (trimmed) model once per utterance; cached (see the module docstring)."""
-    from splitasr.audio import load_audio
+CACHE_CHUNK = 250  # utterances per cached file: a long teacher pass survives a stop
+
+
+def prepare_items(
+    model, point: str, manifests: list[str], limit: int, cache_dir: str, progress: bool = False
+) -> list[RdItem]:
+    """Run the frozen (trimmed) model once per utterance: the first ``limit`` of each
+    manifest, in order. Cached under ``cache_dir`` in files of :data:`CACHE_CHUNK`
+    utterances, each keyed by the model, the point and the audio it holds, so a pass over
+    thousands of utterances (~1 s each on this CPU) resumes where it stopped, and a larger
+    ``limit`` reuses the chunks a smaller one computed."""
     from splitasr.manifest import read_manifest
+
+    items: list[RdItem] = []
+    for m in manifests:
+        utts = read_manifest(m)[:limit]
+        root = Path(m).parent
+        for start in range(0, len(utts), CACHE_CHUNK):
+            chunk = [u.resolve(root) for u in utts[start : start + CACHE_CHUNK]]
+            path = _chunk_path(model, point, chunk, cache_dir)
+            if path is not None and path.is_file():
+                items += _load_items(path)
+                continue
+            t0 = time.time()
+            fresh = _teacher_items(model, point, chunk)
+            if path is not None:
+                _save_items(path, fresh)
+            if progress:
+                print(
+                    f"teacher pass: {m} [{start}:{start + len(chunk)}] in {time.time() - t0:.0f} s",
+                    flush=True,
+                )
+            items += fresh
+    return items
+
+
+def _chunk_path(model, point: str, wavs: list[Path], cache_dir: str) -> Path | None:
     from splitasr.training.codec_train import model_fingerprint
 
-    key = json.dumps(
-        ["rd1", model_fingerprint(model), repr(getattr(model, "config", None)), point, manifests, limit]
-    )
-    path = Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        return _load_items(path)
+    if not cache_dir:
+        return None
+    audio = hashlib.sha1("\n".join(str(w) for w in wavs).encode()).hexdigest()
+    key = json.dumps(["rd2", model_fingerprint(model), repr(getattr(model, "config", None)), point, audio])
+    return Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _teacher_items(model, point: str, wavs: list[Path]) -> list[RdItem]:
+    """Activation at ``point``, teacher output and (Whisper) greedy transcript per file."""
+    from splitasr.audio import load_audio
+
     whisper = model.output_kind != "logits"
     decoder = model.make_decoder(beam=1) if whisper else None
     items = []
     with torch.inference_mode():
-        for m in manifests:
-            root = Path(m).parent
-            for utt in read_manifest(m)[:limit]:
-                wave = torch.from_numpy(load_audio(utt.resolve(root)))[None]
-                x, lens = model.head(wave, None, point)
-                out, _ = model.tail(x, lens, point)
-                if whisper:
-                    ids = decoder.tokens(out[0])
-                    tokens = torch.tensor([*decoder.prompt, *ids], dtype=torch.int64)
-                    teacher = out[0]
-                else:
-                    tokens, teacher = torch.zeros(0, dtype=torch.int64), out[0].log_softmax(-1)
-                items.append(RdItem(x[0].to(torch.float16), teacher.to(torch.float16), tokens))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {}
-        for f in ("x", "teacher", "tokens"):
-            parts = [getattr(it, f).numpy() for it in items]
-            arrays[f], arrays[f"{f}_lens"] = np.concatenate(parts), np.array([len(p) for p in parts])
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        for wav in wavs:
+            wave = torch.from_numpy(load_audio(wav))[None]
+            x, lens = model.head(wave, None, point)
+            out, _ = model.tail(x, lens, point)
+            if whisper:
+                ids = decoder.tokens(out[0])
+                tokens = torch.tensor([*decoder.prompt, *ids], dtype=torch.int64)
+                teacher = out[0]
+            else:
+                tokens, teacher = torch.zeros(0, dtype=torch.int64), out[0].log_softmax(-1)
+            items.append(RdItem(x[0].to(torch.float16), teacher.to(torch.float16), tokens))
     return items
+
+
+def _save_items(path: Path, items: list[RdItem]) -> None:
+    """Write ``items`` as one ``.npz`` (no pickle), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for f in ("x", "teacher", "tokens"):
+        parts = [getattr(it, f).numpy() for it in items]
+        arrays[f], arrays[f"{f}_lens"] = np.concatenate(parts), np.array([len(p) for p in parts])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def utterance_weights(counts: list[int], manifest_weights: list[float]) -> list[float] | None:
@@ -451,7 +492,7 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     model = full.distilling() if hasattr(full, "distilling") else full
     out = Path(cfg.out) if cfg.out else shipped_state_dir(full.codec_home(ccfg.point), ccfg.point)
     out.mkdir(parents=True, exist_ok=True)
-    items = prepare_items(model, ccfg.point, cfg.train, cfg.limit_per_manifest, cfg.cache_dir)
+    items = prepare_items(model, ccfg.point, cfg.train, cfg.limit_per_manifest, cfg.cache_dir, progress)
     if not items:
         raise ConfigError("the training manifests hold no utterances")
     fps = info[ccfg.point].frames_per_second

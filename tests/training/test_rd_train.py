@@ -173,9 +173,9 @@ def test_a_second_stage_starts_from_another_runs_checkpoint_in_its_own_folder(
     cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32, hyper_classes=4)
     capsys.readouterr()
     assert train_rd(cfg, progress=True)["steps"] == 2
-    assert f"warm start from {tmp_path / 'one'}: new hyper_dec, hyper_enc, prior_z; dropped prior;" in (
-        capsys.readouterr().out
-    )
+    parts = "new hyper_dec, hyper_enc, prior_z; grown nothing; dropped prior;"
+    line = f"warm start from {tmp_path / 'one'}: {parts}"
+    assert line in capsys.readouterr().out
     cfg = _cfg(speech_manifest, tmp_path / "three", 5)
     cfg.init = str(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no lrd-checkpoint"):
@@ -258,6 +258,32 @@ def test_a_continuous_rate_run_trains_and_refuses_a_non_positive_lambda(whisper,
     cfg.lmbdas = [0.5, 4.0]
     report = train_rd(cfg, progress=False)
     assert report["steps"] == 2 and [r["rate"] for r in report["rate"]] == [0, 1]
+
+
+def test_the_teacher_cache_is_chunked_so_a_stopped_pass_resumes_and_a_larger_limit_reuses_it(
+    whisper, speech_manifest, tmp_path, monkeypatch
+):
+    """With chunks of one utterance, a limit of 1 computes one chunk; a limit of 2 then
+    computes only the second, and gives the same first item; a third call computes
+    nothing."""
+    import splitasr.training.rd_train as rd
+
+    monkeypatch.setattr(rd, "CACHE_CHUNK", 1)
+    computed = []
+    real = rd._teacher_items
+    monkeypatch.setattr(
+        rd, "_teacher_items", lambda m, p, wavs: computed.append(len(wavs)) or real(m, p, wavs)
+    )
+    model, cache = whisper.distilling(), str(tmp_path / "cache")
+    first = rd.prepare_items(model, "stem", [str(speech_manifest)], 1, cache)
+    assert computed == [1] and len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    both = rd.prepare_items(model, "stem", [str(speech_manifest)], 2, cache)
+    assert computed == [1, 1] and len(both) == 2
+    assert torch.equal(both[0].x, first[0].x) and torch.equal(both[0].tokens, first[0].tokens)
+    assert both[1].tokens.numel() > both[0].tokens.numel() - 10  # a real transcript, not a copy
+    assert not torch.equal(both[1].x[:10], both[0].x[:10])
+    rd.prepare_items(model, "stem", [str(speech_manifest)], 2, cache)
+    assert computed == [1, 1]
 
 
 def test_the_cloud_decoder_has_two_to_sixteen_blocks():
