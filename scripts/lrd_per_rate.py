@@ -8,8 +8,9 @@ with ``--manifest``, whether a lower training KL carries over to utterances the 
 saw (stage 5: it did not).
 
     python scripts/lrd_per_rate.py CONFIG.toml RUN_DIR [--n 24] [--manifest data/corpus/dev.jsonl]
-prints one line per rate: step, rate, {kbps, kl, mse}. Uses the run's cache (train first); a
-held-out manifest's teacher outputs are cached beside it on first use.
+prints one line per rate position (0, 0.5, 1, ...): step, position, {kbps, kl, mse}. Uses the
+run's cache (train first); a held-out manifest's teacher outputs join the recipe's
+``cache_dir`` on first use.
 """
 
 import argparse

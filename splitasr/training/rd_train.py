@@ -25,7 +25,7 @@ No labels are used. The frozen model gives, once per utterance, the activation a
 codec's point, the encoder output (Whisper) or CTC log-posteriors, and (Whisper) the
 greedy transcript; these are cached as ``.npz`` (no pickle) under ``cache_dir``, in files
 of :data:`CACHE_CHUNK` utterances (a long first pass resumes; a larger
-``limit_per_manifest`` reuses what a smaller one computed).
+``limit_per_manifest`` reuses the full chunks a smaller one computed).
 
 An outlier utterance (one whose loss is over ``skip_factor`` times the median of the
 last 200) is left out of the step and counted in the log's ``skipped``: the clipping of
@@ -160,9 +160,10 @@ def prepare_items(
 ) -> list[RdItem]:
     """Run the frozen (trimmed) model once per utterance: the first ``limit`` of each
     manifest, in order. Cached under ``cache_dir`` in files of :data:`CACHE_CHUNK`
-    utterances, each keyed by the model, the point and the audio it holds, so a pass over
-    thousands of utterances (~1 s each on this CPU) resumes where it stopped, and a larger
-    ``limit`` reuses the chunks a smaller one computed."""
+    utterances, each keyed by the model, the point and the audio files it holds (path, size
+    and modification time), so a pass over thousands of utterances resumes where it stopped,
+    and a larger ``limit`` reuses the full chunks a smaller one computed (a partial last
+    chunk is computed again as part of a larger one)."""
     from splitasr.manifest import read_manifest
 
     items: list[RdItem] = []
@@ -193,9 +194,17 @@ def _chunk_path(model, point: str, wavs: list[Path], cache_dir: str) -> Path | N
 
     if not cache_dir:
         return None
-    audio = hashlib.sha1("\n".join(str(w) for w in wavs).encode()).hexdigest()
+    stats = [(str(w), *((st.st_size, st.st_mtime_ns) if (st := _stat(w)) else ())) for w in wavs]
+    audio = hashlib.sha1(json.dumps(stats).encode()).hexdigest()
     key = json.dumps(["rd2", model_fingerprint(model), repr(getattr(model, "config", None)), point, audio])
     return Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except OSError:  # missing: the teacher pass says so when it opens it
+        return None
 
 
 def _teacher_items(model, point: str, wavs: list[Path]) -> list[RdItem]:
@@ -412,8 +421,8 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     config differs (a hyperprior, more rates, a wider device encoder or more cloud blocks
     added to a trained codec); the step count and Adam moments start afresh.
 
-    Weights whose names and shapes match are copied. A weight that has grown (a wider
-    ``enc_hidden``) gets the old one in its leading slice, its new outputs keep their fresh
+    Weights whose names and shapes match are copied. A weight that has grown with a wider
+    ``enc_hidden`` (:data:`GROWABLE`) gets the old one in its leading slice, its new outputs keep their fresh
     initialisation and its new inputs are zeroed, and a residual block new to the decoder
     starts as the identity (its last convolution zeroed): the grown codec starts as the
     trained one, bit for bit, and learns to use what was added. The normalisation buffers
@@ -440,7 +449,9 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     have = net_weights(st)
     fits = {k: have[k] for k in mine if k in have and have[k].shape == mine[k].shape}
     grown = {
-        k: _grow(have[k], mine[k]) for k in mine if k in have and k not in fits and _fits_in(have[k], mine[k])
+        k: _grow(have[k], mine[k])
+        for k in GROWABLE
+        if k in mine and k in have and k not in fits and _fits_in(have[k], mine[k])
     }
     identity = {
         k: torch.zeros_like(v) for k, v in mine.items() if k.startswith("dec_more.") and ".conv2." in k
@@ -455,13 +466,20 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     )
 
 
+# The weights a wider ``enc_hidden`` grows (outputs along dim 0, inputs along dim 1). Nothing
+# else is grown: e.g. the gains of a codec given more rates start afresh rather than mixing
+# trained rows with new ones out of order.
+GROWABLE = ("enc1.weight", "enc1.bias", "enc2.weight")
+
+
 def _fits_in(old: torch.Tensor, new: torch.Tensor) -> bool:
     return old.dim() == new.dim() and all(a <= b for a, b in zip(old.shape, new.shape, strict=True))
 
 
 def _grow(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     """``new``'s fresh values with ``old`` in the leading slice and every new input (index
-    past ``old``'s along dims 1..) zeroed, so the grown layer computes what ``old`` did."""
+    past ``old``'s along dims 1..: a ``Conv1d`` weight is ``(out, in, k)``) zeroed, so the
+    grown layer computes what ``old`` did."""
     out = new.clone()
     for dim in range(1, new.dim()):
         out.narrow(dim, old.shape[dim], new.shape[dim] - old.shape[dim]).zero_()
@@ -524,6 +542,11 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
             started = warm_start(Path(cfg.init), net, home)
             if progress:
                 print(started.describe(cfg.init), flush=True)
+        if step >= cfg.steps:  # the same codec goes on counting from init's step
+            raise ConfigError(
+                f"init = {cfg.init!r} stands at step {step} and steps = {cfg.steps}: a stage with init's "
+                "codec counts on from init's step, so steps (and lr_drop_step) must be past it"
+            )
     rng = random.Random(cfg.seed + step)
     log_path = out / LOG
     log: list[dict] = []

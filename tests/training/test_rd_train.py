@@ -167,6 +167,12 @@ def test_a_second_stage_starts_from_another_runs_checkpoint_in_its_own_folder(
     rows = [json.loads(line) for line in (tmp_path / "two" / LOG).read_text().splitlines()]
     assert report["steps"] == 5 and [r["step"] for r in rows] == [4, 5]  # went on from step 3
     assert len((tmp_path / "one" / LOG).read_text().splitlines()) == 3  # stage one untouched
+    # the same codec counts on from init's step: steps not past it is refused, not a 0-step run
+    cfg = _cfg(speech_manifest, tmp_path / "short", 3)
+    cfg.init = str(tmp_path / "one")
+    with pytest.raises(ConfigError, match="stands at step 3 and steps = 3"):
+        train_rd(cfg, progress=False)
+    assert not (tmp_path / "short" / "lrd.safetensors").exists()
     # another codec config (a hyperprior added): warm start, from step 0, said in one line
     cfg = _cfg(speech_manifest, tmp_path / "hyper", 2)
     cfg.init, cfg.log_every = str(tmp_path / "one"), 10
@@ -235,6 +241,10 @@ def test_a_stage_with_a_wider_encoder_and_more_decoder_blocks_starts_as_the_trai
     new.decode(new.encode(x, 0.0), 12, 0.0).square().sum().backward()
     assert new.enc2.weight.grad[:, 8:].abs().sum() > 0
     assert new.dec_more[0].conv2.weight.grad.abs().sum() > 0
+    more_rates = LrdNet(LrdConfig(**{**old_cfg.__dict__, "rates": 3}))
+    started = warm_start(tmp_path, more_rates)  # gains start afresh, in order: not spliced
+    assert "log_gain" in started.new and started.grown == []
+    assert torch.all(more_rates.log_gain[1:, 0] > more_rates.log_gain[:-1, 0])
     narrow = LrdNet(LrdConfig(**{**old_cfg.__dict__, "enc_hidden": 4}))
     with pytest.raises(ConfigError, match="differs in enc_hidden \\(narrower\\)"):
         warm_start(tmp_path, narrow)
@@ -248,7 +258,9 @@ def test_lambda_between_rates_is_the_geometric_interpolation_of_its_neighbours()
     assert lmbda_at([10.0, 40.0, 160.0], 1.75) == pytest.approx(40.0 * 4**0.75)
 
 
-def test_a_continuous_rate_run_trains_and_refuses_a_non_positive_lambda(whisper, speech_manifest, tmp_path):
+def test_a_continuous_rate_run_trains_and_refuses_a_non_positive_lambda(
+    whisper, speech_manifest, tmp_path, monkeypatch
+):
     cfg = _cfg(speech_manifest, tmp_path, 2)
     cfg.codec = LrdConfig(point="stem", in_dim=384, latent_dim=8, enc_hidden=16, hidden=32, rates=2)
     cfg.continuous_rates = True
@@ -256,8 +268,14 @@ def test_a_continuous_rate_run_trains_and_refuses_a_non_positive_lambda(whisper,
     with pytest.raises(ConfigError, match="every lmbda must be > 0"):
         train_rd(cfg, progress=False)
     cfg.lmbdas = [0.5, 4.0]
+    import splitasr.training.rd_train as rd
+
+    drawn = []
+    real = rd.rd_loss
+    monkeypatch.setattr(rd, "rd_loss", lambda *a: drawn.append(a[7]) or real(*a))
     report = train_rd(cfg, progress=False)
     assert report["steps"] == 2 and [r["rate"] for r in report["rate"]] == [0, 1]
+    assert len(drawn) == 4 and all(0 < r < 1 for r in drawn)  # positions between the indices
 
 
 def test_the_teacher_cache_is_chunked_so_a_stopped_pass_resumes_and_a_larger_limit_reuses_it(
