@@ -108,82 +108,65 @@ def prepare(
     cfg: LearnedCodecConfig,
     manifests: list[str],
     limit: int,
-    desc: str,
     cache_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> list[_Item]:
-    """Run the frozen model once over the manifests; see the module docstring.
+    """Run the frozen model once over the first ``limit`` utterances of each manifest; see
+    the module docstring. With ``cache_dir`` the pass is cached in chunks keyed by the
+    model, the points and each chunk's audio and transcripts (see
+    :mod:`splitasr.training.cache`), so codecs that read the same point share the work and
+    a stopped pass resumes."""
+    from splitasr.training.cache import cached_items
 
-    With ``cache_dir`` the result is kept as one ``.npz`` (no pickle) per model, points and
-    manifests, so codecs that read the same point share the work.
-    """
-    import json
+    head = [
+        "codec2",
+        model_fingerprint(model),
+        repr(getattr(model, "config", None)),
+        cfg.point,
+        cfg.decodes_to,
+    ]
+    return cached_items(
+        manifests,
+        limit,
+        cache_dir,
+        head if cache_dir else [],
+        lambda utts, root: _teacher_items(model, cfg, utts, root),
+        _Item,
+        with_text=True,
+        progress=progress,
+    )
 
-    from tqdm import tqdm
 
+def _teacher_items(model, cfg: LearnedCodecConfig, utts: list, root: Path) -> list[_Item]:
+    """Encoder input, target, teacher and labels of each utterance (manifest entries
+    resolved against ``root``)."""
     from splitasr.audio import load_audio, qm_features
-    from splitasr.manifest import read_manifest
     from splitasr.pipeline import Cloud, Edge
     from splitasr.text import CharTokenizer
 
-    config = repr(getattr(model, "config", None))  # e.g. Whisper trimmed or padded
-    key = json.dumps([model_fingerprint(model), config, cfg.point, cfg.decodes_to, manifests, limit])
-    path = Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        return _load_items(path)
     tok = CharTokenizer()
     edge, cloud = Edge(model), Cloud(model, decoder=model.make_decoder(beam=1))
     items = []
-    for m in manifests:
-        root = Path(m).parent
-        utts = read_manifest(m)[:limit]
-        for utt in tqdm(utts, desc=f"{desc} {Path(m).stem}", unit="utt", leave=False, mininterval=5):
-            wave = torch.from_numpy(load_audio(utt.resolve(root)))
-            target, t_lens = edge.head(wave, cfg.decodes_to)
-            out, _ = cloud.tail(target, t_lens, cfg.decodes_to)
-            if cfg.point == "audio":
-                x = qm_input(qm_features(wave[None]))
-            elif cfg.point == cfg.decodes_to:
-                x = target
-            else:
-                x, _ = edge.head(wave, cfg.point)
-            items.append(
-                _Item(
-                    x[0].to(torch.float16),
-                    target[0].to(torch.float16),
-                    teacher_targets(model, out)[0].to(torch.float16),
-                    torch.tensor(tok.encode(utt.text)),
-                    utt.text,
-                )
+    for utt in utts:
+        wave = torch.from_numpy(load_audio(utt.resolve(root)))
+        target, t_lens = edge.head(wave, cfg.decodes_to)
+        out, _ = cloud.tail(target, t_lens, cfg.decodes_to)
+        if cfg.point == "audio":
+            x = qm_input(qm_features(wave[None]))
+        elif cfg.point == cfg.decodes_to:
+            x = target
+        else:
+            x, _ = edge.head(wave, cfg.point)
+        items.append(
+            _Item(
+                x[0].to(torch.float16),
+                target[0].to(torch.float16),
+                teacher_targets(model, out)[0].to(torch.float16),
+                torch.tensor(tok.encode(utt.text)),
+                utt.text,
             )
-    if path is not None:
-        _save_items(path, items)
+        )
     return items
-
-
-_FIELDS = ("x", "target", "teacher", "labels")
-
-
-def _save_items(path: Path, items: list[_Item]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for f in _FIELDS:
-        parts = [getattr(it, f).numpy() for it in items]
-        arrays[f] = np.concatenate(parts)
-        arrays[f"{f}_lens"] = np.array([len(p) for p in parts], np.int64)
-    arrays["text"] = np.array([it.text for it in items])
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-
-
-def _load_items(path: Path) -> list[_Item]:
-    with np.load(path, allow_pickle=False) as z:
-        cols = {}
-        for f in _FIELDS:
-            cuts = np.cumsum(z[f"{f}_lens"])[:-1]
-            cols[f] = [torch.from_numpy(a) for a in np.split(z[f], cuts)]
-        texts = [str(t) for t in z["text"]]
-    return [_Item(*(cols[f][i] for f in _FIELDS), texts[i]) for i in range(len(texts))]
 
 
 def _batches(items: list[_Item], frames: int, rng: random.Random) -> list[list[int]]:
@@ -269,7 +252,7 @@ def _fit(model, cfg: CodecTrainConfig, info: dict, start, progress: bool) -> tup
     from tqdm import tqdm
 
     ccfg = cfg.codec
-    items = prepare(model, ccfg, cfg.train, cfg.limit_per_manifest, "prepare", cfg.cache_dir or None)
+    items = prepare(model, ccfg, cfg.train, cfg.limit_per_manifest, cfg.cache_dir, progress)
     net = LearnedCodecNet(ccfg)
     xs = torch.cat([it.x.float() for it in items[:: max(len(items) // 1000, 1)]])
     net.in_mean.copy_(xs.mean(0))

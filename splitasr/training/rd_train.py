@@ -24,7 +24,7 @@ the latents to almost nothing before the decoder learns to use them)
 No labels are used. The frozen model gives, once per utterance, the activation at the
 codec's point, the encoder output (Whisper) or CTC log-posteriors, and (Whisper) the
 greedy transcript; these are cached as ``.npz`` (no pickle) under ``cache_dir``, in files
-of :data:`CACHE_CHUNK` utterances (a long first pass resumes; a larger
+of :data:`~splitasr.training.cache.CHUNK` utterances (a long first pass resumes; a larger
 ``limit_per_manifest`` reuses the full chunks a smaller one computed).
 
 An outlier utterance (one whose loss is over ``skip_factor`` times the median of the
@@ -45,7 +45,6 @@ the prior's run-time tables) is written as ``<out>/lrd.safetensors``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -152,59 +151,25 @@ class RdItem:
     tokens: torch.Tensor
 
 
-CACHE_CHUNK = 250  # utterances per cached file: a long teacher pass survives a stop
-
-
 def prepare_items(
     model, point: str, manifests: list[str], limit: int, cache_dir: str, progress: bool = False
 ) -> list[RdItem]:
     """Run the frozen (trimmed) model once per utterance: the first ``limit`` of each
-    manifest, in order. Cached under ``cache_dir`` in files of :data:`CACHE_CHUNK`
-    utterances, each keyed by the model, the point and the audio files it holds (path, size
-    and modification time), so a pass over thousands of utterances resumes where it stopped,
-    and a larger ``limit`` reuses the full chunks a smaller one computed (a partial last
-    chunk is computed again as part of a larger one)."""
-    from splitasr.manifest import read_manifest
-
-    items: list[RdItem] = []
-    for m in manifests:
-        utts = read_manifest(m)[:limit]
-        root = Path(m).parent
-        for start in range(0, len(utts), CACHE_CHUNK):
-            chunk = [u.resolve(root) for u in utts[start : start + CACHE_CHUNK]]
-            path = _chunk_path(model, point, chunk, cache_dir)
-            if path is not None and path.is_file():
-                items += _load_items(path)
-                continue
-            t0 = time.time()
-            fresh = _teacher_items(model, point, chunk)
-            if path is not None:
-                _save_items(path, fresh)
-            if progress:
-                print(
-                    f"teacher pass: {m} [{start}:{start + len(chunk)}] in {time.time() - t0:.0f} s",
-                    flush=True,
-                )
-            items += fresh
-    return items
-
-
-def _chunk_path(model, point: str, wavs: list[Path], cache_dir: str) -> Path | None:
+    manifest, in order, cached in chunks under ``cache_dir`` (see
+    :mod:`splitasr.training.cache`: a stopped pass resumes, a larger ``limit`` reuses)."""
+    from splitasr.training.cache import cached_items
     from splitasr.training.codec_train import model_fingerprint
 
-    if not cache_dir:
-        return None
-    stats = [(str(w), *((st.st_size, st.st_mtime_ns) if (st := _stat(w)) else ())) for w in wavs]
-    audio = hashlib.sha1(json.dumps(stats).encode()).hexdigest()
-    key = json.dumps(["rd2", model_fingerprint(model), repr(getattr(model, "config", None)), point, audio])
-    return Path(cache_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
-
-
-def _stat(path: Path):
-    try:
-        return path.stat()
-    except OSError:  # missing: the teacher pass says so when it opens it
-        return None
+    head = ["rd2", model_fingerprint(model), repr(getattr(model, "config", None)), point] if cache_dir else []
+    return cached_items(
+        manifests,
+        limit,
+        cache_dir,
+        head,
+        lambda utts, root: _teacher_items(model, point, [u.resolve(root) for u in utts]),
+        RdItem,
+        progress=progress,
+    )
 
 
 def _teacher_items(model, point: str, wavs: list[Path]) -> list[RdItem]:
@@ -229,18 +194,6 @@ def _teacher_items(model, point: str, wavs: list[Path]) -> list[RdItem]:
     return items
 
 
-def _save_items(path: Path, items: list[RdItem]) -> None:
-    """Write ``items`` as one ``.npz`` (no pickle), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for f in ("x", "teacher", "tokens"):
-        parts = [getattr(it, f).numpy() for it in items]
-        arrays[f], arrays[f"{f}_lens"] = np.concatenate(parts), np.array([len(p) for p in parts])
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-
-
 def utterance_weights(counts: list[int], manifest_weights: list[float]) -> list[float] | None:
     """Sampling weight of each utterance so that manifest ``i`` (``counts[i]`` utterances,
     in ``prepare_items`` order) gets ``manifest_weights[i]`` of the draws whatever its size:
@@ -255,13 +208,6 @@ def utterance_weights(counts: list[int], manifest_weights: list[float]) -> list[
     if any(not math.isfinite(w) or w < 0 for w in manifest_weights) or sum(manifest_weights) <= 0:
         raise ConfigError(f"manifest_weights must be finite, >= 0 and not all 0, got {manifest_weights}")
     return [w / n for w, n in zip(manifest_weights, counts, strict=True) for _ in range(n)]
-
-
-def _load_items(path: Path) -> list[RdItem]:
-    with np.load(path, allow_pickle=False) as z:
-        cols = {f: np.split(z[f], np.cumsum(z[f"{f}_lens"])[:-1]) for f in ("x", "teacher", "tokens")}
-    n = len(cols["x"])
-    return [RdItem(*(torch.from_numpy(cols[f][i]) for f in ("x", "teacher", "tokens"))) for i in range(n)]
 
 
 def decoder_kl(model, memory: torch.Tensor, teacher: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -284,9 +284,10 @@ def test_the_teacher_cache_is_chunked_so_a_stopped_pass_resumes_and_a_larger_lim
     """With chunks of one utterance, a limit of 1 computes one chunk; a limit of 2 then
     computes only the second, and gives the same first item; a third call computes
     nothing."""
+    import splitasr.training.cache as cache_module
     import splitasr.training.rd_train as rd
 
-    monkeypatch.setattr(rd, "CACHE_CHUNK", 1)
+    monkeypatch.setattr(cache_module, "CHUNK", 1)
     computed = []
     real = rd._teacher_items
     monkeypatch.setattr(

@@ -1,0 +1,102 @@
+"""The teacher cache: ragged tensor and text columns round-trip bit for bit, a chunk's key
+follows its audio (and, when asked, its transcripts), and an interrupted write leaves no
+file under the real name."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import splitasr.training.cache as cache
+
+
+@dataclass
+class Item:
+    x: torch.Tensor
+    tokens: torch.Tensor
+    text: str
+
+
+def _items() -> list[Item]:
+    g = torch.Generator().manual_seed(0)
+    return [
+        Item(torch.randn(5, 3, generator=g).half(), torch.tensor([1, 2, 3]), "one two"),
+        Item(torch.randn(2, 3, generator=g).half(), torch.zeros(0, dtype=torch.int64), ""),
+        Item(torch.randn(7, 3, generator=g).half(), torch.tensor([9]), "naïve café"),
+    ]
+
+
+def test_items_round_trip_bit_for_bit_with_their_dtypes_and_lengths(tmp_path):
+    items = _items()
+    cache.save_items(tmp_path / "c.npz", items)
+    back = cache.load_items(tmp_path / "c.npz", Item)
+    assert len(back) == 3
+    for a, b in zip(items, back, strict=True):
+        assert a.x.dtype == b.x.dtype == torch.float16 and torch.equal(a.x, b.x)
+        assert b.tokens.dtype == torch.int64 and torch.equal(a.tokens, b.tokens)
+        assert a.text == b.text
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+        assert z["x_lens"].tolist() == [5, 2, 7] and z["tokens_lens"].tolist() == [3, 0, 1]
+
+
+def test_an_interrupted_write_leaves_no_file_under_the_real_name(tmp_path, monkeypatch):
+    def boom(path, **arrays):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        cache.save_items(tmp_path / "c.npz", _items())
+    assert not (tmp_path / "c.npz").exists()
+
+
+def _manifest(tmp_path: Path, texts: list[str]) -> Path:
+    lines = []
+    for i, t in enumerate(texts):
+        (tmp_path / f"{i}.wav").write_bytes(bytes([i]) * (10 + i))
+        lines.append(json.dumps({"audio": f"{i}.wav", "text": t, "duration": 1.0}))
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_pass_is_computed_once_per_chunk_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """Chunks of two over five utterances: three files; a second pass computes nothing; a
+    touched audio file recomputes its chunk alone."""
+    monkeypatch.setattr(cache, "CHUNK", 2)
+    m = _manifest(tmp_path, ["a", "b", "c", "d", "e"])
+    calls = []
+
+    def compute(utts, root):
+        calls.append([u.text for u in utts])
+        return [Item(torch.full((1, 2), float(ord(u.text))), torch.tensor([0]), u.text) for u in utts]
+
+    run = lambda: cache.cached_items([str(m)], 10, tmp_path / "c", ["h"], compute, Item)  # noqa: E731
+    first = run()
+    assert calls == [["a", "b"], ["c", "d"], ["e"]]
+    assert [it.text for it in first] == ["a", "b", "c", "d", "e"]
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 3
+    again = run()
+    assert len(calls) == 3 and all(torch.equal(a.x, b.x) for a, b in zip(first, again, strict=True))
+    st = (tmp_path / "2.wav").stat()
+    os.utime(tmp_path / "2.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    run()
+    assert calls[3:] == [["c", "d"]]
+
+
+def test_the_key_follows_the_head_and_with_text_the_transcripts(tmp_path):
+    from splitasr.manifest import read_manifest
+
+    m1 = read_manifest(_manifest(tmp_path, ["a", "b"]))
+    key = lambda head, utts, text=False: cache.chunk_path(tmp_path, head, utts, tmp_path, text)  # noqa: E731
+    assert key(["h"], m1) == key(["h"], m1) and key(["h"], m1) != key(["g"], m1)
+    m2 = read_manifest(_manifest(tmp_path, ["a", "B"]))  # same audio, another transcript
+    assert key(["h"], m1) == key(["h"], m2)
+    assert key(["h"], m1, True) != key(["h"], m2, True)
+    assert cache.chunk_path("", ["h"], m1, tmp_path) is None
