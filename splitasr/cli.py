@@ -128,6 +128,21 @@ def cmd_data_build(args) -> int:
     return 0
 
 
+def cmd_data_perturb(args) -> int:
+    from splitasr.corpus.augment import perturb_manifest
+
+    try:
+        lo, hi = (float(v) for v in args.speed.split(","))
+    except ValueError:
+        raise ConfigError(f"--speed takes LO,HI, got {args.speed!r}") from None
+    try:
+        path = perturb_manifest(args.manifest, args.out, args.copies, (lo, hi), args.seed, args.limit)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(path)
+    return 0
+
+
 def cmd_train(args) -> int:
     from splitasr.training.trainer import TrainConfig, read_toml, train
 
@@ -1217,6 +1232,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quick", type=int, metavar="N", help="only N prompts per split (smoke test)")
     p.set_defaults(func=cmd_data_build)
+    p = data.add_parser(
+        "perturb", help="speed-perturbed, noisy copies of a manifest's audio: more voices for codec training"
+    )
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="folder for the WAVs and <stem>_perturbed.jsonl")
+    p.add_argument("--copies", type=int, default=2, help="perturbed copies of each utterance")
+    p.add_argument("--speed", default="0.85,1.2", help="speed factors drawn uniformly from LO,HI")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="first N utterances only")
+    p.set_defaults(func=cmd_data_perturb)
 
     p = sub.add_parser("train", help="train a model from a TOML recipe")
     p.add_argument("--config", required=True)

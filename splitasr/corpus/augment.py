@@ -6,7 +6,9 @@ a corpus is reproducible from its seed.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import fftconvolve, lfilter, resample_poly
@@ -73,3 +75,55 @@ def augment(wave: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = Aug
     if rng.random() < cfg.p_gain:
         wave = wave * 10 ** (rng.uniform(*cfg.gain_db) / 20)
     return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def perturb_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    copies: int = 2,
+    speed: tuple[float, float] = (0.85, 1.2),
+    seed: int = 0,
+    limit: int = 0,
+    cfg: AugmentConfig = AugmentConfig(p_speed=0.0),
+) -> Path:
+    """Write ``copies`` perturbed copies of each utterance of ``manifest`` under ``out``
+    and return their manifest, ``out/<stem>_perturbed.jsonl``.
+
+    Why: a codec trained without labels can use any audio, and what it lacks is voices
+    (FSDD has three training speakers). Each copy is played at a speed drawn uniformly from
+    ``speed`` (pitch and formants move with it, as a shorter or longer vocal tract would:
+    Kaldi's speed perturbation, here continuous) and then gets :func:`augment`'s noise,
+    reverberation and gain (``cfg``; no second speed change). The transcript is unchanged;
+    the speaker becomes ``<speaker>-sp<factor>``. Reproducible from ``seed``.
+    """
+    import soundfile as sf
+
+    from splitasr.audio import load_audio
+    from splitasr.manifest import Utterance, read_manifest, write_manifest
+
+    lo, hi = speed
+    if not 0.5 <= lo <= hi <= 2.0:
+        raise ValueError(f"speed range must lie within [0.5, 2.0], got {speed}")
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    manifest, out = Path(manifest), Path(out)
+    utts = read_manifest(manifest)
+    utts = utts[:limit] if limit else utts
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i, utt in enumerate(utts):
+        wave = load_audio(utt.resolve(manifest.parent))
+        for c in range(copies):
+            factor = round(float(rng.uniform(lo, hi)), 2)  # change_speed's step is 0.01
+            moved = augment(change_speed(wave, factor), rng, cfg)
+            rel = Path("wav") / f"{Path(utt.audio).stem}-p{c}.wav"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(out / rel, moved, SAMPLE_RATE, subtype="PCM_16")
+            speaker = f"{utt.speaker or 'unknown'}-sp{factor:.2f}"
+            seconds = round(len(moved) / SAMPLE_RATE, 3)
+            lines.append(Utterance(str(rel), utt.text, seconds, speaker, utt.source))
+        if i and i % 500 == 0:
+            print(f"perturbed {i}/{len(utts)}", file=sys.stderr, flush=True)
+    path = out / f"{manifest.stem}_perturbed.jsonl"
+    write_manifest(path, lines)
+    return path
