@@ -100,3 +100,85 @@ def test_the_key_follows_the_head_and_with_text_the_transcripts(tmp_path):
     assert key(["h"], m1) == key(["h"], m2)
     assert key(["h"], m1, True) != key(["h"], m2, True)
     assert cache.chunk_path("", ["h"], m1, tmp_path) is None
+
+
+def test_a_text_column_of_empty_strings_round_trips(tmp_path):
+    items = [Item(torch.zeros(1, 2), torch.tensor([1]), ""), Item(torch.ones(2, 2), torch.tensor([2]), "")]
+    cache.save_items(tmp_path / "c.npz", items)
+    back = cache.load_items(tmp_path / "c.npz", Item)
+    assert [b.text for b in back] == ["", ""] and [len(b.x) for b in back] == [1, 2]
+
+
+@dataclass
+class _Scored:
+    x: torch.Tensor
+    score: float
+
+
+def test_a_field_neither_str_nor_a_tensor_of_one_or_more_dims_is_refused_before_writing(tmp_path):
+    with pytest.raises(TypeError, match="field 'score' holds float"):
+        cache.save_items(tmp_path / "c.npz", [_Scored(torch.zeros(1), 0.5)])
+    scalar = [Item(torch.zeros(1, 2), torch.tensor(3), "a")]  # a 0-d tensor has no length
+    with pytest.raises(TypeError, match="field 'tokens' holds Tensor"):
+        cache.save_items(tmp_path / "c.npz", scalar)
+    mixed = [Item(torch.zeros(1, 2), torch.tensor([1]), "a"), Item(torch.zeros(1, 2), torch.tensor([1]), 7)]
+    with pytest.raises(TypeError, match="field 'text' holds int, str"):
+        cache.save_items(tmp_path / "c.npz", mixed)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_cache_file_is_one_clear_error_naming_it(tmp_path):
+    """Lengths that do not add up to the data, columns of different lengths, a missing
+    column, a truncated file: each a ConfigError that names the file and says to delete it,
+    never a silently wrong split."""
+    from splitasr.errors import ConfigError
+
+    x, tokens = np.zeros((5, 3), np.float16), np.arange(4)
+    cases = {
+        "lens.npz": dict(x=x, x_lens=[2, 2, 9], tokens=tokens, tokens_lens=[1, 1, 2], text=["a", "b", "c"]),
+        "count.npz": dict(x=x, x_lens=[2, 3], tokens=tokens, tokens_lens=[1, 1, 2], text=["a", "b", "c"]),
+        "missing.npz": dict(x=x, x_lens=[5], tokens=tokens, tokens_lens=[4]),
+        "numbers.npz": dict(x=x, x_lens=[5], tokens=tokens, tokens_lens=[4], text=[1.5]),
+    }
+    for name, arrays in cases.items():
+        np.savez(tmp_path / name, **{k: np.asarray(v) for k, v in arrays.items()})
+    whole = (tmp_path / "lens.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    for name in [*cases, "cut.npz"]:
+        with pytest.raises(ConfigError, match=rf"{name}: damaged teacher cache file .*delete it"):
+            cache.load_items(tmp_path / name, Item)
+
+
+def test_a_chunk_file_holding_another_count_or_a_compute_that_drops_items_is_refused(tmp_path, monkeypatch):
+    """The items stay one per utterance, in manifest order, or the pass stops."""
+    from splitasr.errors import ConfigError
+    from splitasr.manifest import read_manifest
+
+    monkeypatch.setattr(cache, "CHUNK", 2)
+    m = _manifest(tmp_path, ["a", "b"])
+    one = lambda utts, root: [Item(torch.zeros(1, 2), torch.tensor([0]), u.text) for u in utts][:1]  # noqa: E731
+    with pytest.raises(ValueError, match="compute gave 1 items for 2 utterances"):
+        cache.cached_items([str(m)], 2, tmp_path / "c", ["h"], one, Item)
+    utts = read_manifest(m)
+    path = cache.chunk_path(tmp_path / "c", ["h"], utts, tmp_path)
+    cache.save_items(path, one(utts, tmp_path))
+    with pytest.raises(ConfigError, match="1 items for 2 utterances.*delete it"):
+        cache.cached_items([str(m)], 2, tmp_path / "c", ["h"], one, Item)
+
+
+def test_rd_keys_are_the_ones_rd_train_wrote_before_the_shared_cache(tmp_path):
+    """rd_train's chunk files (stage 3's 3000 utterances and more) keep their names: the key
+    is rebuilt here as rd_train's own ``_chunk_path`` built it before this module existed."""
+    import hashlib
+
+    from splitasr.manifest import read_manifest
+
+    utts = read_manifest(_manifest(tmp_path, ["a", "b", "c"]))
+    (tmp_path / "1.wav").unlink()  # a missing file keys by its path alone
+    head = ["rd2", "fingerprint", "WhisperConfig(trim=True)", "stem"]
+    wavs = [u.resolve(tmp_path) for u in utts]
+    stats = [(str(w), *((w.stat().st_size, w.stat().st_mtime_ns) if w.exists() else ())) for w in wavs]
+    audio = hashlib.sha1(json.dumps(stats).encode()).hexdigest()
+    key = json.dumps([*head, audio])
+    old = tmp_path / "c" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    assert cache.chunk_path(str(tmp_path / "c"), head, utts, tmp_path) == old
