@@ -87,7 +87,9 @@ def perturb_manifest(
     cfg: AugmentConfig = AugmentConfig(p_speed=0.0),
 ) -> Path:
     """Write ``copies`` perturbed copies of each utterance of ``manifest`` under ``out``
-    and return their manifest, ``out/<stem>_perturbed.jsonl``.
+    and return their manifest, ``out/<stem>_perturbed.jsonl``; the WAVs go to
+    ``out/wav/<stem>/<index>-<audio stem>-p<copy>.wav`` (the manifest's stem and the
+    utterance's index keep two files of one name, in two folders or two manifests, apart).
 
     Why: a codec trained without labels can use any audio, and what it lacks is voices
     (FSDD has three training speakers). Each copy is played at a speed drawn uniformly from
@@ -106,9 +108,13 @@ def perturb_manifest(
         raise ValueError(f"speed range must lie within [0.5, 2.0], got {speed}")
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0 (0: all), got {limit}")
     manifest, out = Path(manifest), Path(out)
     utts = read_manifest(manifest)
     utts = utts[:limit] if limit else utts
+    if not utts:
+        raise ValueError(f"{manifest}: no utterances to perturb")
     rng = np.random.default_rng(seed)
     lines = []
     for i, utt in enumerate(utts):
@@ -116,7 +122,7 @@ def perturb_manifest(
         for c in range(copies):
             factor = round(float(rng.uniform(lo, hi)), 2)  # change_speed's step is 0.01
             moved = augment(change_speed(wave, factor), rng, cfg)
-            rel = Path("wav") / f"{Path(utt.audio).stem}-p{c}.wav"
+            rel = Path("wav") / manifest.stem / f"{i:05d}-{Path(utt.audio).stem}-p{c}.wav"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(out / rel, moved, SAMPLE_RATE, subtype="PCM_16")
             speaker = f"{utt.speaker or 'unknown'}-sp{factor:.2f}"

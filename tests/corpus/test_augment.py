@@ -62,3 +62,43 @@ def test_perturb_writes_copies_at_their_drawn_speed_with_the_transcript_kept(
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert "speed range" in err and "Traceback" not in err
+
+
+def test_perturb_keeps_apart_two_files_of_one_name_and_refuses_an_empty_manifest(tmp_path, capsys):
+    """``a/x.wav`` (0.5 s) and ``b/x.wav`` (1 s) each get their own copy, of their own
+    length; a second manifest into the same folder overwrites neither; a manifest with no
+    utterances, or a negative limit, is one line and exit 2."""
+    import json
+
+    import soundfile as sf
+
+    from splitasr.audio import SAMPLE_RATE
+    from splitasr.cli import main
+    from splitasr.corpus.augment import perturb_manifest
+    from splitasr.manifest import read_manifest
+
+    rows = []
+    for folder, seconds in (("a", 0.5), ("b", 1.0)):
+        (tmp_path / folder).mkdir()
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        sf.write(tmp_path / folder / "x.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SAMPLE_RATE)
+        rows.append({"audio": f"{folder}/x.wav", "text": folder, "speaker": folder})
+    for name in ("m", "n"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    first = perturb_manifest(tmp_path / "m.jsonl", out, copies=1)
+    before = {u.audio: (out / u.audio).read_bytes() for u in read_manifest(first)}
+    perturb_manifest(tmp_path / "n.jsonl", out, copies=1, seed=1)
+    assert len(before) == 2 and all((out / a).read_bytes() == b for a, b in before.items())
+    for utt, seconds in zip(read_manifest(first), (0.5, 1.0), strict=True):
+        factor = float(utt.speaker.rsplit("-sp", 1)[1])
+        assert abs(sf.info(out / utt.audio).frames - seconds * SAMPLE_RATE / factor) <= 2
+    (tmp_path / "empty.jsonl").write_text("")
+    capsys.readouterr()
+    for extra in (
+        ["--manifest", str(tmp_path / "empty.jsonl")],
+        ["--manifest", str(tmp_path / "m.jsonl"), "--limit", "-1"],
+    ):
+        assert main(["data", "perturb", *extra, "--out", str(tmp_path / "e")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("no utterances" in err or "limit must be" in err)
