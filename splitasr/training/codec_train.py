@@ -253,6 +253,8 @@ def _fit(model, cfg: CodecTrainConfig, info: dict, start, progress: bool) -> tup
 
     ccfg = cfg.codec
     items = prepare(model, ccfg, cfg.train, cfg.limit_per_manifest, cfg.cache_dir, progress)
+    if not items:
+        raise ConfigError("the training manifests hold no utterances")
     net = LearnedCodecNet(ccfg)
     xs = torch.cat([it.x.float() for it in items[:: max(len(items) // 1000, 1)]])
     net.in_mean.copy_(xs.mean(0))

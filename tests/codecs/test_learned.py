@@ -184,3 +184,15 @@ def test_float16_weights_halve_the_file_and_decode_like_the_rounded_network(tmp_
     assert y_half.shape == y_full.shape and (y_half - y_full).abs().max() < 0.05 * y_full.abs().max() + 1e-3
     with pytest.raises(CodecError, match="float32 or float16"):
         net_to_state(net, dtype="int8")
+
+
+def test_train_codec_on_manifests_with_no_utterances_is_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    recipe = tmp_path / "deepcod.toml"
+    recipe.write_text(
+        f'model = "ds2"\ntrain = ["{empty}"]\ndev = "{empty}"\nsteps = 1\ncache_dir = ""\n'
+        '[codec]\nkind = "deepcod"\n'
+    )
+    assert main(["train-codec", "--config", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "splitasr: error: the training manifests hold no utterances\n"

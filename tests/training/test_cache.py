@@ -182,3 +182,37 @@ def test_rd_keys_are_the_ones_rd_train_wrote_before_the_shared_cache(tmp_path):
     key = json.dumps([*head, audio])
     old = tmp_path / "c" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     assert cache.chunk_path(str(tmp_path / "c"), head, utts, tmp_path) == old
+
+
+def test_codec_train_caches_its_pass_and_a_changed_transcript_recomputes_its_chunk(
+    model, speech_manifest, tmp_path, monkeypatch, capsys
+):
+    """codec_train's items hold the labels, so its key holds the transcripts: the same
+    manifest is read back without a pass (same tensors, same labels); one transcript changed
+    recomputes the chunk, whose labels follow it. Progress is one stderr line per chunk."""
+    import dataclasses
+
+    import splitasr.training.codec_train as ct
+    from splitasr.codecs.learned import LearnedCodecConfig
+    from splitasr.manifest import read_manifest, write_manifest
+    from splitasr.text import CharTokenizer
+
+    cfg, cache_dir, passes = LearnedCodecConfig(), tmp_path / "c", []
+    real = ct._teacher_items
+    monkeypatch.setattr(ct, "_teacher_items", lambda *a: passes.append(len(a[2])) or real(*a))
+    first = ct.prepare(model, cfg, [str(speech_manifest)], 10, cache_dir, progress=True)
+    assert passes == [2] and len(list(cache_dir.glob("*.npz"))) == 1
+    assert capsys.readouterr().err.startswith(f"teacher pass: {speech_manifest} [0:2] in ")
+    again = ct.prepare(model, cfg, [str(speech_manifest)], 10, cache_dir)
+    assert passes == [2]
+    for a, b in zip(first, again, strict=True):
+        assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("x", "target", "teacher", "labels"))
+        assert a.text == b.text
+    utts = read_manifest(speech_manifest)
+    utts[1] = dataclasses.replace(utts[1], text="four one one eight")
+    changed = tmp_path / "m.jsonl"
+    write_manifest(changed, utts)  # absolute audio paths: the same files
+    third = ct.prepare(model, cfg, [str(changed)], 10, cache_dir)
+    assert passes == [2, 2] and len(list(cache_dir.glob("*.npz"))) == 2
+    assert third[1].text == "four one one eight"
+    assert third[1].labels.tolist() == CharTokenizer().encode("four one one eight")
