@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 import zipfile
@@ -138,7 +139,7 @@ def save_items(path: Path, items: list) -> None:
             raise TypeError(
                 f"field {f.name!r} holds {', '.join(kinds)}: a cached field is str or a tensor of >= 1 dims"
             )
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two trainers may fill one cache
     np.savez(tmp, **arrays)
     tmp.replace(path)
 

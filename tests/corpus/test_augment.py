@@ -51,7 +51,7 @@ def test_perturb_writes_copies_at_their_drawn_speed_with_the_transcript_kept(
         n = len(load_audio(orig.resolve(speech_manifest.parent)))
         assert abs(sf.info(utt.resolve(path.parent)).frames - n / factor) <= 2
         assert abs(utt.duration - n / factor / SAMPLE_RATE) < 1e-3
-    assert len({u.speaker for u in out}) == len(out)  # every copy at its own speed
+    assert len({u.speaker for u in out}) > 1  # speeds are drawn, not one fixed factor
     assert main(["data", "perturb", "--manifest", str(speech_manifest), "--out", str(tmp_path / "b")]) == 0
     again = read_manifest(tmp_path / "b" / "m_perturbed.jsonl")
     assert [u.speaker for u in again] == [u.speaker for u in out]
