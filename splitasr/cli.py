@@ -369,7 +369,9 @@ def cmd_train_codec(args) -> int:
 
     rd = read_toml(Path(args.config)).get("kind") == "lrd"  # a rate-distortion recipe
     cfg = RdTrainConfig.from_toml(args.config) if rd else CodecTrainConfig.from_toml(args.config)
-    for key in ("steps", "out", "max_minutes", "model", "limit_per_manifest"):
+    if args.threads is not None and args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: must be a positive count, or 0 for PyTorch's default")
+    for key in ("steps", "out", "max_minutes", "model", "limit_per_manifest", "threads"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     report = train_rd(cfg) if rd else train_codec(cfg)
@@ -1453,6 +1455,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, help="stop training after this long")
     p.add_argument("--model", help="model name or checkpoint path (default: the recipe's)")
     p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/<model>/<point>/)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (override the recipe's: 1 each for two runs on 2 cores)",
+    )
     p.set_defaults(func=cmd_train_codec)
     p = codec.add_parser("list", help="every registered codec name")
     p.set_defaults(func=cmd_codec_list)

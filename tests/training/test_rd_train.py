@@ -373,3 +373,13 @@ def test_a_weighted_run_trains_and_a_weight_list_of_the_wrong_length_is_refused(
     cfg.manifest_weights = [1.0]
     with pytest.raises(ConfigError, match="1 values for 2 train manifests"):
         train_rd(cfg, progress=False)
+
+
+def test_train_codec_refuses_a_negative_thread_count_in_one_line(tmp_path, capsys):
+    from splitasr.cli import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('kind = "lrd"\nmodel = "ds2"\ntrain = ["m.jsonl"]\n[codec]\npoint = "proj"\n')
+    assert main(["train-codec", "--config", str(recipe), "--threads", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads -1" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
