@@ -1451,7 +1451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-codec", help="train a learned codec (ae, deepcod, bnf, lrd) on a frozen model")
     p.add_argument("--config", required=True, help="TOML recipe, e.g. configs/codec-deepcod.toml")
     p.add_argument("--steps", type=int, help="override the recipe's training steps")
-    p.add_argument("--limit-per-manifest", type=int, help="override: first N utterances of each manifest")
+    p.add_argument("--limit-per-manifest", type=int, help="override: first N of each manifest (0: all)")
     p.add_argument("--max-minutes", type=float, help="stop training after this long")
     p.add_argument("--model", help="model name or checkpoint path (default: the recipe's)")
     p.add_argument("--out", help="state folder (default: splitasr/assets/codecs/<model>/<point>/)")

@@ -48,7 +48,7 @@ def cached_items(
     with_text: bool = False,
     progress: bool = False,
 ) -> list[Item]:
-    """``compute(utterances, root)`` over the first ``limit`` utterances of each manifest,
+    """``compute(utterances, root)`` over the first ``limit`` (0: all) utterances of each manifest,
     in order, :data:`CHUNK` at a time, each chunk loaded from ``cache_dir`` when there.
 
     ``head``: JSON-able values naming what ``compute`` depends on besides the audio (e.g.
@@ -57,9 +57,12 @@ def cached_items(
     """
     from splitasr.manifest import read_manifest
 
+    if limit < 0:
+        raise ConfigError(f"limit_per_manifest must be >= 0 (0: all), got {limit}")
     items: list[Item] = []
     for m in manifests:
-        utts = read_manifest(m)[:limit]
+        utts = read_manifest(m)
+        utts = utts[:limit] if limit else utts  # 0: all, as in dyn_train and data perturb
         root = Path(m).parent
         for start in range(0, len(utts), CHUNK):
             chunk = utts[start : start + CHUNK]

@@ -44,7 +44,7 @@ class CodecTrainConfig:
     model: str = ""  # model name or checkpoint path, frozen; required (a codec fits one model)
     train: list[str] = field(default_factory=list)  # manifests
     dev: str = ""  # manifest for the WER check after training
-    limit_per_manifest: int = 3000
+    limit_per_manifest: int = 3000  # first N utterances of each (0: all)
     dev_limit: int = 200
     out: str = ""  # state folder; default: the shipped one for (model, point)
     steps: int = 1500

@@ -76,7 +76,7 @@ class RdTrainConfig:
     train: list[str] = field(default_factory=list)
     dev: str = ""  # manifest for the WER check after training ("" : none)
     dev_limit: int = 40
-    limit_per_manifest: int = 400
+    limit_per_manifest: int = 400  # first N utterances of each (0: all)
     manifest_weights: list[float] = field(
         default_factory=list
     )  # share of draws per train manifest ([]: by size)
@@ -462,7 +462,7 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     fps = info[ccfg.point].frames_per_second
     from splitasr.manifest import read_manifest
 
-    counts = [len(read_manifest(m)[: cfg.limit_per_manifest]) for m in cfg.train]
+    counts = [len(read_manifest(m)[: cfg.limit_per_manifest or None]) for m in cfg.train]
     if sum(counts) != len(items):
         raise ConfigError(
             f"the cache holds {len(items)} utterances, the manifests {sum(counts)}: clear {cfg.cache_dir}"

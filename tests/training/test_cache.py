@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import splitasr.training.cache as cache
+from splitasr.errors import ConfigError
 
 
 @dataclass
@@ -88,6 +89,10 @@ def test_a_pass_is_computed_once_per_chunk_and_resumes_where_it_stopped(tmp_path
     os.utime(tmp_path / "2.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     run()
     assert calls[3:] == [["c", "d"]]
+    everything = cache.cached_items([str(m)], 0, tmp_path / "c", ["h"], compute, Item)  # 0: all
+    assert [it.text for it in everything] == ["a", "b", "c", "d", "e"] and len(calls) == 4
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        cache.cached_items([str(m)], -1, tmp_path / "c", ["h"], compute, Item)
 
 
 def test_the_key_follows_the_head_and_with_text_the_transcripts(tmp_path):
