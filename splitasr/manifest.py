@@ -37,8 +37,9 @@ def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
             f.write(json.dumps(asdict(utt), ensure_ascii=False) + "\n")
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
+def read_manifest(path: str | Path, limit: int = 0) -> list[Utterance]:
     """Read a JSONL manifest; audio paths stay as written (see :meth:`Utterance.resolve`).
+    ``limit``: the first N utterances only (0: all).
 
     Raises:
         ManifestError: naming the file and line of the first malformed entry.
@@ -63,4 +64,4 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{path}:{n}: malformed manifest line ({exc})") from None
-    return out
+    return out[:limit] if limit else out

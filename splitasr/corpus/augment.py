@@ -111,8 +111,7 @@ def perturb_manifest(
     if limit < 0:
         raise ValueError(f"limit must be >= 0 (0: all), got {limit}")
     manifest, out = Path(manifest), Path(out)
-    utts = read_manifest(manifest)
-    utts = utts[:limit] if limit else utts
+    utts = read_manifest(manifest, limit)
     if not utts:
         raise ValueError(f"{manifest}: no utterances to perturb")
     rng = np.random.default_rng(seed)

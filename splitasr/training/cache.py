@@ -61,8 +61,7 @@ def cached_items(
         raise ConfigError(f"limit_per_manifest must be >= 0 (0: all), got {limit}")
     items: list[Item] = []
     for m in manifests:
-        utts = read_manifest(m)
-        utts = utts[:limit] if limit else utts  # 0: all, as in dyn_train and data perturb
+        utts = read_manifest(m, limit)
         root = Path(m).parent
         for start in range(0, len(utts), CHUNK):
             chunk = utts[start : start + CHUNK]

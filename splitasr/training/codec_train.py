@@ -118,18 +118,13 @@ def prepare(
     a stopped pass resumes."""
     from splitasr.training.cache import cached_items
 
-    head = [
-        "codec2",
-        model_fingerprint(model),
-        repr(getattr(model, "config", None)),
-        cfg.point,
-        cfg.decodes_to,
-    ]
+    config = repr(getattr(model, "config", None))  # e.g. Whisper trimmed or padded
+    head = ["codec2", model_fingerprint(model), config, cfg.point, cfg.decodes_to] if cache_dir else []
     return cached_items(
         manifests,
         limit,
         cache_dir,
-        head if cache_dir else [],
+        head,
         lambda utts, root: _teacher_items(model, cfg, utts, root),
         _Item,
         with_text=True,

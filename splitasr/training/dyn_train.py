@@ -206,8 +206,7 @@ def load_sources(cfg: DynTrainConfig) -> Sources:
     utterances = []
     for m in cfg.train:
         root = Path(m).parent
-        utts = read_manifest(m)
-        utts = utts[: cfg.limit_per_manifest] if cfg.limit_per_manifest else utts
+        utts = read_manifest(m, cfg.limit_per_manifest)
         held = [u for u in utts if u.speaker.removeprefix("fsdd-") in HELD_OUT_SPEAKERS]
         if held:
             raise ConfigError(f"{m}: holds utterances of the held-out speaker {held[0].speaker!r}")
