@@ -365,7 +365,10 @@ class WarmStart:
 def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     """Load into ``net`` the weights of ``init``'s checkpoint, for a new stage whose codec
     config differs (a hyperprior, more rates, a wider device encoder or more cloud blocks
-    added to a trained codec); the step count and Adam moments start afresh.
+    added to a trained codec); the step count and Adam moments start afresh. ``init`` may
+    also be a saved codec state (``lrd.safetensors``, e.g. the shipped one): a stage that
+    starts from what ships needs no run folder that a clean clone lacks (its cloud
+    decoder's float16 weights load as float32).
 
     Weights whose names and shapes match are copied. A weight that has grown with a wider
     ``enc_hidden`` (:data:`GROWABLE`) gets the old one in its leading slice, its new outputs keep their fresh
@@ -378,10 +381,14 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     model (``home``: see :func:`_check_home`)."""
     from splitasr.codecs.state import load_state
 
-    st = load_state(init, CHECKPOINT)
+    shipped = init.suffix == ".safetensors"
+    st = load_state(init.parent, init.stem) if shipped else load_state(init, CHECKPOINT)
     old = _checkpoint_config(st) if st is not None else None
     if old is None:
-        raise ConfigError(f"init = {str(init)!r}: its {CHECKPOINT}.safetensors holds no valid lrd config")
+        where = init.name if shipped else f"its {CHECKPOINT}.safetensors"
+        raise ConfigError(f"init = {str(init)!r}: {where} holds no valid lrd config")
+    if shipped and "home" not in st:  # a saved codec state names the model it codes for
+        st = {**st, "home": st.get("model")}
     _check_home(st, home, init)
     keep = ("point", "in_dim", "latent_dim", "stride")
     differ = [k for k in keep if getattr(old, k) != getattr(net.cfg, k)]
@@ -475,7 +482,13 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     opt = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": prior, "lr": cfg.prior_lr}])
     home = full.codec_home(ccfg.point)
     step = _load_checkpoint(out, net, opt, home) if cfg.resume else 0
-    if not step and cfg.init:  # a new stage: start where another run's checkpoint stands
+    if not step and cfg.init and Path(cfg.init).suffix == ".safetensors":  # a saved state
+        if not Path(cfg.init).is_file():
+            raise ConfigError(f"init = {cfg.init!r}: no such codec state")
+        started = warm_start(Path(cfg.init), net, home)
+        if progress:
+            print(started.describe(cfg.init), flush=True)
+    elif not step and cfg.init:  # a new stage: start where another run's checkpoint stands
         if not (Path(cfg.init) / f"{CHECKPOINT}.safetensors").is_file():
             raise ConfigError(f"init = {cfg.init!r}: no {CHECKPOINT}.safetensors there")
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -248,6 +249,35 @@ def test_a_stage_with_a_wider_encoder_and_more_decoder_blocks_starts_as_the_trai
     narrow = LrdNet(LrdConfig(**{**old_cfg.__dict__, "enc_hidden": 4}))
     with pytest.raises(ConfigError, match="differs in enc_hidden \\(narrower\\)"):
         warm_start(tmp_path, narrow)
+
+
+def test_a_stage_can_start_from_a_saved_codec_state(tmp_path):
+    """``warm_start`` from an ``lrd.safetensors`` as shipped (weights only, cloud decoder in
+    float16): the device encoder carries over bit for bit, the decoder to float16's
+    precision; a state saved for another model is refused."""
+    from splitasr.codecs.rd import LrdNet
+    from splitasr.codecs.rd_net import lrd_to_state
+    from splitasr.codecs.state import save_state
+    from splitasr.training.rd_train import warm_start
+
+    cfg = LrdConfig(point="stem", in_dim=24, latent_dim=4, enc_hidden=8, hidden=16, rates=2)
+    old = LrdNet(cfg).eval()
+    path = save_state(tmp_path, "lrd", lrd_to_state(old, {"model": "whisper-tiny.en"}))
+    new = LrdNet(cfg).eval()
+    started = warm_start(path, new, "whisper-tiny.en")
+    assert started.new == [] and started.dropped == [] and started.grown == []
+    x = torch.randn(1, 12, 24)
+    with torch.no_grad():
+        y = old.encode(x, 1.0)
+        assert torch.equal(new.encode(x, 1.0), y)
+        torch.testing.assert_close(
+            new.decode(y.round(), 12, 1.0), old.decode(y.round(), 12, 1.0), atol=5e-3, rtol=5e-3
+        )
+    with pytest.raises(ConfigError, match="codes whisper-tiny.en's activations, not ds2's"):
+        warm_start(path, LrdNet(cfg), "ds2")
+    save_state(tmp_path, "junk", {"x": np.zeros(3, np.float32)})
+    with pytest.raises(ConfigError, match="junk.safetensors holds no valid lrd config"):
+        warm_start(tmp_path / "junk.safetensors", LrdNet(cfg))
 
 
 def test_lambda_between_rates_is_the_geometric_interpolation_of_its_neighbours():
