@@ -3,9 +3,10 @@
 Why: re-measuring every row on this shared VM moves the simulator's results by more than
 a new codec changes them (docs/planner.md, "Shipped profiles and workloads"). A codec
 added later is measured by the same script and its rows alone are added, with a note in
-``source``; nothing already there is replaced.
+``source``; nothing already there is replaced unless ``--replace`` says so (a retrained
+codec under the same name: its old rows and the note that added them go).
 
-    python scripts/merge_profile_codecs.py NEW.json SHIPPED.json --codecs lrd@0+ans,lrd@1+ans
+    python scripts/merge_profile_codecs.py NEW.json SHIPPED.json --codecs lrd@0+ans,lrd@1+ans [--replace]
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ def _rows(rows: list[dict], codecs: set[str], where: str) -> list[dict]:
     return out
 
 
-def merge(new: dict, shipped: dict, codecs: set[str]) -> dict:
+def merge(new: dict, shipped: dict, codecs: set[str], replace: bool = False) -> dict:
     """``shipped`` with ``new``'s rows of ``codecs`` appended (a profile's ``codecs``, or
-    each input's of a workload, matched by input id)."""
+    each input's of a workload, matched by input id); with ``replace``, ``shipped``'s rows
+    of ``codecs`` are dropped first."""
     for key in ("model", "role", "machine", "lengths"):  # lengths: a profile's sweep
         if new.get(key) != shipped.get(key):
             raise ConfigError(f"{key} differs: {new.get(key)!r} vs {shipped.get(key)!r}")
     out = json.loads(json.dumps(shipped))
+    if replace:
+        out = _drop(out, codecs)
     pairs = []
     if "inputs" in shipped:  # a per-input workload
         by_id = {i["id"]: i for i in new["inputs"]}
@@ -64,16 +68,33 @@ def merge(new: dict, shipped: dict, codecs: set[str]) -> dict:
     return out
 
 
+def _drop(d: dict, codecs: set[str]) -> dict:
+    """``d`` without its rows of ``codecs`` and without the ``; rows ... added from: ...``
+    notes that named only such rows."""
+    for rows in [d["codecs"]] if "inputs" not in d else [i["codecs"] for i in d["inputs"]]:
+        rows[:] = [r for r in rows if r["codec"] not in codecs]
+    first, *notes = d["source"].split("; rows ")
+    kept = [n for n in notes if not all(pc.split(" ")[-1] in codecs for pc in _note_pairs(n))]
+    d["source"] = "; rows ".join([first, *kept])
+    return d
+
+
+def _note_pairs(note: str) -> list[str]:
+    """The ``point codec`` pairs a ``rows ... added from: ...`` note names."""
+    return note.split(" added from: ")[0].split(", ")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("new")
     ap.add_argument("shipped")
     ap.add_argument("--codecs", required=True, help="comma-separated codec names to copy")
+    ap.add_argument("--replace", action="store_true", help="drop SHIPPED's rows of --codecs first")
     args = ap.parse_args(argv)
     try:
         new = json.loads(Path(args.new).read_text())
         shipped_path = Path(args.shipped)
-        merged = merge(new, json.loads(shipped_path.read_text()), set(args.codecs.split(",")))
+        merged = merge(new, json.loads(shipped_path.read_text()), set(args.codecs.split(",")), args.replace)
         indent = 0 if "inputs" in merged else 1  # as save_workload and save_profile write them
         tmp = shipped_path.with_suffix(".merging.json")
         try:
@@ -89,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ProfileError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.shipped}: added {args.codecs}")
+    print(f"{args.shipped}: {'replaced' if args.replace else 'added'} {args.codecs}")
     return 0
 
 

@@ -15,7 +15,7 @@ DATA = Path("splitasr/planner/data")
 LRD = ["lrd@0+ans", "lrd@1+ans", "lrd@2+ans"]
 
 
-def _merge(new: Path, shipped: Path) -> subprocess.CompletedProcess:
+def _merge(new: Path, shipped: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
@@ -24,6 +24,7 @@ def _merge(new: Path, shipped: Path) -> subprocess.CompletedProcess:
             str(shipped),
             "--codecs",
             ",".join(LRD),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -61,6 +62,40 @@ def test_rows_are_added_once_and_the_file_still_loads(tmp_path, kind):
         again.returncode == 1 and again.stderr.strip().startswith("error: ") and "already has" in again.stderr
     )
     assert "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("kind", ["profiles", "workloads"])
+def test_replace_swaps_a_retrained_codecs_rows_and_its_note(tmp_path, kind):
+    """``--replace``: the shipped rows of the codecs give way to the new file's (here with
+    every byte count doubled), in place of the old ones, and the note that added the old
+    rows goes with them; the other rows are untouched."""
+    full = json.loads((DATA / kind / "ds2-edge.json").read_text())
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text(json.dumps(full))
+    new = json.loads(json.dumps(full))
+    new["source"] = "remeasured"
+    for rows in [new["codecs"]] if kind == "profiles" else [i["codecs"] for i in new["inputs"]]:
+        for r in rows:
+            if r["codec"] in LRD:
+                if kind == "profiles":
+                    r["payload_bytes"]["a"] *= 2
+                else:
+                    r["bytes"] *= 2
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    r = _merge(tmp_path / "new.json", shipped, "--replace")
+    assert r.returncode == 0, r.stderr
+    merged = json.loads(shipped.read_text())
+    assert (
+        merged["source"]
+        == full["source"].split("; rows ")[0]
+        + "; rows proj lrd@0+ans, proj lrd@1+ans, proj lrd@2+ans added from: remeasured"
+    )
+    rows = merged["codecs"] if kind == "profiles" else merged["inputs"][0]["codecs"]
+    before = full["codecs"] if kind == "profiles" else full["inputs"][0]["codecs"]
+    want = new["codecs"] if kind == "profiles" else new["inputs"][0]["codecs"]
+    assert [x for x in rows if x["codec"] not in LRD] == [x for x in before if x["codec"] not in LRD]
+    assert [x for x in rows if x["codec"] in LRD] == [x for x in want if x["codec"] in LRD]
+    (load_profile if kind == "profiles" else load_workload)(shipped)
 
 
 def test_a_merge_that_would_not_load_leaves_the_file_as_it_was(tmp_path):
