@@ -96,9 +96,11 @@ def test_whisper_shipped_float_payloads(whisper, sample_waves):
 )
 def test_shipped_lrd_encoders(request, sample_waves, name, point, codec):
     """The shipped files at each model's default point with its shipped lrd state
-    (hyperprior, 3 rates): the ONNX edge's payload is the torch edge's, byte for byte, at
-    the lowest and highest rate (a latent within float rounding of .5 could differ; none
-    does on the samples). The cloud (Whisper's decoder stored as float16) gets the two
+    (hyperprior, 3 rates), at the lowest and highest rate: the ONNX edge's symbols are the
+    torch edge's but where a latent within float rounding of .5 rounds the other way (at
+    most 2 of the ~2,500-3,100 an utterance, by 1; measured: one, in Whisper's `lrd@2` on
+    one sample, from the heads' float differences), and where the symbols agree so do the
+    payloads, byte for byte. The cloud (Whisper's decoder stored as float16) gets the two
     real digit samples' 10 words right but for <= 3 (measured: 1 or 2 at each)."""
     import json
 
@@ -106,12 +108,18 @@ def test_shipped_lrd_encoders(request, sample_waves, name, point, codec):
 
     model = request.getfixturevalue("model" if name == "ds2" else "whisper")
     onnx_edge, edge, cloud = OnnxEdge(name, precision="float"), Edge(model), Cloud(model)
+    torch_codec, onnx_codec = edge.codecs.get(codec, point), onnx_edge.codec(codec, point)
     texts = []
     for wave in sample_waves[:2]:
-        want = edge.encode(torch.from_numpy(wave), point, codec).payload
-        got = onnx_edge.encode(wave, point, codec).payload
-        assert got == want
-        texts.append(cloud.transcribe(got, point, codec).text)
+        h, _ = edge.head(torch.from_numpy(wave), point)
+        want = torch_codec.transform.forward(h.numpy()).data.astype(np.int64)
+        got = onnx_codec.transform.forward(onnx_edge.head(wave, point)).data.astype(np.int64)
+        assert got.shape == want.shape and int((got != want).sum()) <= 2
+        assert int(np.abs(got - want).max()) <= 1
+        payload = onnx_edge.encode(wave, point, codec).payload
+        if np.array_equal(got, want):
+            assert payload == edge.encode(torch.from_numpy(wave), point, codec).payload
+        texts.append(cloud.transcribe(payload, point, codec).text)
     rows = [json.loads(line) for line in (SAMPLES / "samples.jsonl").read_text().splitlines()]
     refs = [r["text"] for r in sorted(rows, key=lambda r: r["audio"])[:2]]  # sample_waves' order
     assert error_rates(refs, texts)["wer"] <= 0.3, texts
