@@ -354,6 +354,7 @@ def test_reduced_precision_copies_only_the_text_decoders_linear_layers(by_precis
         assert torch.equal(td.blocks[0].mlp[0].weight, ref.blocks[0].mlp[0].weight)
 
 
+@pytest.mark.skipif(not FSDD.is_dir(), reason=f"{FSDD} (FSDD recordings) not found")
 def test_reduced_precision_next_token_distributions_stay_close_to_float32(by_precision):
     """Teacher-forced on the float32 model's greedy tokens for a real lucas recording:
     float16 weights (the checkpoint's own) change the log-probabilities by float32
