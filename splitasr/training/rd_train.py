@@ -440,6 +440,35 @@ def _grow(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _start_stage(
+    cfg: RdTrainConfig, net: LrdNet, opt: torch.optim.Optimizer, home: str, progress: bool
+) -> int:
+    """Load ``cfg.init`` into a fresh run; the step it counts on from. A saved codec state
+    (``*.safetensors``) gives its weights (step 0); a run folder's checkpoint of the same
+    codec gives weights, Adam moments and step, one of another codec what fits (step 0)."""
+    init = Path(cfg.init)
+    step, started = 0, None
+    if init.suffix == ".safetensors":
+        if not init.is_file():
+            raise ConfigError(f"init = {cfg.init!r}: no such codec state")
+        started = warm_start(init, net, home)
+    else:
+        if not (init / f"{CHECKPOINT}.safetensors").is_file():
+            raise ConfigError(f"init = {cfg.init!r}: no {CHECKPOINT}.safetensors there")
+        try:
+            step = _load_checkpoint(init, net, opt, home)
+        except ConfigError:  # another codec config: keep what fits, learn the rest
+            started = warm_start(init, net, home)
+        if step >= cfg.steps:  # the same codec goes on counting from init's step
+            raise ConfigError(
+                f"init = {cfg.init!r} stands at step {step} and steps = {cfg.steps}: a stage with init's "
+                "codec counts on from init's step, so steps (and lr_drop_step) must be past it"
+            )
+    if started is not None and progress:
+        print(started.describe(cfg.init), flush=True)
+    return step
+
+
 def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     """Train (or continue), save the codec state and report; returns the report."""
     from splitasr.codecs.state import save_state, shipped_state_dir
@@ -482,26 +511,8 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     opt = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": prior, "lr": cfg.prior_lr}])
     home = full.codec_home(ccfg.point)
     step = _load_checkpoint(out, net, opt, home) if cfg.resume else 0
-    if not step and cfg.init and Path(cfg.init).suffix == ".safetensors":  # a saved state
-        if not Path(cfg.init).is_file():
-            raise ConfigError(f"init = {cfg.init!r}: no such codec state")
-        started = warm_start(Path(cfg.init), net, home)
-        if progress:
-            print(started.describe(cfg.init), flush=True)
-    elif not step and cfg.init:  # a new stage: start where another run's checkpoint stands
-        if not (Path(cfg.init) / f"{CHECKPOINT}.safetensors").is_file():
-            raise ConfigError(f"init = {cfg.init!r}: no {CHECKPOINT}.safetensors there")
-        try:
-            step = _load_checkpoint(Path(cfg.init), net, opt, home)
-        except ConfigError:  # another codec config: keep what fits, learn the rest
-            started = warm_start(Path(cfg.init), net, home)
-            if progress:
-                print(started.describe(cfg.init), flush=True)
-        if step >= cfg.steps:  # the same codec goes on counting from init's step
-            raise ConfigError(
-                f"init = {cfg.init!r} stands at step {step} and steps = {cfg.steps}: a stage with init's "
-                "codec counts on from init's step, so steps (and lr_drop_step) must be past it"
-            )
+    if not step and cfg.init:  # a new stage: start from another run or a saved state
+        step = _start_stage(cfg, net, opt, home, progress)
     rng = random.Random(cfg.seed + step)
     log_path = out / LOG
     log: list[dict] = []
