@@ -305,13 +305,14 @@ def _checkpoint_config(st: dict) -> LrdConfig | None:
         return None
 
 
-def _check_home(st: dict, home: str, where: Path) -> None:
-    """Refuse a checkpoint taken on another model's activations (DS2's and Whisper's
-    ``features`` are both 80 log-mel values a frame, on different scales: the config alone
-    cannot tell them apart). Checkpoints from before ``home`` was stored pass."""
+def _check_home(st: dict, home: str, file: Path) -> None:
+    """Refuse a checkpoint or saved state (``file``) taken on another model's activations
+    (DS2's and Whisper's ``features`` are both 80 log-mel values a frame, on different
+    scales: the config alone cannot tell them apart). Files from before ``home`` was stored
+    pass."""
     theirs = st.get("home")
     if home and theirs and theirs != home:
-        raise ConfigError(f"{where}/{CHECKPOINT}.safetensors codes {theirs}'s activations, not {home}'s")
+        raise ConfigError(f"{file} codes {theirs}'s activations, not {home}'s")
 
 
 def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, home: str = "") -> int:
@@ -322,7 +323,7 @@ def _load_checkpoint(out: Path, net: LrdNet, opt: torch.optim.Optimizer, home: s
     st = load_state(out, CHECKPOINT)
     if st is None:
         return 0
-    _check_home(st, home, out)
+    _check_home(st, home, out / f"{CHECKPOINT}.safetensors")
     if _checkpoint_config(st) != net.cfg:
         raise ConfigError(
             f"{out}/{CHECKPOINT}.safetensors is for another lrd config; delete it to start over"
@@ -387,9 +388,9 @@ def warm_start(init: Path, net: LrdNet, home: str = "") -> WarmStart:
     if old is None:
         where = init.name if shipped else f"its {CHECKPOINT}.safetensors"
         raise ConfigError(f"init = {str(init)!r}: {where} holds no valid lrd config")
-    if shipped and "home" not in st:  # a saved codec state names the model it codes for
+    if shipped and "home" not in st:  # a state saved before it stored its home: its model
         st = {**st, "home": st.get("model")}
-    _check_home(st, home, init)
+    _check_home(st, home, init if shipped else init / f"{CHECKPOINT}.safetensors")
     keep = ("point", "in_dim", "latent_dim", "stride")
     differ = [k for k in keep if getattr(old, k) != getattr(net.cfg, k)]
     if old.enc_hidden > net.cfg.enc_hidden:
@@ -559,7 +560,7 @@ def train_rd(cfg: RdTrainConfig, progress: bool = True) -> dict:
     net.eval()
     recipe = {k: v for k, v in asdict(cfg).items() if k != "codec"}
     extra = {"trained": {"steps": step, "utterances": len(items), "recipe": recipe, "log_tail": log[-3:]}}
-    state = lrd_to_state(net, {**extra, "model": str(cfg.model)})
+    state = lrd_to_state(net, {**extra, "model": str(cfg.model), "home": home})
     written = save_state(out, "lrd", state)
     sample = items[: min(len(items), 20)]
     rates = [measure_rate("lrd+ans", out, sample, fps, r) for r in range(ccfg.rates)]

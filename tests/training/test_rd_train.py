@@ -4,6 +4,7 @@ state loads as a codec, and a second run continues from the checkpoint."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -273,7 +274,9 @@ def test_a_stage_can_start_from_a_saved_codec_state(tmp_path):
         torch.testing.assert_close(
             new.decode(y.round(), 12, 1.0), old.decode(y.round(), 12, 1.0), atol=5e-3, rtol=5e-3
         )
-    with pytest.raises(ConfigError, match="codes whisper-tiny.en's activations, not ds2's"):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path} codes whisper-tiny.en's activations, not ds2's")
+    ):
         warm_start(path, LrdNet(cfg), "ds2")
     save_state(tmp_path, "junk", {"x": np.zeros(3, np.float32)})
     with pytest.raises(ConfigError, match="junk.safetensors holds no valid lrd config"):
